@@ -1,0 +1,51 @@
+"""Statuses and formats of the allocation package."""
+
+from django.db import models
+
+__all__ = ["Environment", "UsageSourceFormat", "UsageBatchStatus", "TAG_FIELDS", "CORE_TAGS"]
+
+
+class Environment(models.TextChoices):
+    PRODUCTION = "production", "Production"
+    STAGING = "staging", "Staging"
+    DEVELOPMENT = "development", "Development"
+    EVAL = "eval", "Evaluation"
+    INTERNAL = "internal", "Internal"
+
+
+class UsageSourceFormat(models.TextChoices):
+    CSV = "csv", "CSV (documented schema)"
+    JSONL = "jsonl", "JSON lines (documented schema)"
+    OPENAI_USAGE = "openai-usage", "OpenAI usage API pages"
+    ANTHROPIC_USAGE = "anthropic-usage", "Anthropic usage report pages"
+    OTEL = "otel", "OpenTelemetry GenAI spans (OTLP/JSON)"
+    API = "api", "Gateway API events"
+
+
+class UsageBatchStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    REFUSED = "refused", "Refused"
+
+
+# Tag name (as users and sources say it) -> UsageLine field. `user` is stored
+# as `end_user` because `user` is a reserved word in SQL.
+TAG_FIELDS: dict[str, str] = {
+    "team": "team",
+    "feature": "feature",
+    "environment": "environment",
+    "tenant": "tenant",
+    "user": "end_user",
+    "session_id": "session_id",
+    "trace_id": "trace_id",
+    "request_id": "request_id",
+    "modality": "modality",
+    "caller": "caller",
+    "project": "project",
+    "api_key": "api_key",
+}
+
+# A line lacking any of these is untagged: its cost cannot be attributed.
+CORE_TAGS: tuple[str, ...] = ("team", "feature", "environment")

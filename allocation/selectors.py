@@ -1,0 +1,127 @@
+"""Reads of the usage ledger and cost objects: summaries and tag coverage."""
+
+import calendar
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from pricing.errors import ValidationFailed
+
+from .choices import CORE_TAGS, TAG_FIELDS
+from .models import UsageBatch, UsageLine
+
+__all__ = [
+    "SUMMARY_GROUP_KEYS",
+    "period_bounds",
+    "tag_coverage",
+    "usage_lines_in_period",
+    "usage_summary",
+]
+
+# Group key (as users say it) -> UsageLine field.
+SUMMARY_GROUP_KEYS: dict[str, str] = {
+    "provider": "provider",
+    "model": "model",
+    "unit": "unit",
+    "service_tier": "service_tier",
+    "tier": "tier",
+    "context_band": "context_band",
+    **TAG_FIELDS,
+}
+
+
+def period_bounds(period: str) -> tuple[datetime, datetime]:
+    """[start, end) in UTC of a period written YYYY-MM."""
+    try:
+        year, month = (int(part) for part in period.split("-"))
+        start = datetime(year, month, 1, tzinfo=UTC)
+    except (ValueError, TypeError):
+        raise ValidationFailed(f"period {period!r} is not YYYY-MM", code="invalid_period") from None
+    days = calendar.monthrange(year, month)[1]
+    end = start.replace(day=days) + (datetime(2000, 1, 2) - datetime(2000, 1, 1))
+    return start, end
+
+
+def usage_lines_in_period(period: str) -> QuerySet[UsageLine]:
+    start, end = period_bounds(period)
+    return UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+
+
+def _group_fields(group_by: list[str]) -> list[str]:
+    if not group_by:
+        raise ValidationFailed("group_by needs at least one key", code="invalid_group_by")
+    unknown = [key for key in group_by if key not in SUMMARY_GROUP_KEYS]
+    if unknown:
+        raise ValidationFailed(
+            f"unknown group key(s) {', '.join(unknown)}; keys are {', '.join(SUMMARY_GROUP_KEYS)}",
+            code="invalid_group_by",
+            extra={"allowed": list(SUMMARY_GROUP_KEYS)},
+        )
+    return [SUMMARY_GROUP_KEYS[key] for key in group_by]
+
+
+def usage_summary(*, period: str, group_by: list[str]) -> list[dict]:
+    """Quantity and line count per group for a period, largest quantity first.
+
+    Quantities of different units are never added together unless the caller
+    groups by something other than unit; that is their choice to make.
+    """
+    fields = _group_fields(group_by)
+    rows = (
+        usage_lines_in_period(period)
+        .values(*fields)
+        .annotate(total_quantity=Sum("quantity"), line_count=Count("event_key"))
+        .order_by(*fields)
+    )
+    names = dict(zip(fields, group_by))
+    return [
+        {**{names[f]: row[f] for f in fields}, "quantity": row["total_quantity"] or Decimal(0), "line_count": row["line_count"]}
+        for row in rows
+    ]
+
+
+def tag_coverage(*, period: str) -> list[dict]:
+    """Per source format: the share of lines and of quantity carrying each core tag.
+
+    Quantity shares are taken per unit family as summed; they show where the
+    untagged volume is, which line counts alone can hide.
+    """
+    tagged = {tag: ~Q(**{TAG_FIELDS[tag]: ""}) for tag in CORE_TAGS}
+    aggregates = {
+        "lines": Count("event_key"),
+        "total_quantity": Sum("quantity"),
+        "untagged_lines": Count("event_key", filter=Q(is_untagged=True)),
+        "untagged_quantity": Sum("quantity", filter=Q(is_untagged=True)),
+    }
+    for tag, condition in tagged.items():
+        aggregates[f"{tag}_lines"] = Count("event_key", filter=condition)
+        aggregates[f"{tag}_quantity"] = Sum("quantity", filter=condition)
+    source = "batch__source_format"
+    rows = usage_lines_in_period(period).values(source).annotate(**aggregates).order_by(source)
+    report = []
+    for row in rows:
+        lines, quantity = row["lines"], row["total_quantity"] or Decimal(0)
+        entry = {
+            "source": row[source],
+            "lines": lines,
+            "quantity": quantity,
+            "untagged_lines": row["untagged_lines"],
+            "untagged_quantity": row["untagged_quantity"] or Decimal(0),
+        }
+        for tag in (*CORE_TAGS,):
+            entry[f"{tag}_line_share"] = _share(row[f"{tag}_lines"], lines)
+            entry[f"{tag}_quantity_share"] = _share(row[f"{tag}_quantity"] or Decimal(0), quantity)
+        entry["untagged_line_share"] = _share(row["untagged_lines"], lines)
+        report.append(entry)
+    return report
+
+
+def _share(part: int | Decimal, whole: int | Decimal) -> Decimal:
+    if not whole:
+        return Decimal(0)
+    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001"))
+
+
+def usage_batches() -> QuerySet[UsageBatch]:
+    return UsageBatch.objects.select_related("created_by")

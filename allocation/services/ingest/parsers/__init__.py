@@ -1,0 +1,1 @@
+"""One parser per source format; each yields ParsedRecord or RejectedRecord."""

@@ -1,0 +1,92 @@
+"""Pages of Anthropic's /v1/organizations/usage_report/messages.
+
+Unlike OpenAI, `uncached_input_tokens` already excludes cache reads and
+writes, and cache writes come as 5-minute and 1-hour kinds (priced apart), so
+each count maps to its own unit as given.
+"""
+
+import json
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import TextIO
+
+from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, SourceFormatError, parse_occurred_at
+from .json_documents import json_documents, whole_number
+
+__all__ = ["parse_anthropic_usage"]
+
+PROVIDER = "anthropic"
+_WHAT = "Anthropic usage report pages ({'data': [buckets with starting_at, ending_at, results]})"
+_GROUP_FIELDS = ("workspace_id", "api_key_id", "account_id", "service_account_id", "model", "service_tier",
+                 "context_window", "inference_geo")
+
+
+def _leaves(r: dict) -> list[tuple[str, int, str]]:
+    cache_creation = r.get("cache_creation") or {}
+    server_tools = r.get("server_tool_use") or {}
+    if not isinstance(cache_creation, dict):
+        raise RowError("cache_creation", "expected an object")
+    if not isinstance(server_tools, dict):
+        raise RowError("server_tool_use", "expected an object")
+    if r.get("uncached_input_tokens") is None and r.get("output_tokens") is None:
+        raise RowError("uncached_input_tokens", "missing (and no output_tokens): not a messages usage result")
+    return [
+        ("input_token", whole_number(r.get("uncached_input_tokens"), "uncached_input_tokens"), ""),
+        ("cached_input_token", whole_number(r.get("cache_read_input_tokens"), "cache_read_input_tokens"), ""),
+        ("cache_write_token", whole_number(cache_creation.get("ephemeral_5m_input_tokens"),
+                                           "cache_creation.ephemeral_5m_input_tokens"), ""),
+        ("cache_write_1h_token", whole_number(cache_creation.get("ephemeral_1h_input_tokens"),
+                                              "cache_creation.ephemeral_1h_input_tokens"), ""),
+        ("output_token", whole_number(r.get("output_tokens"), "output_tokens"), ""),
+        ("tool_call", whole_number(server_tools.get("web_search_requests"), "server_tool_use.web_search_requests"),
+         "web_search"),
+    ]
+
+
+def _buckets(stream: TextIO) -> list[tuple[str, dict]]:
+    buckets = []
+    for _, page in json_documents(stream, what=_WHAT):
+        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+            raise SourceFormatError(f"a document has no 'data' list: expected {_WHAT}")
+        for b, bucket in enumerate(page["data"]):
+            if not isinstance(bucket, dict) or "starting_at" not in bucket or not isinstance(bucket.get("results"), list):
+                hint = " (an OpenAI page has start_time: use --format openai-usage)" if isinstance(bucket, dict) and "start_time" in bucket else ""
+                raise SourceFormatError(f"data[{b}] is not a bucket with starting_at and results{hint}: expected {_WHAT}")
+            buckets.append((f"data[{b}]", bucket))
+    return buckets
+
+
+def parse_anthropic_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord | RejectedRecord]:
+    record = 0
+    for where, bucket in _buckets(stream):
+        for i, result in enumerate(bucket["results"]):
+            record += 1
+            path = f"{where}.results[{i}]"
+            raw = json.dumps(result, sort_keys=True)[:2000]
+            try:
+                if not isinstance(result, dict):
+                    raise RowError("(result)", "not an object")
+                occurred_at = parse_occurred_at(bucket.get("starting_at"), "starting_at")
+                group = ":".join(str(result.get(f)) for f in _GROUP_FIELDS if result.get(f) is not None)
+                event_id = f"anthropic-usage:{bucket.get('starting_at')}:{bucket.get('ending_at')}:{group}"
+                tags = {
+                    "project": result.get("workspace_id"),
+                    "api_key": result.get("api_key_id"),
+                    "user": result.get("account_id") or result.get("service_account_id"),
+                }
+                leaves = _leaves(result)
+                nonzero = [leaf for leaf in leaves if leaf[1]] or leaves[:1]
+                lines = [
+                    builder.line(
+                        source_line=record, event_id=event_id, occurred_at=occurred_at, provider=PROVIDER,
+                        model=result.get("model") or "", unit=unit, quantity=Decimal(quantity),
+                        service_tier=result.get("service_tier") or "", tier=tier,
+                        context_band=result.get("context_window") or "", tags=tags,
+                    )
+                    for unit, quantity, tier in nonzero
+                ]
+            except RowError as exc:
+                field = exc.field if exc.field.startswith("(") else f"{path}.{exc.field}"
+                yield RejectedRecord(record, field, exc.reason, raw)
+                continue
+            yield ParsedRecord(record, lines)

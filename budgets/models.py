@@ -1,0 +1,1 @@
+"""Budgets, realtime quotas, alerts and forecasts (models arrive with budgets)."""
