@@ -15,7 +15,9 @@ __all__ = [
     "SUMMARY_GROUP_KEYS",
     "period_bounds",
     "tag_coverage",
+    "usage_batches",
     "usage_lines_in_period",
+    "usage_rejection_rows",
     "usage_summary",
 ]
 
@@ -125,3 +127,13 @@ def _share(part: int | Decimal, whole: int | Decimal) -> Decimal:
 
 def usage_batches() -> QuerySet[UsageBatch]:
     return UsageBatch.objects.select_related("created_by")
+
+
+REJECTION_CSV_HEADER = ("batch", "source", "line", "field", "reason", "raw")
+
+
+def usage_rejection_rows(*, batch: UsageBatch):
+    """The batch's rejected records as CSV rows (header first), streamed."""
+    yield REJECTION_CSV_HEADER
+    for line, field, reason, raw in batch.rejections.order_by("line", "id").values_list("line", "field", "reason", "raw").iterator():
+        yield (batch.pk, batch.source_name, line, field, reason, raw)

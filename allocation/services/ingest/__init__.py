@@ -38,6 +38,7 @@ __all__ = [
     "usage_batch_ingest_file",
     "usage_ingest_events",
     "usage_ingest_file",
+    "usage_upload_queue",
 ]
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,28 @@ def usage_batch_ingest_file(*, batch: UsageBatch, path: str | os.PathLike, progr
     finally:
         stream.close()
     return _batch_finish(batch)
+
+
+def usage_upload_queue(*, uploaded_file, source_format: str, created_by=None) -> UsageBatch:
+    """Keep an uploaded source and queue its ingestion; the batch shows progress."""
+    from allocation.tasks import usage_batch_ingest_task
+
+    if source_format not in PARSERS:
+        raise ValidationFailed(
+            f"unknown format {source_format!r}; formats are {', '.join(FILE_FORMATS)}", code="unknown_format"
+        )
+    name = Path(uploaded_file.name).name
+    batch = usage_batch_create(
+        source_format=source_format, source_name=name, created_by=created_by, bytes_total=uploaded_file.size
+    )
+    folder = Path(settings.MEDIA_ROOT) / "usage-uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"batch-{batch.pk}-{name}"
+    with open(path, "wb") as out:
+        for chunk in uploaded_file.chunks():
+            out.write(chunk)
+    transaction.on_commit(lambda: usage_batch_ingest_task.delay(batch.pk, str(path)))
+    return batch
 
 
 @dataclass(frozen=True, slots=True)

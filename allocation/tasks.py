@@ -1,0 +1,16 @@
+"""Celery tasks of the allocation package: thin callers of services."""
+
+from celery import shared_task
+
+from .models import UsageBatch
+from .services.ingest import usage_batch_ingest_file
+
+__all__ = ["usage_batch_ingest_task"]
+
+
+@shared_task(acks_late=True)
+def usage_batch_ingest_task(batch_id: int, path: str) -> dict:
+    """Ingest a created batch's file. Re-running is safe: event keys dedupe."""
+    batch = UsageBatch.objects.get(pk=batch_id)
+    batch = usage_batch_ingest_file(batch=batch, path=path)
+    return {"batch_id": batch.pk, "status": batch.status, "rows_read": batch.rows_read}
