@@ -1,0 +1,85 @@
+"""Serializers of the allocation API: small, one per resource or command."""
+
+from rest_framework import serializers
+
+from allocation.choices import UsageSourceFormat
+from allocation.models import CostCenter, Feature, Team, Tenant, UsageBatch
+
+__all__ = [
+    "CostCenterSerializer",
+    "FeatureSerializer",
+    "TeamSerializer",
+    "TenantSerializer",
+    "UsageBatchSerializer",
+    "UsageBatchUploadSerializer",
+    "UsageEventsInputSerializer",
+    "UsageSummaryInputSerializer",
+]
+
+MAX_EVENTS_PER_REQUEST = 10_000
+
+
+class CostCenterSerializer(serializers.ModelSerializer):
+    parent = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = CostCenter
+        fields = ["id", "code", "name", "owner", "gl_expense_account", "gl_recovery_account", "parent",
+                  "active_from", "active_to"]
+
+
+class TeamSerializer(serializers.ModelSerializer):
+    cost_center = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = Team
+        fields = ["id", "code", "name", "cost_center"]
+
+
+class FeatureSerializer(serializers.ModelSerializer):
+    team = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+    class Meta:
+        model = Feature
+        fields = ["id", "code", "name", "team"]
+
+
+class TenantSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Tenant
+        fields = ["id", "code", "name"]
+
+
+class UsageBatchSerializer(serializers.ModelSerializer):
+    progress = serializers.FloatField(read_only=True, allow_null=True)
+    rejections_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = UsageBatch
+        fields = ["id", "source_format", "source_name", "status", "rows_read", "inserted", "duplicate", "rejected",
+                  "lines_inserted", "bytes_total", "bytes_read", "progress", "error", "created_at", "started_at",
+                  "finished_at", "rejections_url"]
+
+    def get_rejections_url(self, batch: UsageBatch) -> str:
+        return f"/api/v1/usage/batches/{batch.pk}/rejections"
+
+
+class UsageBatchUploadSerializer(serializers.Serializer):
+    file = serializers.FileField()
+    format = serializers.ChoiceField(choices=[f for f in UsageSourceFormat.values if f != UsageSourceFormat.API])
+
+
+class UsageEventsInputSerializer(serializers.Serializer):
+    """Events are validated one by one by the ingestion service, which answers
+    per event; here only the envelope is checked."""
+
+    events = serializers.ListField(child=serializers.JSONField(), allow_empty=False, max_length=MAX_EVENTS_PER_REQUEST)
+    source = serializers.CharField(required=False, max_length=200)
+
+
+class UsageSummaryInputSerializer(serializers.Serializer):
+    period = serializers.RegexField(r"^\d{4}-\d{2}$")
+    group_by = serializers.CharField(default="provider,model,unit")
+
+    def validate_group_by(self, value: str) -> list[str]:
+        return [key.strip() for key in value.split(",") if key.strip()]

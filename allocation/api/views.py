@@ -1,0 +1,147 @@
+"""The allocation API: read-only cost objects, usage ingestion and summaries."""
+
+import csv
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from allocation.models import CostCenter, Feature, Team, Tenant
+from allocation.selectors import tag_coverage, usage_batches, usage_rejection_rows, usage_summary
+from allocation.services.ingest import usage_ingest_events, usage_upload_queue
+
+from .serializers import (
+    CostCenterSerializer,
+    FeatureSerializer,
+    TeamSerializer,
+    TenantSerializer,
+    UsageBatchSerializer,
+    UsageBatchUploadSerializer,
+    UsageEventsInputSerializer,
+    UsageSummaryInputSerializer,
+)
+
+__all__ = [
+    "CostCenterViewSet",
+    "FeatureViewSet",
+    "TagCoverageApi",
+    "TeamViewSet",
+    "TenantViewSet",
+    "UsageBatchViewSet",
+    "UsageEventsIngestApi",
+    "UsageSummaryApi",
+]
+
+
+class CostCenterViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = CostCenter.objects.select_related("parent")
+    serializer_class = CostCenterSerializer
+    filterset_fields = ["code", "parent__code"]
+
+
+class TeamViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Team.objects.select_related("cost_center")
+    serializer_class = TeamSerializer
+    filterset_fields = ["code", "cost_center__code"]
+
+
+class FeatureViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Feature.objects.select_related("team")
+    serializer_class = FeatureSerializer
+    filterset_fields = ["code", "team__code"]
+
+
+class TenantViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Tenant.objects.all()
+    serializer_class = TenantSerializer
+    filterset_fields = ["code"]
+
+
+class _Echo:
+    """A file-like object whose write returns the line, for streamed CSV."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
+    """Ingestion batches: counts, progress, and their rejected records."""
+
+    queryset = usage_batches()
+    serializer_class = UsageBatchSerializer
+    filterset_fields = ["status", "source_format"]
+
+    @extend_schema(request=UsageBatchUploadSerializer, responses={202: UsageBatchSerializer})
+    def create(self, request: Request) -> Response:
+        """Upload a usage file; it is ingested in the background (poll the batch)."""
+        payload = UsageBatchUploadSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        batch = usage_upload_queue(
+            uploaded_file=payload.validated_data["file"],
+            source_format=payload.validated_data["format"],
+            created_by=request.user,
+        )
+        return Response(UsageBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={(200, "text/csv"): str})
+    @action(detail=True, methods=["get"])
+    def rejections(self, request: Request, pk: str | None = None) -> StreamingHttpResponse:
+        """Every rejected record of the batch as CSV: line, field, reason, raw."""
+        batch = self.get_object()
+        writer = csv.writer(_Echo())
+        response = StreamingHttpResponse(
+            (writer.writerow(row) for row in usage_rejection_rows(batch=batch)), content_type="text/csv"
+        )
+        response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-rejections.csv"'
+        return response
+
+
+class UsageEventsIngestApi(APIView):
+    """For gateways: a batch of events, idempotent by event id, answered per event."""
+
+    @extend_schema(request=UsageEventsInputSerializer)
+    def post(self, request: Request) -> Response:
+        payload = UsageEventsInputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        source = payload.validated_data.get("source") or f"api:{request.user.get_username()}"
+        batch, results = usage_ingest_events(
+            events=payload.validated_data["events"], source_name=source, created_by=request.user
+        )
+        return Response(
+            {
+                "batch_id": batch.pk,
+                "accepted": batch.inserted,
+                "duplicate": batch.duplicate,
+                "rejected": batch.rejected,
+                "results": [
+                    {"index": r.index, "event_id": r.event_id, "status": r.status}
+                    | ({"field": r.field, "reason": r.reason} if r.status == "rejected" else {})
+                    for r in results
+                ],
+            }
+        )
+
+
+class UsageSummaryApi(APIView):
+    """Quantity and line count per group for a period (any tag can be a key)."""
+
+    @extend_schema(parameters=[UsageSummaryInputSerializer])
+    def get(self, request: Request) -> Response:
+        params = UsageSummaryInputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        groups = usage_summary(period=params.validated_data["period"], group_by=params.validated_data["group_by"])
+        return Response([{**g, "quantity": str(g["quantity"])} for g in groups])
+
+
+class TagCoverageApi(APIView):
+    """Per source: the share of lines and quantity carrying team, feature, environment."""
+
+    def get(self, request: Request) -> Response:
+        params = UsageSummaryInputSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        report = tag_coverage(period=params.validated_data["period"])
+        return Response([{k: (str(v) if not isinstance(v, int | str) else v) for k, v in row.items()} for row in report])

@@ -1,0 +1,26 @@
+"""`python manage.py usage_summary --period YYYY-MM --group-by K1,K2`: a JSON list."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.serializers.json import DjangoJSONEncoder
+
+from allocation.selectors import usage_summary
+from pricing.errors import ApplicationError
+
+
+class Command(BaseCommand):
+    help = "Quantity and line count per group for a period, as a JSON list."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--period", required=True, help="YYYY-MM")
+        parser.add_argument("--group-by", default="provider,model,unit", help="comma-separated keys")
+
+    def handle(self, *args, period: str, group_by: str, **options) -> None:
+        keys = [key.strip() for key in group_by.split(",") if key.strip()]
+        try:
+            groups = usage_summary(period=period, group_by=keys)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        # Quantities stay exact: Decimals are written as strings, like the API.
+        self.stdout.write(json.dumps([{**g, "quantity": str(g["quantity"])} for g in groups], cls=DjangoJSONEncoder))
