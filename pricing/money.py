@@ -9,6 +9,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 __all__ = [
     "QUANTITY_MAX_DIGITS",
     "QUANTITY_DECIMAL_PLACES",
+    "decimal_text",
     "parse_decimal",
     "quantize",
 ]
@@ -53,3 +54,13 @@ def parse_decimal(value: object) -> Decimal:
 def quantize(amount: Decimal, quantum: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
     """Round to a quantum (a cent, a micro-dollar); the only rounding in the project."""
     return amount.quantize(quantum, rounding=rounding)
+
+
+def decimal_text(value: Decimal) -> str:
+    """Plain text of a Decimal without trailing zeros or exponent: '1000', '0.000001024'.
+
+    The same quantity reads the same from SQLite and PostgreSQL (which keeps
+    the column's scale), in the API, the commands and the pages.
+    """
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

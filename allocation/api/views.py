@@ -1,6 +1,7 @@
 """The allocation API: read-only cost objects, usage ingestion and summaries."""
 
 import csv
+from decimal import Decimal
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
@@ -13,6 +14,7 @@ from rest_framework.views import APIView
 from allocation.models import CostCenter, Feature, Team, Tenant
 from allocation.selectors import tag_coverage, usage_batches, usage_rejection_rows, usage_summary
 from allocation.services.ingest import usage_ingest_events, usage_upload_queue
+from pricing.money import decimal_text
 
 from .serializers import (
     CostCenterSerializer,
@@ -134,7 +136,7 @@ class UsageSummaryApi(APIView):
         params = UsageSummaryInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         groups = usage_summary(period=params.validated_data["period"], group_by=params.validated_data["group_by"])
-        return Response([{**g, "quantity": str(g["quantity"])} for g in groups])
+        return Response([{**g, "quantity": decimal_text(g["quantity"])} for g in groups])
 
 
 class TagCoverageApi(APIView):
@@ -144,4 +146,4 @@ class TagCoverageApi(APIView):
         params = UsageSummaryInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         report = tag_coverage(period=params.validated_data["period"])
-        return Response([{k: (str(v) if not isinstance(v, int | str) else v) for k, v in row.items()} for row in report])
+        return Response([{k: decimal_text(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in report])

@@ -98,8 +98,8 @@ def test_tag_coverage_per_source(api_client):
     assert len(report) == 1
     row = report[0]
     assert (row["source"], row["lines"], row["untagged_lines"]) == ("api", 8, 4)
-    assert row["team_line_share"] == "0.7500" and row["feature_line_share"] == "0.5000"
-    assert row["environment_line_share"] == "1.0000" and row["untagged_line_share"] == "0.5000"
+    assert row["team_line_share"] == "0.75" and row["feature_line_share"] == "0.5"
+    assert row["environment_line_share"] == "1" and row["untagged_line_share"] == "0.5"
 
 
 def test_cost_objects_are_readable_and_the_api_needs_a_login(api_client):

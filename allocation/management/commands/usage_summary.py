@@ -7,6 +7,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from allocation.selectors import usage_summary
 from pricing.errors import ApplicationError
+from pricing.money import decimal_text
 
 
 class Command(BaseCommand):
@@ -23,4 +24,4 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         # Quantities stay exact: Decimals are written as strings, like the API.
-        self.stdout.write(json.dumps([{**g, "quantity": str(g["quantity"])} for g in groups], cls=DjangoJSONEncoder))
+        self.stdout.write(json.dumps([{**g, "quantity": decimal_text(g["quantity"])} for g in groups], cls=DjangoJSONEncoder))
