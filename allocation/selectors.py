@@ -76,9 +76,13 @@ def usage_summary(*, period: str, group_by: list[str]) -> list[dict]:
         .annotate(total_quantity=Sum("quantity"), line_count=Count("event_key"))
         .order_by(*fields)
     )
-    names = dict(zip(fields, group_by))
+    names = dict(zip(fields, group_by, strict=True))
     return [
-        {**{names[f]: row[f] for f in fields}, "quantity": row["total_quantity"] or Decimal(0), "line_count": row["line_count"]}
+        {
+            **{names[f]: row[f] for f in fields},
+            "quantity": row["total_quantity"] or Decimal(0),
+            "line_count": row["line_count"],
+        }
         for row in rows
     ]
 
@@ -135,5 +139,7 @@ REJECTION_CSV_HEADER = ("batch", "source", "line", "field", "reason", "raw")
 def usage_rejection_rows(*, batch: UsageBatch):
     """The batch's rejected records as CSV rows (header first), streamed."""
     yield REJECTION_CSV_HEADER
-    for line, field, reason, raw in batch.rejections.order_by("line", "id").values_list("line", "field", "reason", "raw").iterator():
+    for line, field, reason, raw in (
+        batch.rejections.order_by("line", "id").values_list("line", "field", "reason", "raw").iterator()
+    ):
         yield (batch.pk, batch.source_name, line, field, reason, raw)

@@ -24,8 +24,17 @@ class CostCenterSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = CostCenter
-        fields = ["id", "code", "name", "owner", "gl_expense_account", "gl_recovery_account", "parent",
-                  "active_from", "active_to"]
+        fields = [
+            "id",
+            "code",
+            "name",
+            "owner",
+            "gl_expense_account",
+            "gl_recovery_account",
+            "parent",
+            "active_from",
+            "active_to",
+        ]
 
 
 class TeamSerializer(serializers.ModelSerializer):
@@ -56,9 +65,25 @@ class UsageBatchSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = UsageBatch
-        fields = ["id", "source_format", "source_name", "status", "rows_read", "inserted", "duplicate", "rejected",
-                  "lines_inserted", "bytes_total", "bytes_read", "progress", "error", "created_at", "started_at",
-                  "finished_at", "rejections_url"]
+        fields = [
+            "id",
+            "source_format",
+            "source_name",
+            "status",
+            "rows_read",
+            "inserted",
+            "duplicate",
+            "rejected",
+            "lines_inserted",
+            "bytes_total",
+            "bytes_read",
+            "progress",
+            "error",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "rejections_url",
+        ]
 
     def get_rejections_url(self, batch: UsageBatch) -> str:
         return f"/api/v1/usage/batches/{batch.pk}/rejections"

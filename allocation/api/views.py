@@ -146,4 +146,6 @@ class TagCoverageApi(APIView):
         params = UsageSummaryInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         report = tag_coverage(period=params.validated_data["period"])
-        return Response([{k: decimal_text(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in report])
+        return Response(
+            [{k: decimal_text(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in report]
+        )

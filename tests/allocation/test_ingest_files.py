@@ -27,7 +27,11 @@ GOOD = [
 BAD = [
     ("req-4,2026-10-01T10:00:00Z,openai,gpt-4o,input_tokens,12,search,answers,production,,", "unit", "unknown unit"),
     ("req-5,2026-10-01T10:00:00Z,openai,gpt-4o,input_token,-3,search,answers,production,,", "quantity", "negative"),
-    ("req-6,2026-10-01T10:00:00Z,openai,gpt-4o,input_token,lots,search,answers,production,,", "quantity", "not a number"),
+    (
+        "req-6,2026-10-01T10:00:00Z,openai,gpt-4o,input_token,lots,search,answers,production,,",
+        "quantity",
+        "not a number",
+    ),
     ("req-7,last tuesday,openai,gpt-4o,input_token,5,search,answers,production,,", "occurred_at", "not an ISO 8601"),
     ("req-8,,openai,gpt-4o,input_token,5,search,answers,production,,", "occurred_at", "missing"),
     ("req-9,2026-10-01T10:00:00Z,,gpt-4o,input_token,5,search,answers,production,,", "provider", "missing"),
@@ -53,7 +57,7 @@ def test_bad_rows_are_rejected_with_line_field_and_reason_and_good_rows_kept(tmp
     rejections = list(batch.rejections.order_by("line").values_list("line", "field", "reason"))
     # Line numbers count the header as line 1, as an editor shows them.
     assert rejections[0][:2] == (3, "unit") and "unknown unit 'input_tokens'" in rejections[0][2]
-    for (line, field, reason), (_, expected_field, expected_reason) in zip(rejections[1:], BAD[1:]):
+    for (_, field, reason), (_, expected_field, expected_reason) in zip(rejections[1:], BAD[1:], strict=True):
         assert field == expected_field
         assert expected_reason in reason
     assert UsageLine.objects.count() == 5
@@ -95,7 +99,10 @@ def test_overlapping_files_and_repeats_inside_a_file_count_once(tmp_path, settin
 
 def test_rows_without_event_id_are_keyed_by_their_content(tmp_path):
     header = "occurred_at,provider,model,unit,quantity,team\n"
-    text = header + "2026-10-01T00:00:00Z,openai,gpt-4o,input_token,5,a\n2026-10-01T00:00:00Z,openai,gpt-4o,input_token,6,a\n"
+    text = (
+        header
+        + "2026-10-01T00:00:00Z,openai,gpt-4o,input_token,5,a\n2026-10-01T00:00:00Z,openai,gpt-4o,input_token,6,a\n"
+    )
     path = write(tmp_path, "noid.csv", text)
     assert usage_ingest_file(path=path, source_format="csv").inserted == 2
     assert usage_ingest_file(path=path, source_format="csv").duplicate == 2
@@ -125,12 +132,27 @@ def test_binary_garbage_is_refused_not_crashed(tmp_path):
 
 def test_jsonl_events_with_several_quantities_and_derived_image_tiles(tmp_path):
     events = [
-        {"event_id": "g-1", "occurred_at": "2026-10-07T12:00:00Z", "provider": "openai", "model": "gpt-4o",
-         "team": "vision", "feature": "receipts", "environment": "production",
-         "quantities": {"input_token": 900, "cached_input_token": 100, "output_token": 50},
-         "image_inputs": [{"width": 1024, "height": 1024, "detail": "high"}, {"width": 4000, "height": 3000, "detail": "low"}]},
-        {"event_id": "g-2", "occurred_at": "2026-10-07T12:01:00Z", "provider": "openai", "model": "gpt-4o",
-         "quantities": {"input_token": "ten"}},
+        {
+            "event_id": "g-1",
+            "occurred_at": "2026-10-07T12:00:00Z",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "team": "vision",
+            "feature": "receipts",
+            "environment": "production",
+            "quantities": {"input_token": 900, "cached_input_token": 100, "output_token": 50},
+            "image_inputs": [
+                {"width": 1024, "height": 1024, "detail": "high"},
+                {"width": 4000, "height": 3000, "detail": "low"},
+            ],
+        },
+        {
+            "event_id": "g-2",
+            "occurred_at": "2026-10-07T12:01:00Z",
+            "provider": "openai",
+            "model": "gpt-4o",
+            "quantities": {"input_token": "ten"},
+        },
     ]
     text = "\n".join(json.dumps(e) for e in events) + "\nnot json at all\n"
     batch = usage_ingest_file(path=write(tmp_path, "gw.jsonl", text), source_format="jsonl")
@@ -156,8 +178,14 @@ def test_csv_image_row_given_as_dimensions(tmp_path):
 
 @pytest.mark.parametrize(
     ("size", "detail", "tiles"),
-    [((1024, 1024), "high", 4), ((2048, 4096), "high", 6), ((512, 512), "high", 1), ((4000, 3000), "low", 0),
-     ((768, 768), "auto", 4), ((100, 3000), "high", 4)],
+    [
+        ((1024, 1024), "high", 4),
+        ((2048, 4096), "high", 6),
+        ((512, 512), "high", 1),
+        ((4000, 3000), "low", 0),
+        ((768, 768), "auto", 4),
+        ((100, 3000), "high", 4),
+    ],
 )
 def test_image_tile_count(size, detail, tiles):
     assert image_tile_count(*size, detail) == tiles
@@ -174,7 +202,11 @@ def test_command_prints_one_json_object_and_fails_on_a_refused_file(tmp_path):
     call_command("ingest_usage", str(path), "--format", "csv", stdout=out)
     report = json.loads(out.getvalue())
     assert {k: report[k] for k in ("status", "rows_read", "inserted", "duplicate", "rejected")} == {
-        "status": "completed", "rows_read": 6, "inserted": 5, "duplicate": 0, "rejected": 1,
+        "status": "completed",
+        "rows_read": 6,
+        "inserted": 5,
+        "duplicate": 0,
+        "rejected": 1,
     }
     assert report["rejections"]["api"] == f"/api/v1/usage/batches/{report['batch_id']}/rejections"
 

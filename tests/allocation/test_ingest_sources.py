@@ -12,8 +12,14 @@ from allocation.services.ingest import usage_ingest_file
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 INPUT_SIDE = {
-    "input_token", "cached_input_token", "cache_write_token", "cache_write_1h_token",
-    "audio_input_token", "cached_audio_input_token", "image_input_token", "cached_image_input_token",
+    "input_token",
+    "cached_input_token",
+    "cache_write_token",
+    "cache_write_1h_token",
+    "audio_input_token",
+    "cached_audio_input_token",
+    "image_input_token",
+    "cached_image_input_token",
 }
 OUTPUT_SIDE = {"output_token", "reasoning_token", "audio_output_token", "image_output_token"}
 
@@ -35,10 +41,16 @@ def test_openai_completions_store_disjoint_leaves_that_add_up_to_the_totals():
     units = quantities(batch)
     # input_tokens 1000 includes 400 cached and 100 cache-write tokens; 500 uncached split text/audio/image.
     assert units == {
-        "input_token": 400, "cached_input_token": 300, "cache_write_token": 100,
-        "audio_input_token": 50, "cached_audio_input_token": 50,
-        "image_input_token": 50, "cached_image_input_token": 50,
-        "output_token": 400, "audio_output_token": 50, "image_output_token": 50,
+        "input_token": 400,
+        "cached_input_token": 300,
+        "cache_write_token": 100,
+        "audio_input_token": 50,
+        "cached_audio_input_token": 50,
+        "image_input_token": 50,
+        "cached_image_input_token": 50,
+        "output_token": 400,
+        "audio_output_token": 50,
+        "image_output_token": 50,
     }
     assert side(units, INPUT_SIDE) == 1000  # the page's input_tokens, not 1400 or 1500
     assert side(units, OUTPUT_SIDE) == 500
@@ -76,8 +88,12 @@ def test_anthropic_usage_keeps_cache_kinds_apart_and_does_not_subtract_them():
     units = quantities(batch)
     # uncached_input_tokens already excludes cache reads and writes.
     assert units == {
-        "input_token": 1500, "cached_input_token": 200, "cache_write_token": 500, "cache_write_1h_token": 1000,
-        "output_token": 500, "tool_call": 10,
+        "input_token": 1500,
+        "cached_input_token": 200,
+        "cache_write_token": 500,
+        "cache_write_1h_token": 1000,
+        "output_token": 500,
+        "tool_call": 10,
     }
     assert side(units, INPUT_SIDE) == 1500 + 200 + 500 + 1000
     line = UsageLine.objects.get(batch=batch, unit="input_token")
@@ -92,10 +108,7 @@ def test_otel_spans_subtract_cache_and_reasoning_from_the_totals(name):
     assert batch.status == "completed", batch.error
     # 7 GenAI spans (the HTTP span is not usage): 5 kept, 2 rejected.
     assert (batch.rows_read, batch.inserted, batch.rejected) == (7, 5, 2)
-    chat = {
-        line.unit: line.quantity
-        for line in UsageLine.objects.filter(batch=batch, request_id="chatcmpl-AHCdEf1")
-    }
+    chat = {line.unit: line.quantity for line in UsageLine.objects.filter(batch=batch, request_id="chatcmpl-AHCdEf1")}
     assert chat == {"input_token": 600, "cached_input_token": 300, "cache_write_token": 100, "output_token": 250}
     reasoning = {line.unit: line.quantity for line in UsageLine.objects.filter(batch=batch, model="o3-mini")}
     assert reasoning == {"input_token": 2048, "output_token": 260, "reasoning_token": 640}
@@ -109,7 +122,11 @@ def test_otel_spans_subtract_cache_and_reasoning_from_the_totals(name):
 
     tagged = UsageLine.objects.filter(batch=batch, request_id="chatcmpl-AHCdEf1").first()
     assert (tagged.team, tagged.feature, tagged.environment, tagged.tenant, tagged.end_user) == (
-        "support-ai", "ticket-triage", "production", "acme", "u-1842"
+        "support-ai",
+        "ticket-triage",
+        "production",
+        "acme",
+        "u-1842",
     )
     assert tagged.trace_id == "5b8efff798038103d269b633813fc60c" and not tagged.is_untagged
     assert tagged.context_tokens == 1000

@@ -16,9 +16,15 @@ pytestmark = pytest.mark.django_db
 
 def event(event_id: str, **fields) -> dict:
     return {
-        "event_id": event_id, "occurred_at": "2026-10-14T09:30:00Z", "provider": "openai", "model": "gpt-4o",
-        "team": "search", "feature": "answers", "environment": "production",
-        "quantities": {"input_token": 1000, "output_token": 200}, **fields,
+        "event_id": event_id,
+        "occurred_at": "2026-10-14T09:30:00Z",
+        "provider": "openai",
+        "model": "gpt-4o",
+        "team": "search",
+        "feature": "answers",
+        "environment": "production",
+        "quantities": {"input_token": 1000, "output_token": 200},
+        **fields,
     }
 
 
@@ -35,7 +41,11 @@ def test_gateway_events_are_answered_one_by_one_and_idempotent(api_client):
     assert (body["accepted"], body["duplicate"], body["rejected"]) == (2, 0, 2)
     assert [r["status"] for r in body["results"]] == ["accepted", "rejected", "accepted", "rejected"]
     assert body["results"][1] == {
-        "index": 2, "event_id": "e-2", "status": "rejected", "field": "unit", "reason": "unknown unit 'bogus_token'"
+        "index": 2,
+        "event_id": "e-2",
+        "status": "rejected",
+        "field": "unit",
+        "reason": "unknown unit 'bogus_token'",
     }
     assert UsageLine.objects.count() == 4
     assert UsageLine.objects.filter(event_id="e-3", is_untagged=True, tenant="acme").count() == 2
@@ -74,8 +84,9 @@ def test_usage_summary_groups_by_any_tag(api_client):
 def test_usage_summary_command_prints_the_same_groups():
     from allocation.services.ingest import usage_ingest_events
 
-    usage_ingest_events(events=[event("e-1"), event("e-2", provider="anthropic", model="claude-haiku-4-5")],
-                        source_name="test")
+    usage_ingest_events(
+        events=[event("e-1"), event("e-2", provider="anthropic", model="claude-haiku-4-5")], source_name="test"
+    )
     out = io.StringIO()
     call_command("usage_summary", "--period", "2026-10", "--group-by", "provider,unit", stdout=out)
     assert json.loads(out.getvalue()) == [
@@ -104,12 +115,18 @@ def test_tag_coverage_per_source(api_client):
 
 def test_cost_objects_are_readable_and_the_api_needs_a_login(api_client):
     center = CostCenter.objects.create(
-        code="CC-100", name="Search", owner="Ada Lovelace", gl_expense_account="6100-100",
-        gl_recovery_account="4900-100", active_from=date(2026, 1, 1),
+        code="CC-100",
+        name="Search",
+        owner="Ada Lovelace",
+        gl_expense_account="6100-100",
+        gl_recovery_account="4900-100",
+        active_from=date(2026, 1, 1),
     )
     Team.objects.create(code="search", name="Search", cost_center=center)
     teams = api_client.get("/api/v1/teams").json()
-    assert teams["results"] == [{"id": teams["results"][0]["id"], "code": "search", "name": "Search", "cost_center": "CC-100"}]
+    assert teams["results"] == [
+        {"id": teams["results"][0]["id"], "code": "search", "name": "Search", "cost_center": "CC-100"}
+    ]
     assert api_client.get("/api/v1/cost-centers", {"code": "CC-100"}).json()["count"] == 1
     anonymous = APIClient()
     assert anonymous.get("/api/v1/teams").status_code in (401, 403)

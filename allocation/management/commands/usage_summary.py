@@ -24,4 +24,6 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         # Quantities stay exact: Decimals are written as strings, like the API.
-        self.stdout.write(json.dumps([{**g, "quantity": decimal_text(g["quantity"])} for g in groups], cls=DjangoJSONEncoder))
+        self.stdout.write(
+            json.dumps([{**g, "quantity": decimal_text(g["quantity"])} for g in groups], cls=DjangoJSONEncoder)
+        )

@@ -104,7 +104,9 @@ def usage_ingest_file(
     return usage_batch_ingest_file(batch=batch, path=path, progress=progress)
 
 
-def usage_batch_ingest_file(*, batch: UsageBatch, path: str | os.PathLike, progress: ProgressCallback | None = None) -> UsageBatch:
+def usage_batch_ingest_file(
+    *, batch: UsageBatch, path: str | os.PathLike, progress: ProgressCallback | None = None
+) -> UsageBatch:
     """Run a created batch over its file (the Celery task's entry point)."""
     parser = PARSERS[batch.source_format]
     _batch_start(batch)
@@ -237,7 +239,10 @@ def _write_records(
         with transaction.atomic():
             result = writer.write(parsed) if parsed else None
             UsageRejection.objects.bulk_create(
-                [UsageRejection(batch=batch, line=r.line, field=r.field[:200], reason=r.reason[:500], raw=r.raw) for r in rejected],
+                [
+                    UsageRejection(batch=batch, line=r.line, field=r.field[:200], reason=r.reason[:500], raw=r.raw)
+                    for r in rejected
+                ],
                 batch_size=1000,
             )
             inserted = result.inserted if result else 0

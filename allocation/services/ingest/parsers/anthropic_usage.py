@@ -17,8 +17,16 @@ __all__ = ["parse_anthropic_usage"]
 
 PROVIDER = "anthropic"
 _WHAT = "Anthropic usage report pages ({'data': [buckets with starting_at, ending_at, results]})"
-_GROUP_FIELDS = ("workspace_id", "api_key_id", "account_id", "service_account_id", "model", "service_tier",
-                 "context_window", "inference_geo")
+_GROUP_FIELDS = (
+    "workspace_id",
+    "api_key_id",
+    "account_id",
+    "service_account_id",
+    "model",
+    "service_tier",
+    "context_window",
+    "inference_geo",
+)
 
 
 def _leaves(r: dict) -> list[tuple[str, int, str]]:
@@ -33,13 +41,22 @@ def _leaves(r: dict) -> list[tuple[str, int, str]]:
     return [
         ("input_token", whole_number(r.get("uncached_input_tokens"), "uncached_input_tokens"), ""),
         ("cached_input_token", whole_number(r.get("cache_read_input_tokens"), "cache_read_input_tokens"), ""),
-        ("cache_write_token", whole_number(cache_creation.get("ephemeral_5m_input_tokens"),
-                                           "cache_creation.ephemeral_5m_input_tokens"), ""),
-        ("cache_write_1h_token", whole_number(cache_creation.get("ephemeral_1h_input_tokens"),
-                                              "cache_creation.ephemeral_1h_input_tokens"), ""),
+        (
+            "cache_write_token",
+            whole_number(cache_creation.get("ephemeral_5m_input_tokens"), "cache_creation.ephemeral_5m_input_tokens"),
+            "",
+        ),
+        (
+            "cache_write_1h_token",
+            whole_number(cache_creation.get("ephemeral_1h_input_tokens"), "cache_creation.ephemeral_1h_input_tokens"),
+            "",
+        ),
         ("output_token", whole_number(r.get("output_tokens"), "output_tokens"), ""),
-        ("tool_call", whole_number(server_tools.get("web_search_requests"), "server_tool_use.web_search_requests"),
-         "web_search"),
+        (
+            "tool_call",
+            whole_number(server_tools.get("web_search_requests"), "server_tool_use.web_search_requests"),
+            "web_search",
+        ),
     ]
 
 
@@ -49,9 +66,19 @@ def _buckets(stream: TextIO) -> list[tuple[str, dict]]:
         if not isinstance(page, dict) or not isinstance(page.get("data"), list):
             raise SourceFormatError(f"a document has no 'data' list: expected {_WHAT}")
         for b, bucket in enumerate(page["data"]):
-            if not isinstance(bucket, dict) or "starting_at" not in bucket or not isinstance(bucket.get("results"), list):
-                hint = " (an OpenAI page has start_time: use --format openai-usage)" if isinstance(bucket, dict) and "start_time" in bucket else ""
-                raise SourceFormatError(f"data[{b}] is not a bucket with starting_at and results{hint}: expected {_WHAT}")
+            if (
+                not isinstance(bucket, dict)
+                or "starting_at" not in bucket
+                or not isinstance(bucket.get("results"), list)
+            ):
+                hint = (
+                    " (an OpenAI page has start_time: use --format openai-usage)"
+                    if isinstance(bucket, dict) and "start_time" in bucket
+                    else ""
+                )
+                raise SourceFormatError(
+                    f"data[{b}] is not a bucket with starting_at and results{hint}: expected {_WHAT}"
+                )
             buckets.append((f"data[{b}]", bucket))
     return buckets
 
@@ -78,10 +105,17 @@ def parse_anthropic_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[P
                 nonzero = [leaf for leaf in leaves if leaf[1]] or leaves[:1]
                 lines = [
                     builder.line(
-                        source_line=record, event_id=event_id, occurred_at=occurred_at, provider=PROVIDER,
-                        model=result.get("model") or "", unit=unit, quantity=Decimal(quantity),
-                        service_tier=result.get("service_tier") or "", tier=tier,
-                        context_band=result.get("context_window") or "", tags=tags,
+                        source_line=record,
+                        event_id=event_id,
+                        occurred_at=occurred_at,
+                        provider=PROVIDER,
+                        model=result.get("model") or "",
+                        unit=unit,
+                        quantity=Decimal(quantity),
+                        service_tier=result.get("service_tier") or "",
+                        tier=tier,
+                        context_band=result.get("context_window") or "",
+                        tags=tags,
                     )
                     for unit, quantity, tier in nonzero
                 ]

@@ -4,7 +4,7 @@ import json
 from collections.abc import Iterator
 from typing import TextIO
 
-from ..records import SourceFormatError
+from ..records import RowError, SourceFormatError
 
 __all__ = ["json_documents", "whole_number"]
 
@@ -24,9 +24,8 @@ def json_documents(stream: TextIO, *, what: str) -> Iterator[tuple[int, object]]
             try:
                 documents.append((n, json.loads(line)))
             except json.JSONDecodeError:
-                raise SourceFormatError(
-                    f"not JSON (line {whole_error.lineno}, column {whole_error.colno}: {whole_error.msg}): expected {what}"
-                ) from None
+                where = f"line {whole_error.lineno}, column {whole_error.colno}"
+                raise SourceFormatError(f"not JSON ({where}: {whole_error.msg}): expected {what}") from None
         yield from documents
         return
     if isinstance(document, list):
@@ -38,20 +37,15 @@ def json_documents(stream: TextIO, *, what: str) -> Iterator[tuple[int, object]]
 
 def whole_number(value: object, field: str) -> int:
     """A non-negative integer from JSON (OTLP sends 64-bit ints as strings)."""
-    from ..records import RowError
-
     if value is None:
         return 0
     if isinstance(value, bool):
         raise RowError(field, f"not a whole number: {value!r}")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        number = int(value)
-    elif isinstance(value, float) and value.is_integer():
-        number = int(value)
-    else:
+    integral_text = isinstance(value, str) and value.strip().lstrip("-").isdigit()
+    integral_float = isinstance(value, float) and value.is_integer()
+    if not (isinstance(value, int) or integral_text or integral_float):
         raise RowError(field, f"not a whole number: {value!r}")
+    number = int(value)
     if number < 0:
         raise RowError(field, f"negative: {value!r}")
     return number

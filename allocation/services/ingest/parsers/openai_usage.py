@@ -19,8 +19,18 @@ __all__ = ["parse_openai_usage"]
 
 PROVIDER = "openai"
 _WHAT = "OpenAI usage API pages ({'object': 'page', 'data': [buckets with start_time, end_time, results]})"
-_GROUP_FIELDS = ("project_id", "user_id", "api_key_id", "model", "batch", "service_tier", "size", "source",
-                 "context_level", "vector_store_id")
+_GROUP_FIELDS = (
+    "project_id",
+    "user_id",
+    "api_key_id",
+    "model",
+    "batch",
+    "service_tier",
+    "size",
+    "source",
+    "context_level",
+    "vector_store_id",
+)
 
 
 def _kind(result: dict) -> str:
@@ -31,10 +41,21 @@ def _kind(result: dict) -> str:
 
 
 def _completions(r: dict) -> list[tuple[str, int]]:
-    n = {f: whole_number(r.get(f), f) for f in (
-        "input_tokens", "input_cached_tokens", "input_cache_write_tokens", "output_tokens",
-        "input_audio_tokens", "input_cached_audio_tokens", "output_audio_tokens",
-        "input_image_tokens", "input_cached_image_tokens", "output_image_tokens")}
+    n = {
+        f: whole_number(r.get(f), f)
+        for f in (
+            "input_tokens",
+            "input_cached_tokens",
+            "input_cache_write_tokens",
+            "output_tokens",
+            "input_audio_tokens",
+            "input_cached_audio_tokens",
+            "output_audio_tokens",
+            "input_image_tokens",
+            "input_cached_image_tokens",
+            "output_image_tokens",
+        )
+    }
     if r.get("input_tokens") is None:
         raise RowError("input_tokens", "missing")
     if r.get("output_tokens") is None:
@@ -44,13 +65,21 @@ def _completions(r: dict) -> list[tuple[str, int]]:
         if r.get("input_uncached_tokens") is not None
         else n["input_tokens"] - n["input_cached_tokens"] - n["input_cache_write_tokens"]
     )
-    text_in = (whole_number(r["input_text_tokens"], "input_text_tokens") if r.get("input_text_tokens") is not None
-               else uncached - n["input_audio_tokens"] - n["input_image_tokens"])
-    cached_text = (whole_number(r["input_cached_text_tokens"], "input_cached_text_tokens")
-                   if r.get("input_cached_text_tokens") is not None
-                   else n["input_cached_tokens"] - n["input_cached_audio_tokens"] - n["input_cached_image_tokens"])
-    text_out = (whole_number(r["output_text_tokens"], "output_text_tokens") if r.get("output_text_tokens") is not None
-                else n["output_tokens"] - n["output_audio_tokens"] - n["output_image_tokens"])
+    text_in = (
+        whole_number(r["input_text_tokens"], "input_text_tokens")
+        if r.get("input_text_tokens") is not None
+        else uncached - n["input_audio_tokens"] - n["input_image_tokens"]
+    )
+    cached_text = (
+        whole_number(r["input_cached_text_tokens"], "input_cached_text_tokens")
+        if r.get("input_cached_text_tokens") is not None
+        else n["input_cached_tokens"] - n["input_cached_audio_tokens"] - n["input_cached_image_tokens"]
+    )
+    text_out = (
+        whole_number(r["output_text_tokens"], "output_text_tokens")
+        if r.get("output_text_tokens") is not None
+        else n["output_tokens"] - n["output_audio_tokens"] - n["output_image_tokens"]
+    )
     leaves = [
         ("input_token", text_in),
         ("cached_input_token", cached_text),
@@ -65,12 +94,16 @@ def _completions(r: dict) -> list[tuple[str, int]]:
     ]
     for unit, quantity in leaves:
         if quantity < 0:
-            raise RowError("input_tokens" if "output" not in unit else "output_tokens",
-                           f"its parts exceed the total ({unit} would be {quantity})")
+            raise RowError(
+                "input_tokens" if "output" not in unit else "output_tokens",
+                f"its parts exceed the total ({unit} would be {quantity})",
+            )
     inputs = sum(q for u, q in leaves if u not in {"output_token", "audio_output_token", "image_output_token"})
     outputs = text_out + n["output_audio_tokens"] + n["output_image_tokens"]
     if inputs != n["input_tokens"]:
-        raise RowError("input_tokens", f"{n['input_tokens']} but its uncached, cached and cache-write parts add to {inputs}")
+        raise RowError(
+            "input_tokens", f"{n['input_tokens']} but its uncached, cached and cache-write parts add to {inputs}"
+        )
     if outputs != n["output_tokens"]:
         raise RowError("output_tokens", f"{n['output_tokens']} but its text, audio and image parts add to {outputs}")
     return leaves
@@ -117,9 +150,19 @@ def _buckets(stream: TextIO) -> Iterator[tuple[str, dict]]:
             raise SourceFormatError(f"a document has no 'data' list: expected {_WHAT}")
         for b, bucket in enumerate(page["data"]):
             where = f"data[{b}]"
-            if not isinstance(bucket, dict) or "start_time" not in bucket or not isinstance(bucket.get("results"), list):
-                hint = " (an Anthropic report has starting_at: use --format anthropic-usage)" if isinstance(bucket, dict) and "starting_at" in bucket else ""
-                raise SourceFormatError(f"{where} is not a usage bucket with start_time and results{hint}: expected {_WHAT}")
+            if (
+                not isinstance(bucket, dict)
+                or "start_time" not in bucket
+                or not isinstance(bucket.get("results"), list)
+            ):
+                hint = (
+                    " (an Anthropic report has starting_at: use --format anthropic-usage)"
+                    if isinstance(bucket, dict) and "starting_at" in bucket
+                    else ""
+                )
+                raise SourceFormatError(
+                    f"{where} is not a usage bucket with start_time and results{hint}: expected {_WHAT}"
+                )
             found_page = True
             yield where, bucket
     if not found_page:
@@ -137,20 +180,35 @@ def parse_openai_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[Pars
                 if not isinstance(result, dict):
                     raise RowError("(result)", "not an object")
                 start = whole_number(bucket.get("start_time"), "start_time")
-                end = whole_number(bucket.get("end_time"), "end_time") if bucket.get("end_time") is not None else start + 86400
+                end = (
+                    whole_number(bucket.get("end_time"), "end_time")
+                    if bucket.get("end_time") is not None
+                    else start + 86400
+                )
                 kind = _kind(result)
                 occurred_at = datetime.fromtimestamp(start, tz=UTC)
                 group = ":".join(str(result.get(f)) for f in _GROUP_FIELDS if result.get(f) is not None)
                 event_id = f"openai-usage:{kind}:{start}:{end}:{group}"
                 tier = "batch" if result.get("batch") is True else (result.get("service_tier") or "")
-                tags = {"project": result.get("project_id"), "user": result.get("user_id"), "api_key": result.get("api_key_id")}
+                tags = {
+                    "project": result.get("project_id"),
+                    "user": result.get("user_id"),
+                    "api_key": result.get("api_key_id"),
+                }
                 leaves = _lines_of(kind, result, end - start)
                 nonzero = [leaf for leaf in leaves if leaf[1]] or leaves[:1]
                 lines = [
                     builder.line(
-                        source_line=record, event_id=event_id, occurred_at=occurred_at, provider=PROVIDER,
-                        model=result.get("model") or "", unit=unit, quantity=Decimal(quantity), service_tier=tier,
-                        tier=unit_tier, tags=tags,
+                        source_line=record,
+                        event_id=event_id,
+                        occurred_at=occurred_at,
+                        provider=PROVIDER,
+                        model=result.get("model") or "",
+                        unit=unit,
+                        quantity=Decimal(quantity),
+                        service_tier=tier,
+                        tier=unit_tier,
+                        tags=tags,
                     )
                     for unit, quantity, unit_tier in nonzero
                 ]

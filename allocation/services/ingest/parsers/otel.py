@@ -135,14 +135,28 @@ def parse_otel(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord
             tags = {tag: _first(attrs, keys) for tag, keys in TAG_ATTRIBUTES.items()}
             tags["trace_id"] = str(trace_id)
             leaves, context_tokens = _leaves(attrs, _first(attrs, ("gen_ai.operation.name",)))
-            service_tier = _first(attrs, ("openai.response.service_tier", "openai.request.service_tier",
-                                          "gen_ai.openai.response.service_tier", "gen_ai.openai.request.service_tier"))
+            service_tier = _first(
+                attrs,
+                (
+                    "openai.response.service_tier",
+                    "openai.request.service_tier",
+                    "gen_ai.openai.response.service_tier",
+                    "gen_ai.openai.request.service_tier",
+                ),
+            )
             nonzero = [leaf for leaf in leaves if leaf[1]] or leaves[:1]
             lines = [
                 builder.line(
-                    source_line=record, event_id=f"otel:{trace_id}:{span_id}", occurred_at=occurred_at,
-                    provider=provider, model=model, unit=unit, quantity=Decimal(quantity),
-                    service_tier=service_tier, context_tokens=context_tokens, tags=tags,
+                    source_line=record,
+                    event_id=f"otel:{trace_id}:{span_id}",
+                    occurred_at=occurred_at,
+                    provider=provider,
+                    model=model,
+                    unit=unit,
+                    quantity=Decimal(quantity),
+                    service_tier=service_tier,
+                    context_tokens=context_tokens,
+                    tags=tags,
                 )
                 for unit, quantity in nonzero
             ]
