@@ -236,3 +236,20 @@ def test_rejections_download_lists_every_rejected_row(tmp_path, api_client):
     assert rows[0] == ["batch", "source", "line", "field", "reason", "raw"]
     assert len(rows) == 1 + len(BAD)
     assert rows[1][2:4] == ["7", "unit"] and rows[1][5].startswith("req-4,")
+
+
+def test_a_batch_is_run_once_and_a_crashed_one_starts_over(tmp_path):
+    from allocation.services.ingest import usage_batch_create, usage_batch_ingest_file
+
+    path = write(tmp_path, "usage.csv", HEADER + "\n".join(GOOD + [BAD[0][0]]) + "\n")
+    batch = usage_batch_create(source_format="csv", source_name="usage.csv")
+    usage_batch_ingest_file(batch=batch, path=path)
+    again = usage_batch_ingest_file(batch=batch, path=path)  # a redelivered task
+    assert (again.status, again.rows_read, again.inserted, again.rejected) == ("completed", 6, 5, 1)
+
+    # A worker that died part-way left the batch running: a re-run starts its counts over.
+    UsageBatch.objects.filter(pk=batch.pk).update(status="running")
+    batch.refresh_from_db()
+    rerun = usage_batch_ingest_file(batch=batch, path=path)
+    assert (rerun.status, rerun.rows_read, rerun.inserted, rerun.duplicate, rerun.rejected) == ("completed", 6, 0, 5, 1)
+    assert rerun.rejections.count() == 1 and UsageLine.objects.count() == 5

@@ -6,6 +6,7 @@ and a crash loses nothing that a re-run (idempotent by event key) won't redo.
 """
 
 import io
+import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -107,7 +108,14 @@ def usage_ingest_file(
 def usage_batch_ingest_file(
     *, batch: UsageBatch, path: str | os.PathLike, progress: ProgressCallback | None = None
 ) -> UsageBatch:
-    """Run a created batch over its file (the Celery task's entry point)."""
+    """Run a created batch over its file (the Celery task's entry point).
+
+    A finished batch is left as it is, so a redelivered task does no harm; a
+    batch whose worker died part-way starts over, and the lines it had already
+    written are then found in the ledger and counted as duplicates.
+    """
+    if batch.status in {UsageBatchStatus.COMPLETED, UsageBatchStatus.REFUSED}:
+        return batch
     parser = PARSERS[batch.source_format]
     _batch_start(batch)
     raw = _CountingReader(open(path, "rb"))  # noqa: SIM115 - closed below
@@ -163,8 +171,6 @@ def usage_ingest_events(
     *, events: Sequence[Mapping], source_name: str, created_by=None
 ) -> tuple[UsageBatch, list[EventResult]]:
     """Ingest a gateway's batch of events (our schema) with an answer per event."""
-    import json
-
     if not isinstance(events, Sequence) or isinstance(events, str | bytes):
         raise ValidationFailed("events must be a list of event objects", code="invalid_events")
     batch = usage_batch_create(source_format=UsageSourceFormat.API, source_name=source_name)
@@ -190,9 +196,14 @@ def usage_ingest_events(
 
 
 def _batch_start(batch: UsageBatch) -> None:
-    batch.status = UsageBatchStatus.RUNNING
-    batch.started_at = timezone.now()
-    batch.save(update_fields=["status", "started_at"])
+    with transaction.atomic():
+        batch.rejections.all().delete()
+        batch.status = UsageBatchStatus.RUNNING
+        batch.started_at = timezone.now()
+        batch.rows_read = batch.inserted = batch.duplicate = batch.rejected = batch.lines_inserted = 0
+        batch.bytes_read = 0
+        batch.error = ""
+        batch.save()
 
 
 def _batch_finish(batch: UsageBatch) -> UsageBatch:
