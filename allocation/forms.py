@@ -54,9 +54,16 @@ class UsageSummaryForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
     )
 
+    def add_error(self, field: str | None, error) -> None:
+        super().add_error(field, error)
+        if field == "period":
+            # A month input cannot hold a malformed value; browsers blank it.
+            # Plain text shows the user what they typed next to the message.
+            self.fields["period"].widget.input_type = "text"
+
 
 class UsageUploadForm(forms.Form):
-    file = forms.FileField(label="Usage file", help_text="UTF-8 text; a header line for CSV.")
+    file = forms.FileField(label="Usage file", widget=forms.FileInput(attrs={"aria-describedby": "upload-hint"}))
     source_format = forms.ChoiceField(
         label="Format",
         choices=[(value, UsageSourceFormat(value).label) for value in FILE_FORMATS],

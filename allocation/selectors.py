@@ -4,18 +4,21 @@ import calendar
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.utils import timezone
 
 from pricing.errors import ValidationFailed
 
 from .choices import CORE_TAGS, TAG_FIELDS
-from .models import UsageBatch, UsageLine
+from .models import CostCenter, UsageBatch, UsageLine
 
 __all__ = [
     "SUMMARY_GROUP_KEYS",
+    "cost_center_tree",
     "period_bounds",
     "tag_coverage",
     "usage_batches",
+    "usage_latest_period",
     "usage_lines_in_period",
     "usage_rejection_rows",
     "usage_summary",
@@ -143,3 +146,38 @@ def usage_rejection_rows(*, batch: UsageBatch):
         batch.rejections.order_by("line", "id").values_list("line", "field", "reason", "raw").iterator()
     ):
         yield (batch.pk, batch.source_name, line, field, reason, raw)
+
+
+def usage_latest_period() -> str:
+    """The latest month holding usage (one indexed MAX), else the current month (UTC)."""
+    latest = UsageLine.objects.aggregate(latest=Max("occurred_at"))["latest"]
+    return f"{latest or timezone.now():%Y-%m}"
+
+
+def cost_center_tree() -> list[dict]:
+    """Cost centers in roll-up order (each under its parent) with their depth,
+    teams and features prefetched: three queries whatever the size.
+
+    A parent chain that loops (the database forbids only a center being its
+    own parent; load_org refuses cycles) is shown from its first member.
+    """
+    centers = list(CostCenter.objects.prefetch_related("teams__features"))
+    known = {center.pk for center in centers}
+    by_parent: dict[int | None, list[CostCenter]] = {}
+    for center in centers:
+        by_parent.setdefault(center.parent_id if center.parent_id in known else None, []).append(center)
+    codes = {center.pk: center.code for center in centers}
+    ordered: list[dict] = []
+    seen: set[int] = set()
+
+    def visit(center: CostCenter, depth: int) -> None:
+        if center.pk in seen:
+            return
+        seen.add(center.pk)
+        ordered.append({"center": center, "depth": depth, "parent_code": codes.get(center.parent_id, "")})
+        for child in by_parent.get(center.pk, []):
+            visit(child, depth + 1)
+
+    for center in [*by_parent.get(None, []), *centers]:
+        visit(center, 0)
+    return ordered

@@ -9,7 +9,7 @@ router.register("cost-centers", views.CostCenterViewSet)
 router.register("teams", views.TeamViewSet)
 router.register("features", views.FeatureViewSet)
 router.register("tenants", views.TenantViewSet)
-router.register("usage/batches", views.UsageBatchViewSet, basename="usage-batch")
+router.register("usage/batches", views.UsageBatchViewSet, basename="api-usage-batch")
 
 urlpatterns = [
     path("usage/events", views.UsageEventsIngestApi.as_view(), name="usage-events"),

@@ -1,6 +1,5 @@
 """The allocation API: read-only cost objects, usage ingestion and summaries."""
 
-import csv
 from decimal import Decimal
 
 from django.http import StreamingHttpResponse
@@ -14,6 +13,7 @@ from rest_framework.views import APIView
 from allocation.models import CostCenter, Feature, Team, Tenant
 from allocation.selectors import tag_coverage, usage_batches, usage_rejection_rows, usage_summary
 from allocation.services.ingest import usage_ingest_events, usage_upload_queue
+from allocation.views import csv_download
 from pricing.money import decimal_text
 
 from .serializers import (
@@ -63,13 +63,6 @@ class TenantViewSet(viewsets.ReadOnlyModelViewSet):
     filterset_fields = ["code"]
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for streamed CSV."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
     """Ingestion batches: counts, progress, and their rejected records."""
 
@@ -94,12 +87,7 @@ class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
     def rejections(self, request: Request, pk: str | None = None) -> StreamingHttpResponse:
         """Every rejected record of the batch as CSV: line, field, reason, raw."""
         batch = self.get_object()
-        writer = csv.writer(_Echo())
-        response = StreamingHttpResponse(
-            (writer.writerow(row) for row in usage_rejection_rows(batch=batch)), content_type="text/csv"
-        )
-        response["Content-Disposition"] = f'attachment; filename="batch-{batch.pk}-rejections.csv"'
-        return response
+        return csv_download(usage_rejection_rows(batch=batch), filename=f"batch-{batch.pk}-rejections.csv")
 
 
 class UsageEventsIngestApi(APIView):
