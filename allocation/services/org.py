@@ -8,6 +8,7 @@ load of the same file changes nothing.
 
 import datetime
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ _SCHEMA: dict[str, dict[str, tuple[bool, str]]] = {
     "features": {"code": (True, "text"), "name": (True, "text"), "team": (True, "ref")},
     "tenants": {"code": (True, "text"), "name": (True, "text")},
 }
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _MODELS: dict[str, type[models.Model]] = {
     "cost_centers": CostCenter,
     "teams": Team,
@@ -74,6 +76,7 @@ class OrgLoadResult:
             **{kind: vars(c).copy() for kind, c in self.counts.items()},
             "created": self.created,
             "updated": self.updated,
+            "unchanged": sum(c.unchanged for c in self.counts.values()),
         }
 
 
@@ -83,7 +86,12 @@ class _Errors:
     def __init__(self, source: str, lines: Mapping[tuple, int] | None):
         self.source = source
         self.lines = lines or {}
-        self.messages: list[str] = []
+        self._found: list[tuple[float, int, str]] = []
+
+    @property
+    def messages(self) -> list[str]:
+        """In file order where lines are known, so a reader can walk down the file."""
+        return [message for *_, message in sorted(self._found)]
 
     def add(self, section: str, index: int | None, entry: Any, field_name: str | None, message: str) -> None:
         where = section if index is None else f"{section}[{index}]"
@@ -92,29 +100,29 @@ class _Errors:
         line = self.lines.get((section, index, field_name)) or self.lines.get((section, index, None))
         prefix = f"{self.source}:{line}: " if line else ""
         text = f"{field_name} {message}" if field_name else message
-        self.messages.append(f"{prefix}{where}: {text}")
+        self._found.append((line or float("inf"), len(self._found), f"{prefix}{where}: {text}"))
 
 
 def _max_length(model: type[models.Model], name: str) -> int | None:
-    try:
-        return model._meta.get_field(name).max_length
-    except Exception:  # a ref such as `parent` has no max_length of its own
-        return None
+    return getattr(model._meta.get_field(name), "max_length", None)
 
 
 def _check_value(value: Any, kind: str, max_length: int | None) -> tuple[Any, str | None]:
     """The cleaned value and an error message (or None)."""
     if kind == "date":
-        # PyYAML turns an unquoted 2025-01-31 into a date; a quoted one stays text.
+        # Files give text (see _OrgLoader); a caller passing a parsed document may give dates.
         if isinstance(value, datetime.datetime):
             return None, f"must be a date (YYYY-MM-DD), not a date and time: {value.isoformat()}"
         if isinstance(value, datetime.date):
             return value, None
         if isinstance(value, str):
-            try:
-                return datetime.date.fromisoformat(value.strip()), None
-            except ValueError:
-                return None, f"is not a date (YYYY-MM-DD): {value!r}"
+            # fromisoformat alone would also take 20250131 and 2025-W05-5.
+            if _DATE.fullmatch(value.strip()):
+                try:
+                    return datetime.date.fromisoformat(value.strip()), None
+                except ValueError:
+                    pass
+            return None, f"is not a date (YYYY-MM-DD): {value!r}"
         return None, f"must be a date (YYYY-MM-DD), got {type(value).__name__} {value!r}"
     if not isinstance(value, str):
         # Accounts and codes are text: YAML would read 0610 as a number and lose the zero.
@@ -148,44 +156,33 @@ def _validate_entries(document: Mapping, errors: _Errors) -> dict[str, list[dict
             if not isinstance(entry, Mapping):
                 errors.add(section, index, None, None, f"must be a mapping of fields, got {type(entry).__name__}")
                 continue
-            ok = True
+            # A field that fails its check is None here; the entry is kept so the
+            # reference checks still see its other fields.
             clean: dict[str, Any] = {"_index": index, "_entry": entry}
             for key in entry:
                 if key not in schema:
                     errors.add(section, index, entry, str(key), f"is not a known field; fields are {', '.join(schema)}")
-                    ok = False
             for name, (required, kind) in schema.items():
                 value = entry.get(name)
                 if value is None or (isinstance(value, str) and not value.strip() and not required):
                     if required:
                         errors.add(section, index, entry, name, "is required")
-                        ok = False
                     clean[name] = None
                     continue
                 value, problem = _check_value(value, kind, _max_length(model, name))
                 if problem:
                     errors.add(section, index, entry, name, problem)
-                    ok = False
                 clean[name] = value
-            if section == "cost_centers" and clean.get("active_from") and clean.get("active_to"):
-                if clean["active_to"] < clean["active_from"]:
-                    errors.add(
-                        section,
-                        index,
-                        entry,
-                        "active_to",
-                        f"{clean['active_to']} is before active_from {clean['active_from']}",
-                    )
-                    ok = False
+            start, end = clean.get("active_from"), clean.get("active_to")
+            if start and end and end < start:
+                errors.add(section, index, entry, "active_to", f"{end} is before active_from {start}")
             code = clean.get("code")
             if code is not None:
                 if code in seen:
                     errors.add(section, index, entry, "code", f"{code!r} is also defined at {section}[{seen[code]}]")
-                    ok = False
-                else:
-                    seen[code] = index
-            if ok:
-                cleaned[section].append(clean)
+                    continue
+                seen[code] = index
+            cleaned[section].append(clean)
     return cleaned
 
 
@@ -220,9 +217,12 @@ def _validate_references(cleaned: dict[str, list[dict]], raw: Mapping, errors: _
     # The parent graph as it would be after the load: the file overrides the database.
     parents: dict[str, str | None] = dict(CostCenter.objects.values_list("code", "parent__code"))
     for entry in cleaned["cost_centers"]:
-        parents[entry["code"]] = entry["parent"]
+        if entry["code"] is not None:
+            parents[entry["code"]] = entry["parent"]
     reported: set[str] = set()
     for entry in cleaned["cost_centers"]:
+        if entry["code"] is None:
+            continue
         path: list[str] = [entry["code"]]
         node = entry["parent"]
         while node is not None and node not in path and len(path) <= len(parents):
@@ -350,20 +350,36 @@ def _node_lines(root: yaml.Node | None) -> dict[tuple, int]:
     return lines
 
 
+class _OrgLoader(yaml.SafeLoader):
+    """Safe YAML that leaves dates as text, so a bad date is reported, not a crash."""
+
+
+_OrgLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def org_parse(*, text: str, source: str) -> tuple[Any, dict[tuple, int]]:
     """The document in a YAML text and the line of each entry; a syntax error names its line."""
+    loader = _OrgLoader(text)
     try:
-        document = yaml.safe_load(text)
-        lines = _node_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        node = loader.get_single_node()
+        document = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         message = f"{where}: YAML syntax error: {exc.problem or exc.context}"
+        if exc.problem and exc.context and exc.context_mark:
+            # Where the unclosed construct began is often the line to fix.
+            message += f" ({exc.context} on line {exc.context_mark.line + 1})"
         raise ValidationFailed(message, code="org_invalid", extra={"errors": [message]}) from None
     except yaml.YAMLError as exc:
         message = f"{source}: YAML error: {exc}"
         raise ValidationFailed(message, code="org_invalid", extra={"errors": [message]}) from None
-    return document, lines
+    finally:
+        loader.dispose()
+    return document, _node_lines(node)
 
 
 def org_load_file(*, path: str | os.PathLike) -> OrgLoadResult:

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from django.conf import settings
@@ -239,16 +240,37 @@ def _write_records(
     progress: ProgressCallback | None = None,
     per_record_results: bool = False,
 ) -> set[int]:
-    """Write records in chunks; returns the source lines found to be duplicates."""
+    """Write records in chunks; returns the source lines found to be duplicates.
+
+    A chunk's parsed records stream into the writer as the parser yields them,
+    so the database loads them while the parser reads on (a COPY runs in the
+    server's process, on another core); its rejected records are set aside
+    and saved with it. Each chunk commits with the batch's counters.
+    """
     writer = ledger_writer(per_record_results=per_record_results)
     chunk_rows = settings.CHARGEBACK_INGEST_CHUNK_ROWS
-    parsed: list[ParsedRecord] = []
+    source = iter(records)
     rejected: list[RejectedRecord] = []
     duplicates: set[int] = set()
+    read = 0
 
-    def flush() -> None:
+    def chunk() -> Iterator[ParsedRecord]:
+        """The next chunk's parsed records; counts what it reads, keeps rejections aside."""
+        nonlocal read
+        for record in islice(source, chunk_rows):
+            read += 1
+            if isinstance(record, ParsedRecord):
+                yield record
+            else:
+                rejected.append(record)
+
+    while True:
+        read = 0
+        parsed = chunk()
         with transaction.atomic():
-            result = writer.write(parsed) if parsed else None
+            result = writer.write(parsed)
+            if next(parsed, None) is not None:
+                raise RuntimeError(f"{type(writer).__name__} left records of a chunk unwritten")
             UsageRejection.objects.bulk_create(
                 [
                     UsageRejection(batch=batch, line=r.line, field=r.field[:200], reason=r.reason[:500], raw=r.raw)
@@ -256,32 +278,21 @@ def _write_records(
                 ],
                 batch_size=1000,
             )
-            inserted = result.inserted if result else 0
-            duplicate = result.duplicate if result else 0
             update = {
-                "rows_read": F("rows_read") + len(parsed) + len(rejected),
-                "inserted": F("inserted") + inserted,
-                "duplicate": F("duplicate") + duplicate,
+                "rows_read": F("rows_read") + read,
+                "inserted": F("inserted") + result.inserted,
+                "duplicate": F("duplicate") + result.duplicate,
                 "rejected": F("rejected") + len(rejected),
-                "lines_inserted": F("lines_inserted") + (result.lines_inserted if result else 0),
+                "lines_inserted": F("lines_inserted") + result.lines_inserted,
             }
             if byte_counter is not None:
                 update["bytes_read"] = byte_counter()
             UsageBatch.objects.filter(pk=batch.pk).update(**update)
-        if result and result.duplicate_lines:
+        if result.duplicate_lines:
             duplicates.update(result.duplicate_lines)
-        parsed.clear()
         rejected.clear()
         if progress is not None:
             batch.refresh_from_db()
             progress(batch)
-
-    for record in records:
-        if isinstance(record, ParsedRecord):
-            parsed.append(record)
-        else:
-            rejected.append(record)
-        if len(parsed) + len(rejected) >= chunk_rows:
-            flush()
-    flush()
-    return duplicates
+        if read < chunk_rows:  # the source is exhausted
+            return duplicates

@@ -6,7 +6,8 @@ written together, so a record is either wholly new or wholly a duplicate.
 """
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from dataclasses import dataclass
 
 import psycopg
@@ -31,7 +32,8 @@ class ChunkResult:
 
 
 class LedgerWriter:
-    def write(self, records: Sequence[ParsedRecord]) -> ChunkResult:
+    def write(self, records: Iterable[ParsedRecord]) -> ChunkResult:
+        """Write one chunk; consumes `records` to the end, which may be a stream."""
         raise NotImplementedError
 
 
@@ -40,7 +42,10 @@ class OrmLedgerWriter(LedgerWriter):
 
     lookup_size = 500  # stays under SQLite's bound-parameter limit
 
-    def write(self, records: Sequence[ParsedRecord]) -> ChunkResult:
+    def write(self, records: Iterable[ParsedRecord]) -> ChunkResult:
+        records = list(records)
+        if not records:
+            return ChunkResult(0, 0, 0)
         keys = [row[0] for record in records for row in record.lines]
         existing: set[str] = set()
         for start in range(0, len(keys), self.lookup_size):
@@ -69,22 +74,45 @@ class CopyLedgerWriter(LedgerWriter):
     A first load (the common case) pays for one COPY. When a chunk holds keys
     already present, it is copied into a temporary table and inserted with
     ON CONFLICT DO NOTHING, counting the records that went in on the server.
+
+    Records are sent as the parser yields them, so the server stores and
+    indexes a chunk while Python parses it: on two cores the two overlap.
+    They are kept as they pass, to send the chunk again via the staging table
+    if the ledger refuses it. Once a chunk has held duplicates, the next goes
+    straight to the staging table (a re-run repeats a whole file), until a
+    chunk holds none.
     """
 
-    def write(self, records: Sequence[ParsedRecord]) -> ChunkResult:
-        lines = sum(len(r.lines) for r in records)
-        try:
-            with transaction.atomic():
-                self._copy(_TABLE, records)
-            return ChunkResult(len(records), 0, lines)
-        except (IntegrityError, psycopg.errors.UniqueViolation):
-            pass
+    def __init__(self) -> None:
+        self._via_staging = False
+
+    def write(self, records: Iterable[ParsedRecord]) -> ChunkResult:
+        records = iter(records)
+        first = next(records, None)
+        if first is None:
+            return ChunkResult(0, 0, 0)
+        records = chain((first,), records)
+        if self._via_staging:
+            result = self._write_via_staging(records)
+        else:
+            kept: list[ParsedRecord] = []
+            try:
+                with transaction.atomic():
+                    self._copy(_TABLE, _keeping(records, kept))
+                result = ChunkResult(len(kept), 0, sum(len(r.lines) for r in kept))
+            except (IntegrityError, psycopg.errors.UniqueViolation):
+                kept.extend(records)  # the rest, should the COPY have stopped early
+                result = self._write_via_staging(kept)
+        self._via_staging = result.duplicate > 0
+        return result
+
+    def _write_via_staging(self, records: Iterable[ParsedRecord]) -> ChunkResult:
         with connection.cursor() as cursor:
             cursor.execute(
                 f'CREATE TEMP TABLE IF NOT EXISTS usage_line_stage (LIKE "{_TABLE}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
             )
             cursor.execute("TRUNCATE usage_line_stage")
-        self._copy("usage_line_stage", records)
+        count = self._copy("usage_line_stage", records)
         with connection.cursor() as cursor:
             cursor.execute(
                 f"WITH ins AS (INSERT INTO \"{_TABLE}\" ({_COLUMN_LIST}) SELECT {_COLUMN_LIST} FROM usage_line_stage "
@@ -92,16 +120,27 @@ class CopyLedgerWriter(LedgerWriter):
                 "SELECT count(*), count(DISTINCT source_line) FROM ins"
             )
             lines_inserted, inserted = cursor.fetchone()
-        return ChunkResult(inserted, len(records) - inserted, lines_inserted)
+        return ChunkResult(inserted, count - inserted, lines_inserted)
 
     @staticmethod
-    def _copy(table: str, records: Sequence[ParsedRecord]) -> None:
+    def _copy(table: str, records: Iterable[ParsedRecord]) -> int:
+        """COPY the records' rows into the table; returns the number of records."""
+        count = 0
         with connection.cursor() as cursor:
             with cursor.cursor.copy(f'COPY "{table}" ({_COLUMN_LIST}) FROM STDIN') as copy:
                 write_row = copy.write_row
-                for record in records:
+                for count, record in enumerate(records, 1):  # noqa: B007 - the count is the result
                     for row in record.lines:
                         write_row(row)
+        return count
+
+
+def _keeping(records: Iterable[ParsedRecord], kept: list[ParsedRecord]) -> Iterator[ParsedRecord]:
+    """The records, each appended to `kept` as it passes."""
+    keep = kept.append
+    for record in records:
+        keep(record)
+        yield record
 
 
 def ledger_writer(*, per_record_results: bool = False) -> LedgerWriter:
