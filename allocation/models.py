@@ -190,3 +190,91 @@ class UsageLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {self.quantity} {self.unit}"
+
+
+class RatingRun(models.Model):
+    """One rating of a period's usage at the prices then in force.
+
+    It records the price book versions it used, and the rules it derived from
+    them, so its costs can always be explained and reproduced. The newest
+    completed run of a period is the one reports use.
+    """
+
+    period = models.CharField(max_length=7, help_text="YYYY-MM")
+    status = models.CharField(max_length=16, default="running")
+    price_book_versions = models.ManyToManyField("pricing.PriceBookVersion", related_name="rating_runs")
+    lines_rated = models.BigIntegerField(default=0)
+    lines_unpriced = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=30, decimal_places=12, default=0, help_text="Rated cost of priced lines")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["period", "status"], name="rating_run_period")]
+
+    def __str__(self) -> str:
+        return f"Rating {self.pk} of {self.period}"
+
+
+class RatingRule(models.Model):
+    """Which price applies to a ledger key over a time range and context band.
+
+    Derived by the rating run from the price books (contract over list, own
+    tier over standard, long-context bands); the ledger joins to these rules
+    in one set-based statement. Rules of one key never overlap.
+    """
+
+    run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="rules")
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128, blank=True)
+    unit = models.CharField(max_length=64)
+    service_tier = models.CharField(max_length=32, blank=True)
+    tier = models.CharField(max_length=64, blank=True)
+    context_band = models.CharField(max_length=32, blank=True)
+    valid_from = models.DateTimeField()
+    valid_to = models.DateTimeField()
+    context_above = models.BigIntegerField(default=0)
+    context_upto = models.BigIntegerField(null=True, blank=True)
+    band_context = models.BigIntegerField(null=True, blank=True, help_text="Request size a stated band implies")
+    price = models.ForeignKey("pricing.Price", on_delete=models.PROTECT)
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "provider", "model", "unit"], name="rating_rule_key")]
+
+
+class RatedUsage(models.Model):
+    """A period's usage with its cost, summed by the keys allocation and reports use.
+
+    `price` empty means unpriced: such usage is counted and reported, never
+    costed at $0.
+    """
+
+    run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="rated_usage")
+    day = models.DateField()
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128, blank=True)
+    unit = models.CharField(max_length=64)
+    service_tier = models.CharField(max_length=32, blank=True)
+    tier = models.CharField(max_length=64, blank=True)
+    team = models.CharField(max_length=128, blank=True)
+    feature = models.CharField(max_length=128, blank=True)
+    environment = models.CharField(max_length=32, blank=True)
+    tenant = models.CharField(max_length=128, blank=True)
+    caller = models.CharField(max_length=128, blank=True)
+    project = models.CharField(max_length=128, blank=True)
+    modality = models.CharField(max_length=32, blank=True)
+    price = models.ForeignKey("pricing.Price", null=True, blank=True, on_delete=models.PROTECT)
+    quantity = models.DecimalField(max_digits=QUANTITY_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES)
+    line_count = models.BigIntegerField()
+    cost = models.DecimalField(max_digits=30, decimal_places=12, null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "rated usage"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(price__isnull=True, cost__isnull=True) | Q(price__isnull=False, cost__isnull=False),
+                name="rated_usage_cost_iff_priced",
+            ),
+        ]
