@@ -243,6 +243,9 @@ class RatingRule(models.Model):
     class Meta:
         indexes = [models.Index(fields=["run", "provider", "model", "unit"], name="rating_rule_key")]
 
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.model} {self.unit} from {self.valid_from:%Y-%m-%d}: {self.price_id}"
+
 
 class RatedUsage(models.Model):
     """A period's usage with its cost, summed by the keys allocation and reports use.
@@ -278,3 +281,6 @@ class RatedUsage(models.Model):
                 name="rated_usage_cost_iff_priced",
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.provider}/{self.model} {self.quantity} {self.unit}: {self.cost}"
