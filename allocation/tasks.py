@@ -5,7 +5,7 @@ from celery import shared_task
 from .models import UsageBatch
 from .services.ingest import usage_batch_ingest_file
 
-__all__ = ["usage_batch_ingest_task"]
+__all__ = ["usage_batch_ingest_task", "usage_rate_period_task"]
 
 
 @shared_task(acks_late=True)
@@ -14,3 +14,12 @@ def usage_batch_ingest_task(batch_id: int, path: str) -> dict:
     batch = UsageBatch.objects.get(pk=batch_id)
     batch = usage_batch_ingest_file(batch=batch, path=path)
     return {"batch_id": batch.pk, "status": batch.status, "rows_read": batch.rows_read}
+
+
+@shared_task(acks_late=True)
+def usage_rate_period_task(period: str) -> dict:
+    """Rate a period; a repeat makes a newer run, which reports then use."""
+    from .services.rating import usage_rate_period
+
+    run = usage_rate_period(period=period)
+    return {"rating_run": run.pk, "lines_rated": run.lines_rated, "lines_unpriced": run.lines_unpriced}

@@ -12,22 +12,29 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from django.db.models import Max
+from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 
 from .choices import STANDARD_SERVICE_TIERS, PriceBookKind
 from .models import AiModel, ModelAlias, Price, PriceBook, PriceBookVersion, Unit
 
 __all__ = [
+    "DIFF_KEY_FIELDS",
     "EventQuote",
     "PriceSegment",
     "QuoteLine",
     "context_band_floor",
     "latest_price_book_versions",
     "model_resolve",
+    "price_book_overview",
+    "price_book_prices",
+    "price_book_version_choices",
+    "price_book_version_diff",
+    "price_book_versions",
     "price_segments",
     "rate_event",
     "rule_matches",
     "unit_modalities",
+    "unit_names",
 ]
 
 
@@ -244,3 +251,140 @@ def rate_event(
 
 def price_books_with_latest() -> list[tuple[PriceBook, PriceBookVersion | None]]:
     return [(book, book.latest_version()) for book in PriceBook.objects.all()]
+
+
+# --- Price book pages: the books, their versions and prices, what changed ------
+
+# A price's identity across versions: the same key in two versions is the same
+# price, possibly at a new amount; `effective_from` keeps dated prices apart.
+DIFF_KEY_FIELDS: tuple[str, ...] = (
+    "provider",
+    "model",
+    "unit",
+    "service_tier",
+    "tier",
+    "context_above",
+    "effective_from",
+)
+_DIFF_VALUE_FIELDS: tuple[str, ...] = ("amount", "quantum", "currency", "effective_to")
+
+
+def unit_names() -> dict[str, str]:
+    """Each catalog unit's name, keyed by unit code."""
+    return dict(Unit.objects.values_list("code", "name"))
+
+
+def price_book_overview() -> list[dict]:
+    """Every price book with its latest version and that version's price count.
+
+    Two queries whatever the number of books: the books with their version
+    count, then each book's newest version with its prices counted.
+    """
+    books = list(PriceBook.objects.annotate(version_count=Count("versions")).order_by("kind", "code"))
+    newest = PriceBookVersion.objects.filter(book=OuterRef("book")).order_by("-number").values("number")[:1]
+    latest = {
+        version.book_id: version
+        for version in PriceBookVersion.objects.filter(number=Subquery(newest))
+        .annotate(price_count=Count("prices"))
+        .select_related("created_by")
+    }
+    return [
+        {
+            "book": book,
+            "latest": latest.get(book.pk),
+            "version_count": book.version_count,
+            "price_count": latest[book.pk].price_count if book.pk in latest else 0,
+        }
+        for book in books
+    ]
+
+
+def price_book_versions(*, book: PriceBook) -> QuerySet[PriceBookVersion]:
+    """A book's versions, newest first, each with its number of prices."""
+    return (
+        PriceBookVersion.objects.filter(book=book)
+        .annotate(price_count=Count("prices"))
+        .select_related("created_by")
+        .order_by("-number")
+    )
+
+
+def price_book_prices(
+    *, version: PriceBookVersion, provider: str = "", model: str = "", unit: str = ""
+) -> QuerySet[Price]:
+    """A version's prices in file order, narrowed by provider and unit (exact) and
+    by a part of the model code (any case)."""
+    prices = version.prices.select_related("model__provider", "unit")
+    if provider:
+        prices = prices.filter(model__provider__code=provider)
+    if model:
+        prices = prices.filter(model__code__icontains=model.strip())
+    if unit:
+        prices = prices.filter(unit_id=unit)
+    return prices.order_by(
+        "model__provider__code", "model__code", "unit", "service_tier", "tier", "context_above", "effective_from", "id"
+    )
+
+
+def price_book_version_choices(*, version: PriceBookVersion) -> dict[str, list[str]]:
+    """The providers and units a version prices, for its filter's choices."""
+    prices = version.prices.order_by()
+    return {
+        "providers": sorted(code for code in prices.values_list("model__provider__code", flat=True).distinct() if code),
+        "units": sorted(prices.values_list("unit_id", flat=True).distinct()),
+    }
+
+
+def _diff_rows(version: PriceBookVersion) -> dict[tuple, dict]:
+    rows = version.prices.order_by().values_list(
+        "model__provider__code", "model__code", "unit_id", *DIFF_KEY_FIELDS[3:], *_DIFF_VALUE_FIELDS
+    )
+    keyed: dict[tuple, dict] = {}
+    for values in rows:
+        row = dict(zip(DIFF_KEY_FIELDS + _DIFF_VALUE_FIELDS, values, strict=True))
+        row["provider"], row["model"] = row["provider"] or "", row["model"] or ""
+        keyed[tuple(row[field] for field in DIFF_KEY_FIELDS)] = row
+    return keyed
+
+
+def _sort_key(key: tuple) -> tuple:
+    # An open start (None) sorts first, as "since the beginning".
+    return (*key[:-1], key[-1] or date.min)
+
+
+def _relative_change(old: dict, new: dict) -> Decimal | None:
+    """New unit price over old, minus one (0.25 is +25%); None from a zero price."""
+    if not old["amount"]:
+        return None
+    return (new["amount"] * old["quantum"]) / (old["amount"] * new["quantum"]) - 1
+
+
+def price_book_version_diff(*, old: PriceBookVersion, new: PriceBookVersion) -> dict:
+    """What changed from one version of a book to another.
+
+    Prices are matched on DIFF_KEY_FIELDS. A matched price changed when its
+    unit price (amount per quantum), currency or end date differs; `change` is
+    the relative change of the unit price. One query per version, compared in
+    dicts: tens of thousands of prices take well under a second.
+    """
+    before, after = _diff_rows(old), _diff_rows(new)
+    added = [after[key] for key in sorted(after.keys() - before.keys(), key=_sort_key)]
+    removed = [before[key] for key in sorted(before.keys() - after.keys(), key=_sort_key)]
+    changed = []
+    unchanged = 0
+    for key in sorted(before.keys() & after.keys(), key=_sort_key):
+        was, now = before[key], after[key]
+        same_price = was["amount"] * now["quantum"] == now["amount"] * was["quantum"]
+        if same_price and was["currency"] == now["currency"] and was["effective_to"] == now["effective_to"]:
+            unchanged += 1
+            continue
+        changed.append(
+            {
+                **{field: now[field] for field in DIFF_KEY_FIELDS},
+                "old": was,
+                "new": now,
+                "price_changed": not same_price or was["currency"] != now["currency"],
+                "change": _relative_change(was, now) if was["currency"] == now["currency"] else None,
+            }
+        )
+    return {"old": old, "new": new, "added": added, "removed": removed, "changed": changed, "unchanged": unchanged}

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from allocation.choices import UsageSourceFormat
 from allocation.models import CostCenter, Feature, Team, Tenant, UsageBatch
+from pricing.money import decimal_text
 
 __all__ = [
     "CostCenterSerializer",
@@ -14,6 +15,7 @@ __all__ = [
     "UsageBatchUploadSerializer",
     "UsageEventsInputSerializer",
     "UsageSummaryInputSerializer",
+    "usage_summary_json",
 ]
 
 MAX_EVENTS_PER_REQUEST = 10_000
@@ -108,3 +110,15 @@ class UsageSummaryInputSerializer(serializers.Serializer):
 
     def validate_group_by(self, value: str) -> list[str]:
         return [key.strip() for key in value.split(",") if key.strip()]
+
+
+def usage_summary_json(groups: list[dict]) -> list[dict]:
+    """Summary groups as the API and `usage_summary` print them: exact decimals as text."""
+    return [
+        {
+            **group,
+            "quantity": decimal_text(group["quantity"]),
+            "cost": None if group["cost"] is None else decimal_text(group["cost"]),
+        }
+        for group in groups
+    ]

@@ -25,6 +25,7 @@ from .serializers import (
     UsageBatchUploadSerializer,
     UsageEventsInputSerializer,
     UsageSummaryInputSerializer,
+    usage_summary_json,
 )
 
 __all__ = [
@@ -124,7 +125,7 @@ class UsageSummaryApi(APIView):
         params = UsageSummaryInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         groups = usage_summary(period=params.validated_data["period"], group_by=params.validated_data["group_by"])
-        return Response([{**g, "quantity": decimal_text(g["quantity"])} for g in groups])
+        return Response(usage_summary_json(groups))
 
 
 class TagCoverageApi(APIView):

@@ -7,7 +7,6 @@ the period to its rule and stores the cost summed by the reporting keys. A
 line no rule prices is kept with an empty price: counted as unpriced.
 """
 
-from collections.abc import Sequence
 from decimal import Decimal
 
 from django.db import connection, transaction
@@ -15,7 +14,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from allocation.models import RatedUsage, RatingRule, RatingRun, UsageLine
-from allocation.selectors import period_bounds
+from allocation.selectors import period_bounds, rated_lines_params, rated_lines_sql
 from pricing.selectors import context_band_floor, latest_price_book_versions, model_resolve, price_segments
 
 __all__ = ["RATED_KEYS", "rated_lines_sql", "usage_rate_period"]
@@ -35,40 +34,6 @@ RATED_KEYS: tuple[str, ...] = (
     "project",
     "modality",
 )
-_LINE = UsageLine._meta.db_table
-_RULE = RatingRule._meta.db_table
-
-
-def _day_sql() -> str:
-    if connection.vendor == "postgresql":
-        return "(l.occurred_at AT TIME ZONE 'UTC')::date"
-    return "date(l.occurred_at)"
-
-
-def rated_lines_sql(group_fields: Sequence[str], *, with_day: bool = False) -> str:
-    """SELECT of ledger lines of [%(start)s, %(end)s) joined to run %(run)s's
-    rules, summed by `group_fields`: quantity, line count, priced line count and
-    cost. The one statement every rated figure comes from.
-    """
-    keys = [f"l.{field}" for field in group_fields]
-    if with_day:
-        keys.insert(0, _day_sql())
-    context = "COALESCE(l.context_tokens, r.band_context, 0)"
-    return f"""
-        SELECT {", ".join(keys) + "," if keys else ""} r.price_id,
-               SUM(l.quantity) AS quantity, COUNT(*) AS line_count,
-               SUM(l.quantity) * p.amount / p.quantum AS cost
-        FROM "{_LINE}" l
-        LEFT JOIN "{_RULE}" r
-          ON r.run_id = %(run)s AND r.provider = l.provider AND r.model = l.model AND r.unit = l.unit
-         AND r.service_tier = l.service_tier AND r.tier = l.tier AND r.context_band = l.context_band
-         AND l.occurred_at >= r.valid_from AND l.occurred_at < r.valid_to
-         AND (r.context_above = 0 OR {context} > r.context_above)
-         AND (r.context_upto IS NULL OR {context} <= r.context_upto)
-        LEFT JOIN pricing_price p ON p.id = r.price_id
-        WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s
-        GROUP BY {", ".join(keys) + "," if keys else ""} r.price_id, p.amount, p.quantum
-    """
 
 
 def _rules_for(run: RatingRun, start, end, versions) -> list[RatingRule]:
@@ -127,7 +92,7 @@ def usage_rate_period(*, period: str, created_by=None) -> RatingRun:
         cursor.execute(
             f'INSERT INTO "{RatedUsage._meta.db_table}" (run_id, {columns}) '
             f"SELECT %(run)s, rated.* FROM ({rated_lines_sql(RATED_KEYS, with_day=True)}) rated",
-            {"run": run.pk, "start": start, "end": end},
+            rated_lines_params(run_id=run.pk, start=start, end=end),
         )
     totals = RatedUsage.objects.filter(run=run).aggregate(lines=Sum("line_count"), cost=Sum("cost"))
     unpriced = RatedUsage.objects.filter(run=run, price__isnull=True).aggregate(lines=Sum("line_count"))

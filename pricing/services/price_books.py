@@ -286,11 +286,13 @@ def price_book_load_file(
     kind: str | None = None,
     service: str = "",
     created_by=None,
-) -> PriceBookVersion:
+) -> tuple[PriceBookVersion, bool]:
     """Load a YAML or CSV price file as a new version of a book (created if new).
 
     YAML may name its book at the top (`book`, `name`, `kind`, `service`);
-    arguments win. Contract prices override list prices where both apply.
+    arguments win. A file equal to the latest version adds no version.
+    Contract prices override list prices where both apply. Returns the
+    version and whether it is new.
     """
     path = Path(path)
     if not path.is_file():
@@ -317,8 +319,9 @@ def price_book_load_file(
     )
     if book.kind != kind:
         raise ValidationFailed(f"price book {code} is a {book.kind} book, not {kind}", code="price_book_invalid")
-    version, _ = price_book_version_create(book=book, rows=rows, source=f"file {path.name}", created_by=created_by)
-    return version
+    return price_book_version_create(
+        book=book, rows=rows, source=f"file {path.name}", created_by=created_by, only_if_changed=True
+    )
 
 
 def price_book_export(*, version: PriceBookVersion, file_format: str) -> str:

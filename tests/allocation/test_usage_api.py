@@ -12,6 +12,8 @@ from rest_framework.test import APIClient
 from allocation.models import CostCenter, Team, UsageLine
 
 pytestmark = pytest.mark.django_db
+# Before a period is rated, every line is unpriced and no group has a cost.
+UNRATED = {"cost": None, "unpriced_line_count": 1}
 
 
 def event(event_id: str, **fields) -> dict:
@@ -71,10 +73,10 @@ def test_usage_summary_groups_by_any_tag(api_client):
     response = api_client.get("/api/v1/usage/summary", {"period": "2026-10", "group_by": "team,unit"})
     assert response.status_code == 200
     assert response.json() == [
-        {"team": "search", "unit": "input_token", "quantity": "1000", "line_count": 1},
-        {"team": "search", "unit": "output_token", "quantity": "200", "line_count": 1},
-        {"team": "vision", "unit": "input_token", "quantity": "1000", "line_count": 1},
-        {"team": "vision", "unit": "output_token", "quantity": "200", "line_count": 1},
+        {"team": "search", "unit": "input_token", "quantity": "1000", "line_count": 1, **UNRATED},
+        {"team": "search", "unit": "output_token", "quantity": "200", "line_count": 1, **UNRATED},
+        {"team": "vision", "unit": "input_token", "quantity": "1000", "line_count": 1, **UNRATED},
+        {"team": "vision", "unit": "output_token", "quantity": "200", "line_count": 1, **UNRATED},
     ]
     bad = api_client.get("/api/v1/usage/summary", {"period": "2026-10", "group_by": "colour"})
     assert bad.status_code == 400 and "unknown group key(s) colour" in bad.json()["message"]
@@ -90,10 +92,10 @@ def test_usage_summary_command_prints_the_same_groups():
     out = io.StringIO()
     call_command("usage_summary", "--period", "2026-10", "--group-by", "provider,unit", stdout=out)
     assert json.loads(out.getvalue()) == [
-        {"provider": "anthropic", "unit": "input_token", "quantity": "1000", "line_count": 1},
-        {"provider": "anthropic", "unit": "output_token", "quantity": "200", "line_count": 1},
-        {"provider": "openai", "unit": "input_token", "quantity": "1000", "line_count": 1},
-        {"provider": "openai", "unit": "output_token", "quantity": "200", "line_count": 1},
+        {"provider": "anthropic", "unit": "input_token", "quantity": "1000", "line_count": 1, **UNRATED},
+        {"provider": "anthropic", "unit": "output_token", "quantity": "200", "line_count": 1, **UNRATED},
+        {"provider": "openai", "unit": "input_token", "quantity": "1000", "line_count": 1, **UNRATED},
+        {"provider": "openai", "unit": "output_token", "quantity": "200", "line_count": 1, **UNRATED},
     ]
     with pytest.raises(CommandError, match="not YYYY-MM"):
         call_command("usage_summary", "--period", "2026/10", stdout=io.StringIO())

@@ -5,13 +5,13 @@ import json
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 
+from allocation.api.serializers import usage_summary_json
 from allocation.selectors import usage_summary
 from pricing.errors import ApplicationError
-from pricing.money import decimal_text
 
 
 class Command(BaseCommand):
-    help = "Quantity and line count per group for a period, as a JSON list."
+    help = "Quantity, line count, rated cost and unpriced lines per group for a period, as a JSON list."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--period", required=True, help="YYYY-MM")
@@ -24,6 +24,4 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         # Quantities stay exact: Decimals are written as strings, like the API.
-        self.stdout.write(
-            json.dumps([{**g, "quantity": decimal_text(g["quantity"])} for g in groups], cls=DjangoJSONEncoder)
-        )
+        self.stdout.write(json.dumps(usage_summary_json(groups), cls=DjangoJSONEncoder))
