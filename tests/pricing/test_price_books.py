@@ -302,3 +302,21 @@ def test_commands_load_export_and_rate(tmp_path, catalog):
     report = json.loads(out.getvalue())
     assert (report["lines_rated"], report["lines_unpriced"], report["cost"]) == (1, 0, "0.02")
     assert report["price_book_versions"] == ["openai-list v1"]
+
+
+def test_a_rate_card_prices_a_shared_service_per_tier(tmp_path):
+    card = (
+        "book: image-service-card\nname: Image generation service\nkind: rate_card\nservice: creative\nprices:\n"
+        '  - {unit: image, tier: standard, amount: "0.02", per: 1, effective_from: 2026-01-01}\n'
+        '  - {unit: image, tier: hd, amount: "0.08", per: 1, effective_from: 2026-01-01}\n'
+    )
+    version, _ = price_book_load_file(path=write(tmp_path, "card.yaml", card))
+    assert (version.book.kind, version.book.service) == ("rate_card", "creative")
+    assert dict(version.prices.values_list("tier", "amount")) == {"standard": Decimal("0.02"), "hd": Decimal("0.08")}
+    # Rate cards are not provider prices: rating never uses them for provider cost.
+    list_only = (
+        "book: openai-contract\nkind: contract\nprices:\n"
+        '  - {unit: image, tier: hd, amount: "0.08", per: 1}\n'
+    )
+    with pytest.raises(Exception, match="only rate cards price per tier without a model"):
+        price_book_load_file(path=write(tmp_path, "nomodel.yaml", list_only))
