@@ -11,6 +11,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("usage/", include("allocation.urls")),
+    path("pricing/unpriced/", include("allocation.urls_rating")),
+    path("pricing/", include("pricing.urls")),
     path("api/v1/", include("allocation.api.urls")),
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/v1/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -65,6 +65,7 @@ class AiModel(models.Model):
 
     class Meta:
         ordering = ["provider", "match_order", "code"]
+        verbose_name = "AI model"
         constraints = [models.UniqueConstraint(fields=["provider", "code"], name="ai_model_unique_per_provider")]
 
     def __str__(self) -> str:
@@ -80,6 +81,7 @@ class ModelAlias(models.Model):
 
     class Meta:
         ordering = ["provider", "alias"]
+        verbose_name_plural = "model aliases"
         constraints = [models.UniqueConstraint(fields=["provider", "alias"], name="model_alias_unique_per_provider")]
 
     def __str__(self) -> str:

@@ -70,18 +70,23 @@ def _quantum(quantum: int) -> str:
 
 
 def _unit_noun(name: str, plural: bool) -> str:
-    """'Input token' -> 'input tokens'; 'GB-month' keeps its capitals;
-    'Cache write token (5 min)' -> 'cache write tokens (5 min)'."""
-    head, space, note = name.partition(" (")
-    if head[1:2].islower():
-        head = head[:1].lower() + head[1:]
-    if plural and not head.endswith("s"):
-        head += "s"
-    return head + space + note
+    """What a unit counts, from its catalog name: 'Cached input token' -> 'tokens',
+    'Cache write token (5 min)' -> 'tokens', 'Vector store GB-month' -> 'GB-month'."""
+    noun = name.partition(" (")[0].split()[-1] if name.strip() else name
+    if noun[1:2].islower():
+        noun = noun[:1].lower() + noun[1:]
+    if not plural or noun.endswith("s"):
+        return noun
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return f"{noun[:-1]}ies"
+    return f"{noun}s"
 
 
 def format_price(*, amount: Decimal, quantum: int, currency: str, unit_name: str) -> str:
-    """A price as a person reads it: '$2.50 per 1M input tokens', '$0.04 per generated image'."""
+    """A price as a person reads it: '$2.50 per 1M tokens', '$0.04 per image'.
+
+    The unit's full name stands in its own column; the price names only what it counts.
+    """
     if quantum == 1:
         return f"{_money(amount, currency)} per {_unit_noun(unit_name, plural=False)}"
     return f"{_money(amount, currency)} per {_quantum(quantum)} {_unit_noun(unit_name, plural=True)}"
@@ -203,7 +208,8 @@ def price_book_diff(request: HttpRequest, code: str) -> HttpResponse:
         except ValueError:
             number = None
         if number not in by_number:
-            errors.append((field, f"Version {raw!r} is not a version of {book.code}; pick one from the list."))
+            errors.append((field, f"{book.code} has no version {raw}; pick one of its versions."))
+            number = default
         chosen[field] = number
     context.update(chosen=chosen, errors=errors)
     if errors:
@@ -225,6 +231,7 @@ def price_book_diff(request: HttpRequest, code: str) -> HttpResponse:
         added=[_diff_row(row, names) for row in diff["added"][:DIFF_ROWS_SHOWN]],
         removed=[_diff_row(row, names) for row in diff["removed"][:DIFF_ROWS_SHOWN]],
         changed=changed,
+        end_dates_changed=any(row["old"]["effective_to"] != row["new"]["effective_to"] for row in changed),
         rows_shown=DIFF_ROWS_SHOWN,
         identical=not (diff["added"] or diff["removed"] or diff["changed"]),
     )

@@ -1,0 +1,77 @@
+"""The page of usage a rating could not price, mounted at /pricing/unpriced/.
+
+It sits with the pricing pages for users, but lives in allocation: it reads
+the rated ledger, which pricing (the lowest layer) never imports.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from pricing.errors import ValidationFailed
+from pricing.money import quantize
+
+from .selectors import period_bounds, usage_latest_period
+from .selectors_rating import unpriced_usage
+from .services.rating import usage_rate_period
+from .views import format_quantity
+
+__all__ = ["unpriced_usage_report"]
+
+CENT = Decimal("0.01")
+MICRO_DOLLAR = Decimal("0.000001")
+
+
+def _cost_text(cost: Decimal) -> str:
+    """Rated cost keeps sub-cent precision: cents, unless that would show a cost as $0.00."""
+    cents = quantize(cost, CENT)
+    if cost and not cents:
+        return f"${format_quantity(quantize(cost, MICRO_DOLLAR))}"
+    return f"${cents:,}"
+
+
+def _report_url(period: str) -> str:
+    return f"{reverse('unpriced-usage')}?{urlencode({'period': period})}"
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def unpriced_usage_report(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        period = request.POST.get("period", "").strip()
+        try:
+            run = usage_rate_period(period=period, created_by=request.user)
+        except ValidationFailed as error:
+            messages.error(request, error.message)
+            return redirect("unpriced-usage")
+        messages.success(
+            request,
+            f"Rated {period}: run {run.pk}, {run.lines_rated:,} lines, {run.lines_unpriced:,} of them unpriced.",
+        )
+        return redirect(_report_url(period))
+
+    period = request.GET.get("period", "").strip() or usage_latest_period()
+    context: dict = {"period": period}
+    try:
+        report = unpriced_usage(period=period)
+    except ValidationFailed as error:
+        context["error"] = error.message
+        return render(request, "pricing/unpriced_usage.html", context, status=400)
+    start, end = period_bounds(period)
+    context.update(
+        previous_period=f"{start - timedelta(days=1):%Y-%m}",
+        next_period=f"{end:%Y-%m}",
+        report=report,
+        run=report["run"],
+        cost_text=_cost_text(report["run"].cost) if report["run"] else "",
+        cost_exact=format_quantity(report["run"].cost) if report["run"] else "",
+        rows=[{**row, "quantity_text": format_quantity(row["quantity"])} for row in report["rows"]],
+    )
+    return render(request, "pricing/unpriced_usage.html", context)
