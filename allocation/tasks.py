@@ -17,9 +17,12 @@ def usage_batch_ingest_task(batch_id: int, path: str) -> dict:
 
 
 @shared_task(acks_late=True)
-def usage_rate_period_task(period: str) -> dict:
+def usage_rate_period_task(period: str, user_id: int | None = None) -> dict:
     """Rate a period; a repeat makes a newer run, which reports then use."""
+    from django.contrib.auth import get_user_model
+
     from .services.rating import usage_rate_period
 
-    run = usage_rate_period(period=period)
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    run = usage_rate_period(period=period, created_by=user)
     return {"rating_run": run.pk, "lines_rated": run.lines_rated, "lines_unpriced": run.lines_unpriced}

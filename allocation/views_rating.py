@@ -20,7 +20,7 @@ from pricing.money import quantize
 
 from .selectors import period_bounds, usage_latest_period
 from .selectors_rating import unpriced_usage
-from .services.rating import usage_rate_period
+from .tasks import usage_rate_period_task
 from .views import format_quantity
 
 __all__ = ["unpriced_usage_report"]
@@ -47,14 +47,21 @@ def unpriced_usage_report(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         period = request.POST.get("period", "").strip()
         try:
-            run = usage_rate_period(period=period, created_by=request.user)
+            period_bounds(period)
         except ValidationFailed as error:
             messages.error(request, error.message)
             return redirect("unpriced-usage")
-        messages.success(
-            request,
-            f"Rated {period}: run {run.pk}, {run.lines_rated:,} lines, {run.lines_unpriced:,} of them unpriced.",
-        )
+        # A large month takes a while: the worker rates it; without a broker it runs here.
+        result = usage_rate_period_task.delay(period, request.user.pk)
+        if result.ready():
+            outcome = result.get()
+            messages.success(
+                request,
+                f"Rated {period}: run {outcome['rating_run']}, {outcome['lines_rated']:,} lines,"
+                f" {outcome['lines_unpriced']:,} of them unpriced.",
+            )
+        else:
+            messages.info(request, f"Rating {period} in the background; reload this page to see the new run.")
         return redirect(_report_url(period))
 
     period = request.GET.get("period", "").strip() or usage_latest_period()
