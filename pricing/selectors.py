@@ -143,7 +143,9 @@ def price_segments(
         p
         for p in Price.objects.filter(
             version__in=list(versions), model=model, unit_id=unit, service_tier__in={svc, ""}, tier__in={tier, ""}
-        ).select_related("version__book")
+        )
+        .select_related("version__book")
+        .order_by()  # the model's default ordering joins three tables just to sort
         if _midnight(p.effective_from, _BEGINNING) < end and _midnight(p.effective_to, _END_OF_TIME) > start
     ]
     if not candidates:

@@ -4,8 +4,9 @@ genai-prices prices keys such as `cache_read_mtok` over usage keys that nest
 (cache reads inside input tokens). Our ledger holds disjoint leaves, so each
 of our units takes the price of the most specific priced genai unit whose
 dimensions contain it, exactly as genai-prices itself prices a leaf.
-Known gaps (not imported, named in the import's report): time-of-day prices,
-price variants keyed by anything but batch processing or service tier.
+Known gaps (not imported, named in the import's report): models priced by
+time of day (their usage stays unpriced), price variants keyed by anything but
+batch processing or service tier.
 """
 
 from dataclasses import dataclass, field
@@ -44,7 +45,10 @@ GENAI_UNITS: dict[str, str] = {
     "request": "requests",
 }
 # Units whose price depends on a unit tier, for tool calls.
-GENAI_TIERED_UNITS: dict[tuple[str, str], str] = {("tool_call", "web_search"): "web_searches"}
+GENAI_TIERED_UNITS: dict[tuple[str, str], str] = {
+    ("tool_call", "web_search"): "web_searches",
+    ("tool_call", "file_search"): "storage_searches",
+}
 # Dimensions that decide a price more than the modality does, for ties.
 _DECISIVE = ("token_type", "cache_ttl", "tool_type")
 
@@ -162,7 +166,11 @@ def _model_rows(model_info, provider_id: str, registry, skipped: list[str]) -> l
 
     conditionals = model_info.prices if isinstance(model_info.prices, list) else []
     if any(isinstance(c, ConditionalPrice) and isinstance(c.constraint, TimeOfDateConstraint) for c in conditionals):
-        skipped.append(f"{provider_id}/{model_info.id}: time-of-day prices")
+        # Prices by time of day need a dimension our prices lack; importing the
+        # all-day price alone would under-charge peak hours, so the model's usage
+        # stays unpriced (and reported) until a contract book prices it.
+        skipped.append(f"{provider_id}/{model_info.id}: time-of-day prices (not imported: its usage stays unpriced)")
+        return []
     rows: list[PriceRow] = []
     periods = _periods(model_info)
     variants = model_info.price_variants or []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from django.db import transaction
+from django.db import connection, transaction
 
 from pricing.choices import PriceBookKind
 from pricing.config_files import yaml_parse
@@ -169,6 +169,10 @@ def price_book_version_create(
         ],
         batch_size=2000,
     )
+    if connection.vendor == "postgresql":
+        # Fresh statistics, or the planner scans a book's thousands of prices per lookup.
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE pricing_price")
     return version, True
 
 

@@ -314,9 +314,6 @@ def test_a_rate_card_prices_a_shared_service_per_tier(tmp_path):
     assert (version.book.kind, version.book.service) == ("rate_card", "creative")
     assert dict(version.prices.values_list("tier", "amount")) == {"standard": Decimal("0.02"), "hd": Decimal("0.08")}
     # Rate cards are not provider prices: rating never uses them for provider cost.
-    list_only = (
-        "book: openai-contract\nkind: contract\nprices:\n"
-        '  - {unit: image, tier: hd, amount: "0.08", per: 1}\n'
-    )
+    list_only = 'book: openai-contract\nkind: contract\nprices:\n  - {unit: image, tier: hd, amount: "0.08", per: 1}\n'
     with pytest.raises(Exception, match="only rate cards price per tier without a model"):
         price_book_load_file(path=write(tmp_path, "nomodel.yaml", list_only))

@@ -27,10 +27,12 @@ class Command(BaseCommand):
                 self.stderr.write(message)
             raise CommandError(exc.message) from exc
         self.stdout.write(
-            json.dumps({
+            json.dumps(
+                {
                     "book": version.book.code,
                     "version": version.number,
                     "created": created,
                     "prices": version.prices.count(),
-                })
+                }
+            )
         )

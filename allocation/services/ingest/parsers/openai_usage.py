@@ -134,8 +134,8 @@ def _lines_of(kind: str, r: dict, seconds: int) -> list[tuple[str, Decimal | int
         gb_days = Decimal(_required(r, "usage_bytes")) / Decimal(10**9) * Decimal(seconds) / Decimal(86400)
         return [("vector_gb_day", gb_days.quantize(Decimal("0.000000001")), "")]
     if kind in {"web_searches", "web_search_calls"}:
-        level = r.get("context_level") or ""
-        return [("tool_call", _required(r, "num_requests"), f"web_search:{level}" if level else "web_search")]
+        # The context level is part of the bucket's identity (event id), not a price tier.
+        return [("tool_call", _required(r, "num_requests"), "web_search")]
     if kind in {"file_searches", "file_search_calls"}:
         return [("tool_call", _required(r, "num_requests"), "file_search")]
     if kind == "code_interpreter_sessions":
