@@ -248,10 +248,13 @@ class RatingRule(models.Model):
 
 
 class RatedUsage(models.Model):
-    """A period's usage with its cost, summed by the keys allocation and reports use.
+    """A period's usage with its cost, per day and price: what was priced at which
+    price, and what could not be priced.
 
-    `price` empty means unpriced: such usage is counted and reported, never
-    costed at $0.
+    It holds the rating's keys only; costs by team, feature or any other tag
+    are summed from the ledger joined to the run's rules (`rated_lines_sql`),
+    the same way, whenever asked. `price` empty means unpriced: such usage is
+    counted and reported, never costed at $0.
     """
 
     run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="rated_usage")
@@ -261,13 +264,6 @@ class RatedUsage(models.Model):
     unit = models.CharField(max_length=64)
     service_tier = models.CharField(max_length=32, blank=True)
     tier = models.CharField(max_length=64, blank=True)
-    team = models.CharField(max_length=128, blank=True)
-    feature = models.CharField(max_length=128, blank=True)
-    environment = models.CharField(max_length=32, blank=True)
-    tenant = models.CharField(max_length=128, blank=True)
-    caller = models.CharField(max_length=128, blank=True)
-    project = models.CharField(max_length=128, blank=True)
-    modality = models.CharField(max_length=32, blank=True)
     price = models.ForeignKey("pricing.Price", null=True, blank=True, on_delete=models.PROTECT)
     quantity = models.DecimalField(max_digits=QUANTITY_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES)
     line_count = models.BigIntegerField()

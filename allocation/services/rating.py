@@ -3,7 +3,7 @@
 Price resolution (pricing.selectors.price_segments) runs once per distinct
 ledger key, which is a few hundred keys for millions of lines; it yields
 non-overlapping rules. One INSERT ... SELECT then joins every ledger line of
-the period to its rule and stores the cost summed by the reporting keys. A
+the period to its rule and stores the cost per day, key and price. A
 line no rule prices is kept with an empty price: counted as unpriced.
 """
 
@@ -14,34 +14,18 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from allocation.models import RatedUsage, RatingRule, RatingRun, UsageLine
-from allocation.selectors import period_bounds, rated_lines_params, rated_lines_sql
+from allocation.selectors import period_bounds, rated_lines_params
+from pricing.models import Price
 from pricing.selectors import context_band_floor, latest_price_book_versions, model_resolve, price_segments
 
-__all__ = ["RATED_KEYS", "rated_lines_sql", "usage_rate_period"]
+__all__ = ["RATED_KEYS", "usage_rate_period"]
 
-# Ledger columns RatedUsage keeps (with the day and the price).
-RATED_KEYS: tuple[str, ...] = (
-    "provider",
-    "model",
-    "unit",
-    "service_tier",
-    "tier",
-    "team",
-    "feature",
-    "environment",
-    "tenant",
-    "caller",
-    "project",
-    "modality",
-)
+# The rating's keys, which RatedUsage keeps (with the day and the price).
+RATED_KEYS: tuple[str, ...] = ("provider", "model", "unit", "service_tier", "tier")
 
 
-def _rules_for(run: RatingRun, start, end, versions) -> list[RatingRule]:
-    keys = (
-        UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-        .values_list("provider", "model", "unit", "service_tier", "tier", "context_band")
-        .distinct()
-    )
+def _rules_for(run: RatingRun, keys, start, end, versions) -> list[RatingRule]:
+    """Rules for each distinct (provider, model, unit, service tier, tier, band) rated."""
     models: dict[tuple[str, str], object] = {}
     rules: list[RatingRule] = []
     for provider, model, unit, service_tier, tier, context_band in keys:
@@ -79,6 +63,66 @@ def _rules_for(run: RatingRun, start, end, versions) -> list[RatingRule]:
     return rules
 
 
+def _day_start_sql(day: str) -> str:
+    if connection.vendor == "postgresql":
+        return f"({day}::timestamp AT TIME ZONE 'UTC')"
+    return f"datetime({day})"
+
+
+def _rating_sql(thresholds: list[int]) -> tuple[str, str]:
+    """The rating statements: the ledger summed first, then priced per sum.
+
+    Every rule starts and ends at a UTC midnight (periods and effective dates are
+    days), so a day's lines of one key share their rules; and the context-band
+    thresholds of all rules cut requests into a few size buckets whose members
+    fall in the same band (any finer cut does too: `thresholds` may be every
+    band edge of the price books). Summing the lines by (day, key, bucket) before the
+    join leaves a few thousand sums to price instead of millions of lines, and
+    the big aggregation, over ledger columns alone, can run in parallel.
+    Returns the summing SELECT and the pricing SELECT, which reads `{summed}`.
+    """
+    bucket = (
+        "CASE WHEN l.context_tokens IS NULL THEN -1 "
+        + "".join(f"WHEN l.context_tokens > {t} THEN {i + 1} " for i, t in reversed(list(enumerate(thresholds))))
+        + "ELSE 0 END"
+    )
+    # A request size inside each bucket stands for all of it; -1 (none given) uses the stated band.
+    representative = (
+        "CASE s.bucket WHEN -1 THEN NULL WHEN 0 THEN 0 "
+        + "".join(f"WHEN {i + 1} THEN {t + 1} " for i, t in enumerate(thresholds))
+        + "END"
+    )
+    context = f"COALESCE({representative}, r.band_context, 0)"
+    keys = ", ".join(f"s.{k}" for k in RATED_KEYS)
+    summed = f"""
+        SELECT {_day_sql()} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
+               {bucket} AS bucket, SUM(l.quantity) AS quantity, COUNT(*) AS line_count
+        FROM "{UsageLine._meta.db_table}" l
+        WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s
+        GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    """
+    priced = f"""
+        SELECT %(run)s, s.day, {keys}, r.price_id, SUM(s.quantity), SUM(s.line_count),
+               SUM(s.quantity) * p.amount * 1.0 / p.quantum
+        FROM {{summed}} s
+        LEFT JOIN "{RatingRule._meta.db_table}" r
+          ON r.run_id = %(run)s AND r.provider = s.provider AND r.model = s.model AND r.unit = s.unit
+         AND r.service_tier = s.service_tier AND r.tier = s.tier AND r.context_band = s.context_band
+         AND {_day_start_sql("s.day")} >= r.valid_from AND {_day_start_sql("s.day")} < r.valid_to
+         AND (r.context_above = 0 OR {context} > r.context_above)
+         AND (r.context_upto IS NULL OR {context} <= r.context_upto)
+        LEFT JOIN pricing_price p ON p.id = r.price_id
+        GROUP BY s.day, {keys}, r.price_id, p.amount, p.quantum
+    """
+    return summed, priced
+
+
+def _day_sql() -> str:
+    if connection.vendor == "postgresql":
+        return "(l.occurred_at AT TIME ZONE 'UTC')::date"
+    return "date(l.occurred_at)"
+
+
 @transaction.atomic
 def usage_rate_period(*, period: str, created_by=None) -> RatingRun:
     """Rate every ledger line of a period at the prices in force; returns the run."""
@@ -86,14 +130,31 @@ def usage_rate_period(*, period: str, created_by=None) -> RatingRun:
     versions = latest_price_book_versions()
     run = RatingRun.objects.create(period=period, created_by=created_by)
     run.price_book_versions.set(versions)
-    RatingRule.objects.bulk_create(_rules_for(run, start, end, versions), batch_size=2000)
-    columns = ", ".join(["day", *RATED_KEYS, "price_id", "quantity", "line_count", "cost"])
+    # Every band edge in the books: the request-size buckets need no rules yet.
+    thresholds = sorted(
+        set(Price.objects.filter(version__in=versions, context_above__gt=0).values_list("context_above", flat=True))
+    )
+    columns = ", ".join(["run_id", "day", *RATED_KEYS, "price_id", "quantity", "line_count", "cost"])
+    summed, priced = _rating_sql(thresholds)
+    params = rated_lines_params(run_id=run.pk, start=start, end=end)
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # The month's sums in memory, on parallel workers: CREATE TABLE AS may run
+            # in parallel where INSERT ... SELECT may not, and the planner, unable to
+            # guess how few sums there are, needs the nudge. Settings end with the
+            # transaction.
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+            cursor.execute("SET LOCAL parallel_setup_cost = 0")
+            cursor.execute("SET LOCAL parallel_tuple_cost = 0")
+        cursor.execute(f"CREATE TEMP TABLE rating_sums AS {summed}", params)
+        # The distinct keys come from the sums: one pass over the ledger in all.
+        cursor.execute("SELECT DISTINCT provider, model, unit, service_tier, tier, context_band FROM rating_sums")
+        keys = cursor.fetchall()
+        RatingRule.objects.bulk_create(_rules_for(run, keys, start, end, versions), batch_size=2000)
         cursor.execute(
-            f'INSERT INTO "{RatedUsage._meta.db_table}" (run_id, {columns}) '
-            f"SELECT %(run)s, rated.* FROM ({rated_lines_sql(RATED_KEYS, with_day=True)}) rated",
-            rated_lines_params(run_id=run.pk, start=start, end=end),
+            f'INSERT INTO "{RatedUsage._meta.db_table}" ({columns}) {priced.format(summed="rating_sums")}', params
         )
+        cursor.execute("DROP TABLE rating_sums")
     totals = RatedUsage.objects.filter(run=run).aggregate(lines=Sum("line_count"), cost=Sum("cost"))
     unpriced = RatedUsage.objects.filter(run=run, price__isnull=True).aggregate(lines=Sum("line_count"))
     run.lines_rated = totals["lines"] or 0

@@ -25,9 +25,9 @@ from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices
 from genai_prices.units import _get_registry
 
 from allocation.models import RatedUsage
-from allocation.selectors import period_bounds
+from allocation.selectors import period_bounds, rated_lines_params, rated_lines_sql
 from allocation.services.ingest import usage_ingest_events
-from allocation.services.rating import rated_lines_sql, usage_rate_period
+from allocation.services.rating import usage_rate_period
 from pricing.models import AiModel, ModelAlias, PriceBook, PriceBookVersion, Provider
 from pricing.selectors import latest_price_book_versions, rate_event
 from pricing.services.genai_import import prices_import_genai
@@ -493,13 +493,17 @@ def _rate_set_based(periods: list[str]) -> tuple[dict[str, Decimal], dict[str, i
         run = usage_rate_period(period=period)
         runs.append(run)
         start, end = period_bounds(period)
+        period_cost = Decimal(0)
         with connection.cursor() as cursor:
-            cursor.execute(rated_lines_sql(["event_id"]), {"run": run.pk, "start": start, "end": end})
+            cursor.execute(rated_lines_sql(["event_id"]), rated_lines_params(run_id=run.pk, start=start, end=end))
             for event_id, price_id, _quantity, line_count, cost in cursor.fetchall():
                 if price_id is None:
                     unpriced[event_id] += line_count
                 else:
                     costs[event_id] += Decimal(str(cost))
+                    period_cost += Decimal(str(cost))
+        # The run's stored cost (summed before pricing) equals the lines priced one by one.
+        assert abs(Decimal(str(run.cost)) - period_cost) <= TOLERANCE, (period, run.cost, period_cost)
     return costs, unpriced, runs
 
 
