@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods
 
 from pricing.errors import ValidationFailed
+from pricing.money import quantize
 
 from .choices import CORE_TAGS, UsageBatchStatus, UsageSourceFormat
 from .filtersets import UsageBatchFilterSet
@@ -27,6 +28,7 @@ from .models import Tenant
 from .selectors import (
     cost_center_tree,
     period_bounds,
+    rating_run_current,
     tag_coverage,
     usage_batches,
     usage_latest_period,
@@ -42,6 +44,7 @@ __all__ = [
     "usage_batch_detail",
     "usage_batch_list",
     "csv_download",
+    "format_cost",
     "usage_batch_rejections_csv",
     "usage_overview",
 ]
@@ -59,6 +62,20 @@ SUMMARY_ROWS_SHOWN = 1000
 def format_quantity(value: Decimal) -> str:
     """Thousands separators, no trailing zeros, exact (Decimal formatting, no float)."""
     return format(value.normalize(), ",f")
+
+
+CENT = Decimal("0.01")
+MICRO_DOLLAR = Decimal("0.000001")
+
+
+def format_cost(cost: Decimal | None) -> str:
+    """Dollars to the cent, unless that would show a real cost as $0.00; empty when unrated."""
+    if cost is None:
+        return ""
+    cents = quantize(cost, CENT)
+    if cost and not cents:
+        return f"${format_quantity(quantize(cost, MICRO_DOLLAR))}"
+    return f"${cents:,}"
 
 
 def format_percent(share: Decimal) -> str:
@@ -106,12 +123,17 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
                         "keys": [row[key] for key in group_by],
                         "quantity": format_quantity(row["quantity"]),
                         "line_count": row["line_count"],
+                        "cost": format_cost(row["cost"]),
+                        "unpriced": row["unpriced_line_count"],
                     }
                     for row in summary[:SUMMARY_ROWS_SHOWN]
                 ],
                 group_count=len(summary),
                 rows_shown=min(len(summary), SUMMARY_ROWS_SHOWN),
                 total_lines=sum(row["line_count"] for row in summary),
+                rated=rating_run_current(period=period) is not None,
+                total_cost=format_cost(sum((row["cost"] or Decimal(0) for row in summary), Decimal(0))),
+                total_unpriced=sum(row["unpriced_line_count"] for row in summary),
                 mixes_units="unit" not in group_by,
                 coverage=[_coverage_row(entry) for entry in coverage],
                 core_tags=[group_label(tag) for tag in CORE_TAGS],

@@ -5,7 +5,6 @@ the rated ledger, which pricing (the lowest layer) never imports.
 """
 
 from datetime import timedelta
-from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -16,25 +15,13 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from pricing.errors import ValidationFailed
-from pricing.money import quantize
 
 from .selectors import period_bounds, usage_latest_period
 from .selectors_rating import unpriced_usage
 from .tasks import usage_rate_period_task
-from .views import format_quantity
+from .views import format_cost, format_quantity
 
 __all__ = ["unpriced_usage_report"]
-
-CENT = Decimal("0.01")
-MICRO_DOLLAR = Decimal("0.000001")
-
-
-def _cost_text(cost: Decimal) -> str:
-    """Rated cost keeps sub-cent precision: cents, unless that would show a cost as $0.00."""
-    cents = quantize(cost, CENT)
-    if cost and not cents:
-        return f"${format_quantity(quantize(cost, MICRO_DOLLAR))}"
-    return f"${cents:,}"
 
 
 def _report_url(period: str) -> str:
@@ -77,7 +64,7 @@ def unpriced_usage_report(request: HttpRequest) -> HttpResponse:
         next_period=f"{end:%Y-%m}",
         report=report,
         run=report["run"],
-        cost_text=_cost_text(report["run"].cost) if report["run"] else "",
+        cost_text=format_cost(report["run"].cost) if report["run"] else "",
         cost_exact=format_quantity(report["run"].cost) if report["run"] else "",
         rows=[{**row, "quantity_text": format_quantity(row["quantity"])} for row in report["rows"]],
     )

@@ -3,6 +3,7 @@
 import csv
 import io
 from datetime import date
+from decimal import Decimal
 from html.parser import HTMLParser
 
 import pytest
@@ -131,17 +132,19 @@ def test_overview_shows_the_latest_month_totals_by_default(signed_in, batch):
     assert "Usage in 2025-05" in html
     rows = table_rows(response)
     # Two May input lines add up exactly; April's 999 is not in May.
-    assert ["openai", "gpt-4o", "input_token", "1,234,567.5", "2"] in rows
-    assert ["openai", "gpt-4o", "output_token", "800", "1"] in rows
-    assert ["anthropic", "claude-sonnet-4", "input_token", "1,000", "1"] in rows
-    assert ["Total lines", "4"] in rows
+    # Not rated yet: no cost, every line unpriced, and the page says so.
+    assert ["openai", "gpt-4o", "input_token", "1,234,567.5", "2", "—", "2"] in rows
+    assert ["openai", "gpt-4o", "output_token", "800", "1", "—", "1"] in rows
+    assert ["anthropic", "claude-sonnet-4", "input_token", "1,000", "1", "—", "1"] in rows
+    assert ["Total", "4", "—", "4"] in rows
+    assert "2025-05 is not rated yet" in html
 
 
 def test_overview_groups_by_the_chosen_keys(signed_in, batch):
     response = signed_in.get(reverse("usage-overview"), {"period": "2025-04", "group_by": ["team", "unit"]})
     rows = table_rows(response)
-    assert ["Team", "Unit", "Quantity", "Lines"] in rows
-    assert ["search", "input_token", "999", "1"] in rows
+    assert ["Team", "Unit", "Quantity", "Lines", "Rated cost", "Unpriced lines"] in rows
+    assert ["search", "input_token", "999", "1", "—", "1"] in rows
 
 
 def test_overview_reports_tag_coverage_per_source(signed_in, batch):
@@ -158,7 +161,7 @@ def test_overview_shows_a_bad_period_as_a_form_error(signed_in, batch):
     assert response.status_code == 200
     assert "is not YYYY-MM" in html
     assert 'aria-invalid="true"' in html
-    assert "Total lines" not in html
+    assert "Rated cost" not in html
 
 
 def test_overview_shows_an_unknown_group_key_as_a_form_error(signed_in, batch):
@@ -281,3 +284,30 @@ def test_organization_shows_the_tree_in_a_handful_of_queries(signed_in, django_a
     assert unit_2[1:6] == ["CC-1", "Owner 2", "6120", "6129", "2024-01-01 – open"]
     assert "Team 2 team-2 Feature 2 feature-2" in unit_2[6]
     assert ["acme", "Acme Corp"] in rows
+
+
+def test_overview_shows_rated_cost_and_unpriced_lines(signed_in, batch):
+    from allocation.services.rating import usage_rate_period
+    from pricing.models import AiModel, PriceBook, Provider
+    from pricing.services.price_books import PriceRow, price_book_version_create
+
+    openai = Provider.objects.create(code="openai", name="OpenAI")
+    AiModel.objects.create(provider=openai, code="gpt-4o")
+    book = PriceBook.objects.create(code="openai-list", name="OpenAI", kind="list")
+    price_book_version_create(
+        book=book,
+        rows=[
+            PriceRow("1", "openai", "gpt-4o", "input_token", Decimal("2.50"), 1_000_000),
+            PriceRow("2", "openai", "gpt-4o", "output_token", Decimal("10"), 1_000_000),
+        ],
+        source="test",
+    )
+    usage_rate_period(period="2025-05")
+    response = signed_in.get(reverse("usage-overview"), {"period": "2025-05"})
+    rows = table_rows(response)
+    # 1,234,567.5 tokens x $2.50/1M = $3.0864...; 800 x $10/1M = $0.008, shown to the cent.
+    assert ["openai", "gpt-4o", "input_token", "1,234,567.5", "2", "$3.09", "0"] in rows
+    assert ["openai", "gpt-4o", "output_token", "800", "1", "$0.01", "0"] in rows
+    assert ["anthropic", "claude-sonnet-4", "input_token", "1,000", "1", "—", "1"] in rows
+    assert ["Total", "4", "$3.09", "1"] in rows
+    assert "1 line could not be priced" in response.content.decode()
