@@ -3,13 +3,14 @@
 import calendar
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 
 from django.db import connection
 from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.utils import timezone
 
 from pricing.errors import ValidationFailed
+from pricing.money import QUANTITY_DECIMAL_PLACES, quantize
 
 from .choices import CORE_TAGS, TAG_FIELDS
 from .models import CostCenter, RatingRule, RatingRun, UsageBatch, UsageLine
@@ -102,18 +103,26 @@ def usage_summary(*, period: str, group_by: list[str]) -> list[dict]:
             **dict(zip(names, row[:width], strict=True)),
             "quantity": _decimal(row[width]),
             "line_count": int(row[width + 1]),
-            "cost": _decimal(row[width + 2]) if run is not None and row[width + 2] is not None else None,
+            "cost": _decimal(row[width + 2], 12) if run is not None and row[width + 2] is not None else None,
             "unpriced_line_count": int(row[width + 3]) if run is not None else int(row[width + 1]),
         }
         for row in rows
     ]
 
 
-def _decimal(value) -> Decimal:
-    """A Decimal from what the database returns (SQLite hands back floats for sums)."""
+def _decimal(value, places: int = QUANTITY_DECIMAL_PLACES) -> Decimal:
+    """A Decimal from what the database returns.
+
+    SQLite sums decimals as floats, good to 15 significant digits: rounding to
+    those, and to the column's places, undoes the float noise
+    (176707.59999999998 is 176707.6). PostgreSQL returns exact decimals.
+    """
     if value is None:
         return Decimal(0)
-    return value if isinstance(value, Decimal) else Decimal(repr(value))
+    if isinstance(value, Decimal):
+        return value
+    significant = Context(prec=15).create_decimal(repr(value))
+    return quantize(significant, Decimal(1).scaleb(-places)).normalize()
 
 
 def tag_coverage(*, period: str) -> list[dict]:
