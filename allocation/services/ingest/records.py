@@ -6,6 +6,7 @@ naming the line, field and reason. Every line goes through `LineBuilder`, so
 validation, the event key and the untagged mark are the same for all sources.
 """
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,13 @@ _MAX_LENGTHS: dict[str, int] = {
 }
 _CORE_TAG_POSITIONS = tuple(TAG_COLUMNS.index(TAG_FIELDS[t]) for t in CORE_TAGS)
 _MODALITY_POSITION = TAG_COLUMNS.index("modality")
+# Tag name -> (position among the tag columns, length limit), looked up once per tag.
+_TAG_SLOTS: dict[str, tuple[int, int]] = {
+    name: (TAG_COLUMNS.index(column), _MAX_LENGTHS[column]) for name, column in TAG_FIELDS.items()
+}
+_TEXT_LIMITS = tuple(
+    (name, _MAX_LENGTHS[name]) for name in ("event_id", "provider", "model", "service_tier", "tier", "context_band")
+)
 
 
 class SourceFormatError(ApplicationError):
@@ -73,6 +81,10 @@ class RowError(Exception):
 class ParsedRecord:
     line: int
     lines: list[tuple]
+    # The lines as PostgreSQL COPY text (one per line, joined by newlines),
+    # when the parser makes it cheaply as it goes (the CSV fast lane); the
+    # COPY writer then sends it as it is. It is what the writer makes of `lines`.
+    copy_text: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -83,9 +95,14 @@ class RejectedRecord:
     raw: str
 
 
+_KEY_HASH = blake2b(digest_size=16)  # copied per key: cheaper than making one with its parameters
+
+
 def event_key(provider: str, event_id: str, unit: str, tier: str) -> str:
     """Stable 128-bit key of one quantity of one event, as 32 hex digits."""
-    return blake2b(f"{provider}\x1f{event_id}\x1f{unit}\x1f{tier}".encode(), digest_size=16).hexdigest()
+    key = _KEY_HASH.copy()
+    key.update(f"{provider}\x1f{event_id}\x1f{unit}\x1f{tier}".encode())
+    return key.hexdigest()
 
 
 def parse_occurred_at(value: object, field: str = "occurred_at") -> datetime:
@@ -159,25 +176,20 @@ class LineBuilder:
             for name, value in tags.items():
                 if value is None:
                     continue
-                column = TAG_FIELDS.get(name)
-                if column is None:
+                slot = _TAG_SLOTS.get(name)
+                if slot is None:
                     raise RowError(name, "unknown tag")
+                position, limit = slot
                 text = value.strip() if isinstance(value, str) else str(value)
-                if len(text) > _MAX_LENGTHS[column]:
-                    raise RowError(name, f"longer than {_MAX_LENGTHS[column]} characters")
-                tag_values[TAG_COLUMNS.index(column)] = text
+                if len(text) > limit:
+                    raise RowError(name, f"longer than {limit} characters")
+                tag_values[position] = text
         if not tag_values[_MODALITY_POSITION]:
             tag_values[_MODALITY_POSITION] = modality
-        for name, text in (
-            ("event_id", event_id),
-            ("provider", provider),
-            ("model", model),
-            ("service_tier", service_tier),
-            ("tier", tier),
-            ("context_band", context_band),
-        ):
-            if len(text) > _MAX_LENGTHS[name]:
-                raise RowError(name, f"longer than {_MAX_LENGTHS[name]} characters")
+        texts = (event_id, provider, model, service_tier, tier, context_band)
+        for (name, limit), text in zip(_TEXT_LIMITS, texts, strict=True):
+            if len(text) > limit:
+                raise RowError(name, f"longer than {limit} characters")
         is_untagged = any(not tag_values[i] for i in _CORE_TAG_POSITIONS)
         return (
             event_key(provider, event_id, unit, tier),

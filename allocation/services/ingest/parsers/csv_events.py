@@ -13,6 +13,9 @@ at two levels, each giving exactly what the general code would:
   too-long value) goes through the general `event_lines`, which decides and
   names the rejection; so the fast lane never rejects, and accepts only what
   `event_lines` accepts, building the same row.
+
+The fast lane also makes the row's COPY text as it goes (ParsedRecord.copy_text),
+from the strings it already holds, which the PostgreSQL writer sends as is.
 """
 
 import csv
@@ -21,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from hashlib import blake2b
-from operator import gt, itemgetter
+from operator import itemgetter
 from typing import TextIO
 
 from allocation.choices import CORE_TAGS, TAG_FIELDS
@@ -29,7 +32,7 @@ from pricing.money import QUANTITY_LIMIT
 
 from ..records import (
     _MAX_LENGTHS,
-    _MODALITY_POSITION,
+    LEDGER_COLUMNS,
     LineBuilder,
     ParsedRecord,
     RejectedRecord,
@@ -37,12 +40,15 @@ from ..records import (
     SourceFormatError,
     event_key,
 )
+from ..writer import timestamp_formatter
 from .events import _MODEL_LESS_UNITS, EVENT_FIELDS, IMAGE_FIELDS, event_lines
 
 __all__ = ["parse_csv"]
 
 REQUIRED_COLUMNS = ("occurred_at", "provider", "unit", "quantity")
 KNOWN_COLUMNS = frozenset(EVENT_FIELDS) | frozenset(IMAGE_FIELDS)
+# Characters a value may not hold as it is in COPY text (the COPY writer escapes or refuses them).
+_COPY_SPECIALS = ("\t", "\\", "\n", "\r", "\x00")
 
 
 class _Lines:
@@ -111,6 +117,7 @@ def parse_csv(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord 
         body = text.rstrip("\r\n")
         if '"' in body or "\n" in body or "\r" in body or len(body) > field_limit:
             lines.hand_back(text)
+            body = None
             try:
                 row = next(reader)
             except StopIteration:
@@ -127,34 +134,31 @@ def parse_csv(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord 
         if len(row) != width:
             yield RejectedRecord(line, "(row)", f"{len(row)} fields, header has {width}", ",".join(row))
             continue
-        ledger_row = fast_row(row, line)
-        if ledger_row is not None:
-            yield ParsedRecord(line, [ledger_row])
+        record = fast_row(row, line, body)
+        if record is not None:
+            yield record
             continue
         raw = ",".join(row)
+        event = dict(zip(columns, row, strict=True))
         try:
-            yield ParsedRecord(line, event_lines(dict(zip(columns, row)), line=line, builder=builder, raw_identity=raw))
+            yield ParsedRecord(line, event_lines(event, line=line, builder=builder, raw_identity=raw))
         except RowError as exc:
             yield RejectedRecord(line, exc.field, exc.reason, raw)
 
 
-def _tuple_getter(positions: Sequence[int]) -> Callable[[Sequence[str]], tuple[str, ...]]:
-    """itemgetter, but always a tuple (itemgetter of one position gives the item)."""
-    if len(positions) == 1:
-        (position,) = positions
-        return lambda row: (row[position],)
-    if not positions:
-        return lambda row: ()
-    return itemgetter(*positions)
-
-
-def _fast_row_builder(columns: Sequence[str], builder: LineBuilder) -> Callable[[list[str], int], tuple | None]:
-    """For this header: a function giving a plain row's ledger row, or None to defer.
+def _fast_row_builder(
+    columns: Sequence[str], builder: LineBuilder
+) -> Callable[[list[str], int, str | None], ParsedRecord | None]:
+    """For this header: a function giving a plain row's record, or None to defer.
 
     It repeats what event_lines and LineBuilder.line do for a row with a unit
     and a quantity, checking in the same order (so a value that makes them
     raise makes this raise too), and returns None wherever they would reject
     or take another path; the caller then runs them on the row.
+
+    It is given the line the row was split from, if it was, for checks of the
+    whole line at once: whether its values need stripping, and whether they
+    can go into COPY text as they are (see ParsedRecord.copy_text).
     """
     position = {name: i for i, name in enumerate(columns)}
     blank = len(columns)  # each row gets a trailing "": an absent column reads blank
@@ -162,33 +166,78 @@ def _fast_row_builder(columns: Sequence[str], builder: LineBuilder) -> Callable[
     def at(name: str) -> int:
         return position.get(name, blank)
 
-    # The ledger's length limits by position; stripped values longer than these
-    # are rejected by LineBuilder (unit is not, but then the unit is unknown).
-    limits = tuple(_MAX_LENGTHS.get(TAG_FIELDS.get(name, name), sys.maxsize) for name in columns) + (sys.maxsize,)
-    i_event_id, i_occurred_at, i_provider, i_model, i_service_tier = map(
-        at, ("event_id", "occurred_at", "provider", "model", "service_tier")
+    # The ledger's length limits of the columns, shortest first; LineBuilder
+    # rejects stripped values longer (it lets a long unit by, but then the unit
+    # is unknown). A row is checked against the limits below its longest value
+    # only: a few columns for a typical row, whose values are short.
+    limits = sorted(
+        (_MAX_LENGTHS[field], i)
+        for i, name in enumerate(columns)
+        if (field := TAG_FIELDS.get(name, name)) in _MAX_LENGTHS
     )
-    i_unit, i_quantity, i_tier, i_context_band = map(at, ("unit", "quantity", "tier", "context_band"))
+    shortest_limit = limits[0][0] if limits else sys.maxsize
+    i_event_id, i_occurred_at, i_provider, i_model = map(at, ("event_id", "occurred_at", "provider", "model"))
+    i_unit, i_quantity, i_tier = map(at, ("unit", "quantity", "tier"))
     raw_context = position.get("context_tokens")
     i_context = at("context_tokens")
     i_team, i_feature, i_environment = map(at, CORE_TAGS)
-    tag_positions = [at(name) for name in TAG_FIELDS]  # in the ledger's tag column order
-    i_modality = tag_positions[_MODALITY_POSITION]
-    tags_before_modality = _tuple_getter(tag_positions[:_MODALITY_POSITION])
-    tags_after_modality = _tuple_getter(tag_positions[_MODALITY_POSITION + 1 :])
+    i_modality = at("modality")
+
+    # The ledger row and its COPY text are picked from the row's values by two
+    # itemgetters (a C call each, cheaper than building either by hand) once
+    # the values computed per row are appended, after the blank: `computed`
+    # as the ledger row holds them, then `as_text` as COPY text.
+    computed = (
+        *("event_key", "event_id", "modality", "batch_id", "source_line"),
+        *("occurred_at", "quantity", "context_tokens", "is_untagged"),
+    )
+    as_text = ("batch_id", "source_line", "occurred_at", "quantity", "context_tokens", "is_untagged")
+    tag_of_field = {field: tag for tag, field in TAG_FIELDS.items()}
+
+    def source(column: str, text: bool) -> int:
+        """Where the value of a ledger column is in a row's values, typed or as text."""
+        if text and column in as_text:
+            return blank + 1 + len(computed) + as_text.index(column)
+        if column in computed:
+            return blank + 1 + computed.index(column)
+        return at(tag_of_field.get(column, column))
+
+    ledger_row = itemgetter(*(source(column, False) for column in LEDGER_COLUMNS))
+    copy_fields = itemgetter(*(source(column, True) for column in LEDGER_COLUMNS))
     batch_id = builder.batch_id
+    batch_text = str(batch_id)
     unit_modalities = builder.unit_modalities
+    # A modality goes into the COPY text as it is: make none if one would need escaping.
+    copy_safe = not any(c in m for m in unit_modalities.values() for c in _COPY_SPECIALS)
     strip = str.strip
     fromisoformat = datetime.fromisoformat
+    timestamp_text = timestamp_formatter()
     # Rows of one call share its time: parse each distinct text once.
-    last_time_text = None
+    last_time_text = last_time_copy = None
     last_time: datetime | None = None
 
-    def fast_row(row: list[str], line: int) -> tuple | None:
-        nonlocal last_time_text, last_time
-        values = [*map(strip, row), ""]
-        if any(map(gt, map(len, values), limits)):
-            return None
+    def fast_row(row: list[str], line: int, body: str | None) -> ParsedRecord | None:
+        nonlocal last_time_text, last_time, last_time_copy
+        if body is None:
+            plain = bare = False
+        else:
+            # (A split line holds no newline.) No character COPY text escapes:
+            plain = not ("\t" in body or "\\" in body or "\x00" in body)
+            # No whitespace, as str.strip() sees it in ASCII text: nothing to strip.
+            bare = (
+                plain
+                and body.isascii()
+                and not (" " in body or "\v" in body or "\f" in body or "\x1c" in body)
+                and not ("\x1d" in body or "\x1e" in body or "\x1f" in body)
+            )
+        values = [*row, ""] if bare else [*map(strip, row), ""]
+        longest = max(map(len, values))
+        if longest > shortest_limit:
+            for limit, i in limits:
+                if limit >= longest:
+                    break
+                if len(values[i]) > limit:
+                    return None
         provider = values[i_provider]
         if not provider:
             return None
@@ -199,8 +248,7 @@ def _fast_row_builder(columns: Sequence[str], builder: LineBuilder) -> Callable[
             except ValueError:
                 return None
             last_time = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-            last_time_text = text
-        occurred_at = last_time
+            last_time_text, last_time_copy = text, timestamp_text(last_time)
         model = values[i_model]
         event_id = values[i_event_id] or "sha:" + blake2b(",".join(row).encode(), digest_size=16).hexdigest()
         text = values[i_context]
@@ -234,25 +282,26 @@ def _fast_row_builder(columns: Sequence[str], builder: LineBuilder) -> Callable[
         modality = unit_modalities.get(unit)
         if modality is None:
             return None
-        tier = values[i_tier]
-        return (
-            event_key(provider, event_id, unit, tier),
+        untagged = not (values[i_team] and values[i_feature] and values[i_environment])
+        values += (
+            # computed
+            event_key(provider, event_id, unit, values[i_tier]),
+            event_id,
+            values[i_modality] or modality,
             batch_id,
             line,
-            event_id,
-            occurred_at,
-            provider,
-            model,
-            values[i_service_tier],
-            unit,
+            last_time,
             quantity,
-            tier,
             context_tokens,
-            values[i_context_band],
-            *tags_before_modality(values),
-            values[i_modality] or modality,
-            *tags_after_modality(values),
-            not (values[i_team] and values[i_feature] and values[i_environment]),
+            untagged,
+            # as_text, as the COPY writer writes them
+            batch_text,
+            str(line),
+            last_time_copy,
+            str(quantity),
+            "\\N" if context_tokens is None else str(context_tokens),
+            "t" if untagged else "f",
         )
+        return ParsedRecord(line, [ledger_row(values)], "\t".join(copy_fields(values)) if plain and copy_safe else None)
 
     return fast_row

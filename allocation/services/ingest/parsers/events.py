@@ -149,5 +149,3 @@ def event_lines(event: Mapping, *, line: int, builder: LineBuilder, raw_identity
     _require_model(model, unit)
     rows.append(builder.line(unit=unit, quantity=quantity, tier=tier, **common))
     return rows
-
-
