@@ -4,7 +4,6 @@ import csv
 import io
 from datetime import date
 from decimal import Decimal
-from html.parser import HTMLParser
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -13,6 +12,7 @@ from django.urls import reverse
 from allocation.choices import UsageBatchStatus
 from allocation.models import CostCenter, Feature, Team, Tenant, UsageBatch
 from allocation.services.ingest import usage_ingest_file
+from tests.page_reading import table_rows
 
 pytestmark = pytest.mark.django_db
 
@@ -28,36 +28,6 @@ e5,2025-04-30T23:59:59Z,openai,gpt-4o,input_token,999,search,semantic-search,pro
 bad1,2025-05-06T10:00:00Z,openai,gpt-4o,input_token,-5,search,semantic-search,production,acme,u1
 bad2,not-a-time,openai,gpt-4o,input_token,5,search,semantic-search,production,acme,u1
 """
-
-
-class _TableRows(HTMLParser):
-    """Collects the text of each table row's cells, to assert on what is shown."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def table_rows(response) -> list[list[str]]:
-    parser = _TableRows()
-    parser.feed(response.content.decode())
-    return parser.rows
 
 
 @pytest.fixture

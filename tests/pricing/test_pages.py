@@ -6,7 +6,6 @@ import csv
 import io
 from datetime import date
 from decimal import Decimal
-from html.parser import HTMLParser
 
 import pytest
 import yaml
@@ -19,43 +18,9 @@ from allocation.services.rating import usage_rate_period
 from pricing.choices import PriceBookKind
 from pricing.models import AiModel, Price, PriceBook, PriceBookVersion, Provider
 from pricing.services.price_books import PriceRow, price_book_load_file, price_book_version_create
+from tests.page_reading import page_text, table_rows
 
 pytestmark = pytest.mark.django_db
-
-
-class _TableRows(HTMLParser):
-    """Collects the text of each table row's cells, to assert on what is shown."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: list[list[str]] = []
-        self._cell: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if tag == "tr":
-            self.rows.append([])
-        elif tag in ("td", "th"):
-            self._cell = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("td", "th") and self._cell is not None:
-            self.rows[-1].append(" ".join("".join(self._cell).split()))
-            self._cell = None
-
-    def handle_data(self, data: str) -> None:
-        if self._cell is not None:
-            self._cell.append(data)
-
-
-def table_rows(response) -> list[list[str]]:
-    parser = _TableRows()
-    parser.feed(response.content.decode())
-    return parser.rows
-
-
-def page_text(response) -> str:
-    """The HTML with runs of whitespace collapsed, as a reader sees the words."""
-    return " ".join(response.content.decode().split())
 
 
 def row(provider="openai", model="gpt-4o", unit="input_token", amount="2.50", per=1_000_000, **more) -> PriceRow:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, SourceFormatError, parse_occurred_at
-from .json_documents import json_documents, whole_number
+from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, parse_occurred_at
+from .json_documents import usage_buckets, whole_number
 
 __all__ = ["parse_anthropic_usage"]
 
@@ -60,32 +60,11 @@ def _leaves(r: dict) -> list[tuple[str, int, str]]:
     ]
 
 
-def _buckets(stream: TextIO) -> list[tuple[str, dict]]:
-    buckets = []
-    for _, page in json_documents(stream, what=_WHAT):
-        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            raise SourceFormatError(f"a document has no 'data' list: expected {_WHAT}")
-        for b, bucket in enumerate(page["data"]):
-            if (
-                not isinstance(bucket, dict)
-                or "starting_at" not in bucket
-                or not isinstance(bucket.get("results"), list)
-            ):
-                hint = (
-                    " (an OpenAI page has start_time: use --format openai-usage)"
-                    if isinstance(bucket, dict) and "start_time" in bucket
-                    else ""
-                )
-                raise SourceFormatError(
-                    f"data[{b}] is not a bucket with starting_at and results{hint}: expected {_WHAT}"
-                )
-            buckets.append((f"data[{b}]", bucket))
-    return buckets
-
-
 def parse_anthropic_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord | RejectedRecord]:
     record = 0
-    for where, bucket in _buckets(stream):
+    for where, bucket in usage_buckets(
+        stream, what=_WHAT, time_key="starting_at", other_time_key="start_time", other_format="openai-usage"
+    ):
         for i, result in enumerate(bucket["results"]):
             record += 1
             path = f"{where}.results[{i}]"

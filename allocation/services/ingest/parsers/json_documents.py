@@ -6,7 +6,7 @@ from typing import TextIO
 
 from ..records import RowError, SourceFormatError
 
-__all__ = ["json_documents", "whole_number"]
+__all__ = ["json_documents", "usage_buckets", "whole_number"]
 
 
 def json_documents(stream: TextIO, *, what: str) -> Iterator[tuple[int, object]]:
@@ -49,3 +49,25 @@ def whole_number(value: object, field: str) -> int:
     if number < 0:
         raise RowError(field, f"negative: {value!r}")
     return number
+
+
+def usage_buckets(
+    stream: TextIO, *, what: str, time_key: str, other_time_key: str, other_format: str
+) -> list[tuple[str, dict]]:
+    """The (path, bucket) of every time bucket of provider report pages.
+
+    All pages are checked before any record is read, so a file in another
+    format (its buckets keyed by `other_time_key`) is refused whole, with a hint.
+    """
+    buckets = []
+    for _, page in json_documents(stream, what=what):
+        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
+            raise SourceFormatError(f"a document has no 'data' list: expected {what}")
+        for b, bucket in enumerate(page["data"]):
+            if not isinstance(bucket, dict) or time_key not in bucket or not isinstance(bucket.get("results"), list):
+                hint = ""
+                if isinstance(bucket, dict) and other_time_key in bucket:
+                    hint = f" (its buckets have {other_time_key}: use --format {other_format})"
+                raise SourceFormatError(f"data[{b}] is not a bucket with {time_key} and results{hint}: expected {what}")
+            buckets.append((f"data[{b}]", bucket))
+    return buckets

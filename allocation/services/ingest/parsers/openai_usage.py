@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, SourceFormatError
-from .json_documents import json_documents, whole_number
+from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError
+from .json_documents import usage_buckets, whole_number
 
 __all__ = ["parse_openai_usage"]
 
@@ -143,35 +143,11 @@ def _lines_of(kind: str, r: dict, seconds: int) -> list[tuple[str, Decimal | int
     raise RowError("object", f"unsupported OpenAI usage result 'organization.usage.{kind}.result'")
 
 
-def _buckets(stream: TextIO) -> Iterator[tuple[str, dict]]:
-    found_page = False
-    for _, page in json_documents(stream, what=_WHAT):
-        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            raise SourceFormatError(f"a document has no 'data' list: expected {_WHAT}")
-        for b, bucket in enumerate(page["data"]):
-            where = f"data[{b}]"
-            if (
-                not isinstance(bucket, dict)
-                or "start_time" not in bucket
-                or not isinstance(bucket.get("results"), list)
-            ):
-                hint = (
-                    " (an Anthropic report has starting_at: use --format anthropic-usage)"
-                    if isinstance(bucket, dict) and "starting_at" in bucket
-                    else ""
-                )
-                raise SourceFormatError(
-                    f"{where} is not a usage bucket with start_time and results{hint}: expected {_WHAT}"
-                )
-            found_page = True
-            yield where, bucket
-    if not found_page:
-        return
-
-
 def parse_openai_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord | RejectedRecord]:
     record = 0
-    for where, bucket in list(_buckets(stream)):
+    for where, bucket in usage_buckets(
+        stream, what=_WHAT, time_key="start_time", other_time_key="starting_at", other_format="anthropic-usage"
+    ):
         for i, result in enumerate(bucket["results"]):
             record += 1
             path = f"{where}.results[{i}]"
