@@ -719,6 +719,7 @@ def test_unknown_model_is_unpriced_never_free(genai_price_books):
     assert _rate_one(events[1], versions) == (Decimal(0), ["character"])
 
 
+@pytest.mark.django_db
 def test_a_model_priced_by_time_of_day_stays_unpriced_not_cheap(genai_price_books):
     # genai-prices charges deepseek-chat more 00:30-16:30 UTC; our prices have no
     # time-of-day dimension yet, so the import leaves the model unpriced rather
