@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import chain
+from typing import Protocol
 
 import psycopg
 from django.db import IntegrityError, connection, transaction
@@ -33,10 +34,10 @@ class ChunkResult:
     duplicate_lines: frozenset[int] | None = None  # source lines of duplicates, where known
 
 
-class LedgerWriter:
+class LedgerWriter(Protocol):
     def write(self, records: Iterable[ParsedRecord]) -> ChunkResult:
         """Write one chunk; consumes `records` to the end, which may be a stream."""
-        raise NotImplementedError
+        ...
 
 
 class OrmLedgerWriter(LedgerWriter):
