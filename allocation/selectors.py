@@ -18,6 +18,7 @@ from .models import CostCenter, RatingRule, RatingRun, UsageBatch, UsageLine
 __all__ = [
     "SUMMARY_GROUP_KEYS",
     "cost_center_tree",
+    "day_sql",
     "period_bounds",
     "rated_lines_params",
     "rated_lines_sql",
@@ -218,23 +219,22 @@ def cost_center_tree() -> list[dict]:
     return ordered
 
 
-def _day_sql() -> str:
+def day_sql() -> str:
+    """SQL of the UTC day of a ledger line `l`."""
     if connection.vendor == "postgresql":
         return "(l.occurred_at AT TIME ZONE 'UTC')::date"
     return "date(l.occurred_at)"
 
 
-def rated_lines_sql(group_fields: Sequence[str], *, with_day: bool = False) -> str:
+def rated_lines_sql(group_fields: Sequence[str]) -> str:
     """SELECT of ledger lines of [%(start)s, %(end)s) joined to run %(run)s's
-    rules, summed by `group_fields`: quantity, line count, priced line count and
-    cost. The one statement every rated figure comes from.
+    rules, summed by `group_fields` and price: quantity, line count and cost.
+    Costs by any tag come from here, priced by the same rules as the run.
 
     `* 1.0` keeps SQLite from integer division (1000 tokens x $10 / 1M is not
     0); on PostgreSQL it stays exact numeric arithmetic.
     """
     keys = [f"l.{field}" for field in group_fields]
-    if with_day:
-        keys.insert(0, _day_sql())
     context = "COALESCE(l.context_tokens, r.band_context, 0)"
     return f"""
         SELECT {", ".join(keys) + "," if keys else ""} r.price_id,

@@ -1,10 +1,10 @@
 """Rating a period's usage: set-based, in the database.
 
-Price resolution (pricing.selectors.price_segments) runs once per distinct
-ledger key, which is a few hundred keys for millions of lines; it yields
-non-overlapping rules. One INSERT ... SELECT then joins every ledger line of
-the period to its rule and stores the cost per day, key and price. A
-line no rule prices is kept with an empty price: counted as unpriced.
+The period's ledger is summed in one pass by day, rating key and request-size
+bucket; price resolution (pricing.selectors.price_segments) then runs once per
+distinct key, a few hundred for millions of lines, and yields non-overlapping
+rules; the rules are joined to the sums and the cost is stored per day, key
+and price. A sum no rule prices is kept with an empty price: unpriced.
 """
 
 from decimal import Decimal
@@ -14,7 +14,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from allocation.models import RatedUsage, RatingRule, RatingRun, UsageLine
-from allocation.selectors import period_bounds, rated_lines_params
+from allocation.selectors import day_sql, period_bounds, rated_lines_params
 from pricing.models import Price
 from pricing.selectors import context_band_floor, latest_price_book_versions, model_resolve, price_segments
 
@@ -95,7 +95,7 @@ def _rating_sql(thresholds: list[int]) -> tuple[str, str]:
     context = f"COALESCE({representative}, r.band_context, 0)"
     keys = ", ".join(f"s.{k}" for k in RATED_KEYS)
     summed = f"""
-        SELECT {_day_sql()} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
+        SELECT {day_sql()} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
                {bucket} AS bucket, SUM(l.quantity) AS quantity, COUNT(*) AS line_count
         FROM "{UsageLine._meta.db_table}" l
         WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s
@@ -115,12 +115,6 @@ def _rating_sql(thresholds: list[int]) -> tuple[str, str]:
         GROUP BY s.day, {keys}, r.price_id, p.amount, p.quantum
     """
     return summed, priced
-
-
-def _day_sql() -> str:
-    if connection.vendor == "postgresql":
-        return "(l.occurred_at AT TIME ZONE 'UTC')::date"
-    return "date(l.occurred_at)"
 
 
 @transaction.atomic
