@@ -251,10 +251,6 @@ def rate_event(
     return EventQuote(catalog_model, lines)
 
 
-def price_books_with_latest() -> list[tuple[PriceBook, PriceBookVersion | None]]:
-    return [(book, book.latest_version()) for book in PriceBook.objects.all()]
-
-
 # --- Price book pages: the books, their versions and prices, what changed ------
 
 # A price's identity across versions: the same key in two versions is the same
