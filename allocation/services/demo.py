@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from django.contrib.auth import get_user_model
 
 from allocation.services.ingest import usage_ingest_events
 from allocation.services.org import OrgLoadResult, org_load_file
+from allocation.services.rating import usage_rate_period
 from pricing.errors import ValidationFailed
+from pricing.money import decimal_text, quantize
+from pricing.services.genai_import import prices_import_genai
 
 __all__ = [
     "DEMO_DATA",
@@ -182,6 +186,7 @@ class DemoResult:
     user_created: bool = False
     seconds: float = 0.0
     events_by_month: dict[str, int] = field(default_factory=dict)
+    rating_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         org = self.org.as_dict()
@@ -195,6 +200,7 @@ class DemoResult:
             "duplicates": self.duplicates,
             "rejected": self.rejected,
             "lines_inserted": self.lines_inserted,
+            "rating_runs": self.rating_runs,
             "login": {"username": DEMO_USERNAME, "password": DEMO_PASSWORD, "created": self.user_created},
             "seconds": round(self.seconds, 1),
         }
@@ -443,8 +449,14 @@ def demo_user_ensure() -> bool:
     return True
 
 
-def demo_load(*, scale: float = 1.0, today: datetime.date | None = None, seed: int = DEMO_SEED) -> DemoResult:
-    """Load the demo organization, three months of usage and the demo login."""
+def demo_load(
+    *, scale: float = 1.0, today: datetime.date | None = None, seed: int = DEMO_SEED, rate: bool = True
+) -> DemoResult:
+    """Load the demo organization, three months of usage and the demo login.
+
+    With `rate`, also genai-prices' list prices (once: a re-import adds no
+    version) and a rating of each month, so the pages open with costs.
+    """
     if not (0 < scale <= 1000):
         raise ValidationFailed(f"scale must be above 0 and at most 1000, not {scale:g}", code="invalid_scale")
     started = time.monotonic()
@@ -465,6 +477,18 @@ def demo_load(*, scale: float = 1.0, today: datetime.date | None = None, seed: i
             result.duplicates += batch.duplicate
             result.rejected += batch.rejected
             result.lines_inserted += batch.lines_inserted
+    if rate:
+        prices_import_genai()
+        for month in months:
+            run = usage_rate_period(period=f"{month:%Y-%m}")
+            result.rating_runs.append(
+                {
+                    "period": run.period,
+                    "lines_rated": run.lines_rated,
+                    "lines_unpriced": run.lines_unpriced,
+                    "cost": decimal_text(quantize(run.cost, Decimal("0.01"))),
+                }
+            )
     result.user_created = demo_user_ensure()
     result.seconds = time.monotonic() - started
     return result

@@ -30,7 +30,7 @@ SCALE = 0.05
 
 @pytest.fixture
 def demo():
-    return demo_load(scale=SCALE, today=TODAY)
+    return demo_load(scale=SCALE, today=TODAY, rate=False)
 
 
 def test_demo_months_are_the_three_full_months_before_this_one():
@@ -157,7 +157,7 @@ def test_request_sizes_come_from_the_azure_traces(demo):
 def test_a_second_run_inserts_nothing(demo):
     lines = UsageLine.objects.count()
 
-    again = demo_load(scale=SCALE, today=TODAY)
+    again = demo_load(scale=SCALE, today=TODAY, rate=False)
 
     assert again.events == 2232
     assert again.events_inserted == 0
@@ -190,6 +190,11 @@ def test_the_command_prints_a_summary_and_the_login():
     assert summary["rejected"] == 0
     assert summary["lines_inserted"] == UsageLine.objects.count() > 1000
     assert summary["login"] == {"username": "finance", "password": "chargeback-demo", "created": True}
+    # The demo opens with costs: list prices loaded and each month rated, every line accounted for.
+    runs = summary["rating_runs"]
+    assert len(runs) == 3 and all(Decimal(run["cost"]) > 0 for run in runs)
+    assert sum(run["lines_rated"] for run in runs) == UsageLine.objects.count()
+    assert all(0 < run["lines_unpriced"] < run["lines_rated"] for run in runs)
     user = authenticate(username="finance", password="chargeback-demo")
     assert user is not None and user.is_superuser and user.is_staff
 
