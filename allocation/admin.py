@@ -19,7 +19,19 @@ from django.utils.html import format_html
 from pricing.models import Unit
 
 from .choices import Environment
-from .models import CostCenter, Feature, Team, Tenant, UsageBatch, UsageLine, UsageRejection
+from .models import (
+    CostCenter,
+    Feature,
+    InvoiceBatch,
+    InvoiceLine,
+    InvoiceRejection,
+    ProviderInvoice,
+    Team,
+    Tenant,
+    UsageBatch,
+    UsageLine,
+    UsageRejection,
+)
 
 __all__ = [
     "CostCenterAdmin",
@@ -245,3 +257,70 @@ class UsageLineAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     paginator = LedgerPaginator
     list_per_page = 100
+
+
+@admin.register(InvoiceBatch)
+class InvoiceBatchAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "source_format",
+        "provider",
+        "source_name",
+        "status",
+        "rows_read",
+        "inserted",
+        "duplicate",
+        "rejections_link",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "source_format", "provider"]
+    search_fields = ["source_name", "provider"]
+    readonly_fields = ["rejections_link"]
+
+    @admin.display(description="rejected", ordering="rejected")
+    def rejections_link(self, obj: InvoiceBatch) -> str:
+        if not obj.rejected:
+            return "0"
+        url = reverse("admin:allocation_invoicerejection_changelist") + f"?batch__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.rejected)
+
+
+@admin.register(InvoiceRejection)
+class InvoiceRejectionAdmin(ReadOnlyAdmin):
+    list_display = ["batch", "line", "field", "reason"]
+    list_select_related = ["batch"]
+    list_filter = ["batch__source_format"]
+    search_fields = ["field", "reason"]
+    raw_id_fields = ["batch"]
+
+
+@admin.register(ProviderInvoice)
+class ProviderInvoiceAdmin(ReadOnlyAdmin):
+    list_display = ["invoice_id", "provider", "issuer", "billing_period_start", "billing_period_end", "currency"]
+    list_filter = ["provider", "currency"]
+    search_fields = ["invoice_id", "provider", "issuer", "billing_account"]
+
+
+@admin.register(InvoiceLine)
+class InvoiceLineAdmin(ReadOnlyAdmin):
+    list_display = [
+        "invoice",
+        "charge_category",
+        "sku",
+        "quantity",
+        "unit",
+        "billed_cost",
+        "effective_cost",
+        "list_cost",
+        "charge_period_start",
+        "model",
+        "project",
+    ]
+    list_select_related = ["invoice"]
+    list_filter = ["charge_category", "invoice__provider"]
+    search_fields = ["sku", "description", "model", "project", "invoice__invoice_id"]
+    raw_id_fields = ["invoice", "batch"]
+
+
+__all__ += ["InvoiceBatchAdmin", "InvoiceLineAdmin", "InvoiceRejectionAdmin", "ProviderInvoiceAdmin"]

@@ -49,3 +49,23 @@ TAG_FIELDS: dict[str, str] = {
 
 # A line lacking any of these is untagged: its cost cannot be attributed.
 CORE_TAGS: tuple[str, ...] = ("team", "feature", "environment")
+
+
+class ChargeCategory(models.TextChoices):
+    """What an invoice line charges for, as FOCUS's ChargeCategory says it."""
+
+    USAGE = "usage", "Usage"
+    PURCHASE = "purchase", "Purchase"
+    TAX = "tax", "Tax"
+    CREDIT = "credit", "Credit"
+    ADJUSTMENT = "adjustment", "Adjustment"
+
+
+class InvoiceSourceFormat(models.TextChoices):
+    FOCUS = "focus", "FOCUS 1.0-1.2 CSV"
+    OPENAI_COSTS = "openai-costs", "OpenAI costs API pages"
+    ANTHROPIC_COSTS = "anthropic-costs", "Anthropic cost report pages"
+    CSV = "csv", "CSV (documented schema)"
+
+
+__all__ += ["ChargeCategory", "InvoiceSourceFormat"]
