@@ -25,7 +25,11 @@ from .models import (
     InvoiceBatch,
     InvoiceLine,
     InvoiceRejection,
+    MappingRule,
+    MappingVersion,
+    MappingVersionEvent,
     ProviderInvoice,
+    SharedCostPool,
     Team,
     Tenant,
     UsageBatch,
@@ -324,3 +328,73 @@ class InvoiceLineAdmin(ReadOnlyAdmin):
 
 
 __all__ += ["InvoiceBatchAdmin", "InvoiceLineAdmin", "InvoiceRejectionAdmin", "ProviderInvoiceAdmin"]
+
+
+# --- Mapping versions: drafts come from `load_mapping`; signed versions are read-only.
+
+
+def _is_signed(obj) -> bool:
+    version = obj if isinstance(obj, MappingVersion) else getattr(obj, "version", None)
+    return version is not None and version.status == "signed"
+
+
+class MappingRuleInline(admin.TabularInline):
+    model = MappingRule
+    extra = 0
+    raw_id_fields = ["cost_center", "service_owner", "rate_card"]
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _is_signed(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _is_signed(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _is_signed(obj) and super().has_delete_permission(request, obj)
+
+
+class SharedCostPoolInline(MappingRuleInline):
+    model = SharedCostPool
+    raw_id_fields = []
+    filter_horizontal = ["target_cost_centers"]
+
+
+@admin.register(MappingVersion)
+class MappingVersionAdmin(admin.ModelAdmin):
+    """Drafts may be corrected here; sign-off happens only through `mapping_sign`
+    (the command or the page), so status and sign-off fields are never editable."""
+
+    list_display = ["number", "name", "status", "effective_from", "signed_by", "signed_at", "created_at"]
+    list_filter = ["status"]
+    search_fields = ["name", "source"]
+    readonly_fields = [
+        "number",
+        "status",
+        "effective_from",
+        "source",
+        "created_by",
+        "signed_by",
+        "signed_at",
+        "content_hash",
+    ]
+    inlines = [MappingRuleInline, SharedCostPoolInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _is_signed(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return not _is_signed(obj) and super().has_delete_permission(request, obj)
+
+
+@admin.register(MappingVersionEvent)
+class MappingVersionEventAdmin(ReadOnlyAdmin):
+    list_display = ["version", "from_status", "to_status", "actor", "at", "reason"]
+    list_select_related = ["version", "actor"]
+    list_filter = ["to_status"]
+    raw_id_fields = ["version", "actor"]
+
+
+__all__ += ["MappingVersionAdmin", "MappingVersionEventAdmin"]

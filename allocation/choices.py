@@ -69,3 +69,65 @@ class InvoiceSourceFormat(models.TextChoices):
 
 
 __all__ += ["ChargeCategory", "InvoiceSourceFormat"]
+
+
+class MappingVersionStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    SIGNED = "signed", "Signed off"
+
+
+class ChargeModel(models.TextChoices):
+    """How a mapped cost is charged (DESIGN.md "Mapping versions")."""
+
+    DIRECT = "direct", "Direct attribution"
+    PASSTHROUGH = "passthrough", "Shared-service passthrough (cost plus optional margin)"
+    RATE_CARD = "rate_card", "Rate-card showback (spread stays on the service owner)"
+    HYBRID = "hybrid", "Hybrid (card for on-card tiers, passthrough for the rest)"
+    COST_PLUS = "cost_plus", "Cost plus margin"
+    FIXED_FEE = "fixed_fee", "Fixed monthly fee"
+
+
+class Treatment(models.TextChoices):
+    CHARGEBACK = "chargeback", "Chargeback (journal entries)"
+    SHOWBACK = "showback", "Showback (reported only)"
+
+
+class PoolMethod(models.TextChoices):
+    PROPORTIONAL = "proportional", "Proportional to a measured driver"
+    ACTIVITY = "activity", "Activity-based (a proxy count)"
+    EVEN = "even", "Even split"
+
+
+class PoolDriver(models.TextChoices):
+    """Measured drivers of a proportional pool."""
+
+    TOKENS = "tokens", "Tokens"
+    SPEND = "spend", "Spend"
+    REQUESTS = "requests", "Requests"
+    GPU_SECONDS = "gpu_seconds", "GPU seconds"
+
+
+# Tags a mapping rule may match on (fnmatch patterns), and invoice line fields
+# a shared-cost pool may match on.
+MAPPING_RULE_TAGS: tuple[str, ...] = (
+    "team",
+    "feature",
+    "environment",
+    "tenant",
+    "caller",
+    "project",
+    "provider",
+    "model",
+    "modality",
+)
+POOL_MATCH_FIELDS: tuple[str, ...] = ("provider", "sku", "charge_category", "description")
+
+__all__ += [
+    "MappingVersionStatus",
+    "ChargeModel",
+    "Treatment",
+    "PoolMethod",
+    "PoolDriver",
+    "MAPPING_RULE_TAGS",
+    "POOL_MATCH_FIELDS",
+]
