@@ -61,6 +61,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class BatchAdmin(ReadOnlyAdmin):
+    """An ingestion batch, its rejected count linking to its rejections."""
+
+    rejections_changelist = ""
+    readonly_fields = ["rejections_link"]
+
+    @admin.display(description="rejected", ordering="rejected")
+    def rejections_link(self, obj: UsageBatch | InvoiceBatch) -> str:
+        if not obj.rejected:
+            return "0"
+        url = reverse(self.rejections_changelist) + f"?batch__id__exact={obj.pk}"
+        return format_html('<a href="{}">{}</a>', url, obj.rejected)
+
+
 class ActiveFilter(admin.SimpleListFilter):
     title = "active"
     parameter_name = "active"
@@ -123,7 +137,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageBatch)
-class UsageBatchAdmin(ReadOnlyAdmin):
+class UsageBatchAdmin(BatchAdmin):
     list_display = [
         "id",
         "source_format",
@@ -141,14 +155,7 @@ class UsageBatchAdmin(ReadOnlyAdmin):
     list_select_related = ["created_by"]
     list_filter = ["status", "source_format"]
     search_fields = ["source_name"]
-    readonly_fields = ["rejections_link"]
-
-    @admin.display(description="rejected", ordering="rejected")
-    def rejections_link(self, obj: UsageBatch) -> str:
-        if not obj.rejected:
-            return "0"
-        url = reverse("admin:allocation_usagerejection_changelist") + f"?batch__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, obj.rejected)
+    rejections_changelist = "admin:allocation_usagerejection_changelist"
 
 
 @admin.register(UsageRejection)
@@ -264,7 +271,7 @@ class UsageLineAdmin(ReadOnlyAdmin):
 
 
 @admin.register(InvoiceBatch)
-class InvoiceBatchAdmin(ReadOnlyAdmin):
+class InvoiceBatchAdmin(BatchAdmin):
     list_display = [
         "id",
         "source_format",
@@ -280,14 +287,7 @@ class InvoiceBatchAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", "source_format", "provider"]
     search_fields = ["source_name", "provider"]
-    readonly_fields = ["rejections_link"]
-
-    @admin.display(description="rejected", ordering="rejected")
-    def rejections_link(self, obj: InvoiceBatch) -> str:
-        if not obj.rejected:
-            return "0"
-        url = reverse("admin:allocation_invoicerejection_changelist") + f"?batch__id__exact={obj.pk}"
-        return format_html('<a href="{}">{}</a>', url, obj.rejected)
+    rejections_changelist = "admin:allocation_invoicerejection_changelist"
 
 
 @admin.register(InvoiceRejection)

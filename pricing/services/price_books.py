@@ -67,6 +67,14 @@ class PriceRow:
         return (self.provider, self.model, self.unit, self.service_tier, self.tier, self.context_above)
 
 
+def _refused(subject: str, errors: list[str]) -> ValidationFailed:
+    """The error refusing a whole price file: the first problem, and all of them in `extra`."""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return ValidationFailed(
+        f"{subject}: refused, nothing loaded: {errors[0]}{more}", code="price_book_invalid", extra={"errors": errors}
+    )
+
+
 def _checksum(rows: list[PriceRow]) -> str:
     canonical = sorted(
         json.dumps([*r.key(), decimal_text(r.amount), r.per, str(r.effective_from), str(r.effective_to), r.currency])
@@ -133,12 +141,7 @@ def price_book_version_create(
             errors.append(f"{row.where}: amount: more than {PRICE_DECIMAL_PLACES} decimal places")
     errors.extend(_overlaps(rows))
     if errors:
-        raise ValidationFailed(
-            f"price book {book.code}: refused, nothing loaded: {errors[0]}"
-            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-            code="price_book_invalid",
-            extra={"errors": errors},
-        )
+        raise _refused(f"price book {book.code}", errors)
     checksum = _checksum(rows)
     latest = PriceBookVersion.objects.select_for_update().filter(book=book).order_by("-number").first()
     if only_if_changed and latest is not None and latest.checksum == checksum:
@@ -273,12 +276,7 @@ def _read_rows(path: Path, file_format: str) -> tuple[list[PriceRow], dict[str, 
     else:
         raise ValidationFailed(f"unknown price file format {file_format!r}: yaml or csv", code="price_book_invalid")
     if errors:
-        raise ValidationFailed(
-            f"{path}: refused, nothing loaded: {errors[0]}"
-            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
-            code="price_book_invalid",
-            extra={"errors": errors},
-        )
+        raise _refused(str(path), errors)
     return rows, header
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "RowError",
     "SourceFormatError",
     "event_key",
+    "nonzero_leaves",
     "parse_occurred_at",
     "parse_quantity",
 ]
@@ -208,3 +209,9 @@ class LineBuilder:
             *tag_values,
             is_untagged,
         )
+
+
+def nonzero_leaves(leaves: list[tuple]) -> list[tuple]:
+    """The (unit, quantity, ...) leaves of a record worth a ledger line: the non-zero
+    ones, or the first when all are zero, so the record is still accounted for."""
+    return [leaf for leaf in leaves if leaf[1]] or leaves[:1]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, parse_occurred_at
+from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, nonzero_leaves, parse_occurred_at
 from .json_documents import usage_buckets, whole_number
 
 __all__ = ["parse_anthropic_usage"]
@@ -81,7 +81,7 @@ def parse_anthropic_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[P
                     "user": result.get("account_id") or result.get("service_account_id"),
                 }
                 leaves = _leaves(result)
-                nonzero = [leaf for leaf in leaves if leaf[1]] or leaves[:1]
+                nonzero = nonzero_leaves(leaves)
                 lines = [
                     builder.line(
                         source_line=record,

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError
+from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, nonzero_leaves
 from .json_documents import usage_buckets, whole_number
 
 __all__ = ["parse_openai_usage"]
@@ -172,7 +172,7 @@ def parse_openai_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[Pars
                     "api_key": result.get("api_key_id"),
                 }
                 leaves = _lines_of(kind, result, end - start)
-                nonzero = [leaf for leaf in leaves if leaf[1]] or leaves[:1]
+                nonzero = nonzero_leaves(leaves)
                 lines = [
                     builder.line(
                         source_line=record,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, SourceFormatError
+from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, SourceFormatError, nonzero_leaves
 from .json_documents import json_documents, whole_number
 
 __all__ = ["parse_otel", "TAG_ATTRIBUTES"]
@@ -144,7 +144,7 @@ def parse_otel(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord
                     "gen_ai.openai.request.service_tier",
                 ),
             )
-            nonzero = [leaf for leaf in leaves if leaf[1]] or leaves[:1]
+            nonzero = nonzero_leaves(leaves)
             lines = [
                 builder.line(
                     source_line=record,
