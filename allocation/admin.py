@@ -61,6 +61,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RejectionAdmin(ReadOnlyAdmin):
+    """A record an ingestion refused: where, which field, why."""
+
+    list_display = ["batch", "line", "field", "reason"]
+    list_select_related = ["batch"]
+    list_filter = ["batch__source_format"]
+    search_fields = ["field", "reason"]
+    raw_id_fields = ["batch"]
+
+
 class BatchAdmin(ReadOnlyAdmin):
     """An ingestion batch, its rejected count linking to its rejections."""
 
@@ -159,12 +169,8 @@ class UsageBatchAdmin(BatchAdmin):
 
 
 @admin.register(UsageRejection)
-class UsageRejectionAdmin(ReadOnlyAdmin):
-    list_display = ["batch", "line", "field", "reason"]
-    list_select_related = ["batch"]
-    list_filter = ["batch__source_format"]
-    search_fields = ["field", "reason"]
-    raw_id_fields = ["batch"]
+class UsageRejectionAdmin(RejectionAdmin):
+    pass
 
 
 class LedgerPaginator(Paginator):
@@ -291,12 +297,8 @@ class InvoiceBatchAdmin(BatchAdmin):
 
 
 @admin.register(InvoiceRejection)
-class InvoiceRejectionAdmin(ReadOnlyAdmin):
-    list_display = ["batch", "line", "field", "reason"]
-    list_select_related = ["batch"]
-    list_filter = ["batch__source_format"]
-    search_fields = ["field", "reason"]
-    raw_id_fields = ["batch"]
+class InvoiceRejectionAdmin(RejectionAdmin):
+    pass
 
 
 @admin.register(ProviderInvoice)
