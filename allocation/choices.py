@@ -45,6 +45,8 @@ TAG_FIELDS: dict[str, str] = {
     "caller": "caller",
     "project": "project",
     "api_key": "api_key",
+    # ok (empty), failed or moderated: a shared service charges no caller for the last two
+    "outcome": "outcome",
 }
 
 # A line lacking any of these is untagged: its cost cannot be attributed.
@@ -131,3 +133,44 @@ __all__ += [
     "MAPPING_RULE_TAGS",
     "POOL_MATCH_FIELDS",
 ]
+
+
+class AllocationRunStatus(models.TextChoices):
+    """A run is written whole in one transaction: it is current until a later run supersedes it."""
+
+    COMPLETED = "completed", "Current"
+    SUPERSEDED = "superseded", "Superseded"
+
+
+class AllocationMethod(models.TextChoices):
+    """How an allocation line's amount came about (the `method` of DESIGN.md step 7)."""
+
+    DIRECT = "direct", "Direct attribution"
+    PASSTHROUGH = "passthrough", "Shared-service passthrough"
+    RATE_CARD = "rate_card", "Rate card price"
+    CARD_SPREAD = "card_spread", "Rate-card spread (on the service owner)"
+    COST_PLUS = "cost_plus", "Cost plus"
+    MARGIN = "margin", "Margin recovered by the service owner"
+    FIXED_FEE = "fixed_fee", "Fixed monthly fee"
+    FEE_ABSORBED = "fee_absorbed", "Usage under a fixed fee (on the service owner)"
+    POOL_PROPORTIONAL = "pool_proportional", "Shared pool, proportional to a driver"
+    POOL_ACTIVITY = "pool_activity", "Shared pool, activity-based"
+    POOL_EVEN = "pool_even", "Shared pool, even split"
+    UNALLOCATED = "unallocated", "Unallocated"
+
+
+class UnallocatedReason(models.TextChoices):
+    """Why money sits in the named unallocated bucket rather than on a cost center."""
+
+    UNTAGGED = "untagged", "Untagged usage no rule maps"
+    UNMAPPED = "unmapped", "Tagged usage no rule maps"
+    UNPRICED = "unpriced", "Usage no price book prices"
+    FAILED_OR_MODERATED = "failed_or_moderated", "Failed or moderated calls of a shared service"
+    TRUE_UP_GAP = "true_up_gap", "Invoice amount beyond the true-up tolerance"
+    POOL_WITHOUT_DRIVER = "pool_without_driver", "Shared pool with no driver measured"
+
+
+# Usage outcomes (the `outcome` tag) a shared service does not charge its callers for.
+UNCHARGED_OUTCOMES: tuple[str, ...] = ("failed", "moderated")
+
+__all__ += ["AllocationRunStatus", "AllocationMethod", "UnallocatedReason", "UNCHARGED_OUTCOMES"]

@@ -19,6 +19,7 @@ __all__ = [
     "SUMMARY_GROUP_KEYS",
     "cost_center_tree",
     "day_sql",
+    "decimal_from_db",
     "period_bounds",
     "rated_lines_params",
     "rated_lines_sql",
@@ -102,16 +103,16 @@ def usage_summary(*, period: str, group_by: list[str]) -> list[dict]:
     return [
         {
             **dict(zip(names, row[:width], strict=True)),
-            "quantity": _decimal(row[width]),
+            "quantity": decimal_from_db(row[width]),
             "line_count": int(row[width + 1]),
-            "cost": _decimal(row[width + 2], 12) if run is not None and row[width + 2] is not None else None,
+            "cost": decimal_from_db(row[width + 2], 12) if run is not None and row[width + 2] is not None else None,
             "unpriced_line_count": int(row[width + 3]) if run is not None else int(row[width + 1]),
         }
         for row in rows
     ]
 
 
-def _decimal(value, places: int = QUANTITY_DECIMAL_PLACES) -> Decimal:
+def decimal_from_db(value, places: int = QUANTITY_DECIMAL_PLACES) -> Decimal:
     """A Decimal from what the database returns.
 
     SQLite sums decimals as floats, good to 15 significant digits: rounding to

@@ -148,6 +148,24 @@ CELERY_BEAT_SCHEDULE: dict = {}
 # (about 130 MB at 200,000); fewer, larger chunks spread the per-commit wait.
 CHARGEBACK_INGEST_CHUNK_ROWS = int(os.environ.get("CHARGEBACK_INGEST_CHUNK_ROWS", "200000"))
 
+# Reconciliation: a provider whose rated usage differs from its invoice by more
+# than this share flags the run; the true-up scales usage by at most this much.
+CHARGEBACK_RECONCILIATION_TOLERANCE = os.environ.get("CHARGEBACK_RECONCILIATION_TOLERANCE", "0.02")
+
+# The cache carries an allocation run's progress from the worker to the pages
+# while the run's transaction is open: Redis when one is configured (shared by
+# web and workers), else process memory, which suits the eager default.
+CHARGEBACK_CACHE_URL = os.environ.get(
+    "CHARGEBACK_CACHE_URL", CELERY_BROKER_URL if CELERY_BROKER_URL.startswith("redis") else ""
+)
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CHARGEBACK_CACHE_URL}
+        if CHARGEBACK_CACHE_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

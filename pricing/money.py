@@ -4,12 +4,15 @@ Rated costs keep sub-cent precision; amounts are rounded to the currency's minor
 unit only on statements and journal entries.
 """
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from collections.abc import Hashable, Mapping
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
 
 __all__ = [
+    "CENT",
     "QUANTITY_MAX_DIGITS",
     "QUANTITY_DECIMAL_PLACES",
     "decimal_text",
+    "largest_remainder",
     "parse_decimal",
     "quantize",
 ]
@@ -20,6 +23,8 @@ QUANTITY_MAX_DIGITS = 30
 QUANTITY_DECIMAL_PLACES = 9
 QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_DECIMAL_PLACES)
 QUANTITY_LIMIT = Decimal(10) ** (QUANTITY_MAX_DIGITS - QUANTITY_DECIMAL_PLACES)
+# The minor unit of the currencies we book (USD, EUR, GBP ...).
+CENT = Decimal("0.01")
 
 
 def parse_decimal(value: object) -> Decimal:
@@ -64,3 +69,38 @@ def decimal_text(value: Decimal) -> str:
     """
     text = f"{value:f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def largest_remainder(total: Decimal, parts: Mapping[Hashable, Decimal], quantum: Decimal = CENT) -> dict:
+    """Round exact `parts` to `quantum` so that they add up exactly to `total` rounded.
+
+    Every part is floored, and the quanta still missing go one each to the parts
+    with the largest remainders; ties go to the smaller key, so the result does
+    not depend on the order of `parts` (Saleor's give-it-all-to-the-last-line is
+    biased and order-dependent). Parts may be negative (credits, spreads). The
+    exact parts must add up to `total` (to well below a quantum).
+    """
+    target = quantize(total, quantum)
+    if not parts:
+        if target:
+            raise ValueError(f"nothing to split {target} over")
+        return {}
+    with localcontext() as context:
+        context.prec = 60
+        floors = {key: quantize(amount, quantum, ROUND_FLOOR) for key, amount in parts.items()}
+        missing = (target - sum(floors.values(), Decimal(0))) / quantum
+        count = int(missing.to_integral_value())
+        if abs(missing - count) > Decimal("0.001") or not 0 <= count <= len(parts):
+            raise ValueError(f"parts add up to {sum(parts.values())}, not to the total {total}")
+        ranked = sorted(parts, key=lambda key: (-(parts[key] - floors[key]), _sort_key(key)))
+        for key in ranked[:count]:
+            floors[key] += quantum
+    assert sum(floors.values(), Decimal(0)) == target
+    return floors
+
+
+def _sort_key(key: Hashable) -> tuple:
+    """A total order over keys of mixed types (None, numbers, text) for the tie-break."""
+    if isinstance(key, tuple):
+        return tuple(_sort_key(k) for k in key)
+    return ("" if key is None else type(key).__name__, "" if key is None else str(key))

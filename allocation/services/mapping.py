@@ -67,7 +67,7 @@ RULE_FIELDS: tuple[str, ...] = (
 )
 POOL_FIELDS: tuple[str, ...] = ("code", "name", "match", "method", "driver", "cost_centers", "treatment")
 _CARD_MODELS = {ChargeModel.RATE_CARD, ChargeModel.HYBRID}
-_MARGIN_MODELS = {ChargeModel.PASSTHROUGH, ChargeModel.COST_PLUS}
+_MARGIN_MODELS = {ChargeModel.PASSTHROUGH, ChargeModel.COST_PLUS, ChargeModel.HYBRID}
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -179,7 +179,7 @@ def _rule_problems(
     elif rate_card is not None and charge_model is not None:
         problems.append(("rate_card", f"applies only to rate_card and hybrid, not {charge_model}"))
     if margin_percent is not None and charge_model is not None and charge_model not in _MARGIN_MODELS:
-        problems.append(("margin_percent", f"applies only to passthrough and cost_plus, not {charge_model}"))
+        problems.append(("margin_percent", f"applies only to passthrough, hybrid and cost_plus, not {charge_model}"))
     if charge_model == ChargeModel.FIXED_FEE and fixed_fee is None:
         problems.append(("fixed_fee", "is required for charge model fixed_fee"))
     elif fixed_fee is not None and charge_model is not None and charge_model != ChargeModel.FIXED_FEE:

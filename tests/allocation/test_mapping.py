@@ -151,7 +151,7 @@ def test_an_invalid_file_is_refused_whole_naming_line_rule_and_field(org):
         (
             "name: x\neffective_from: '2026-02-01'\n"
             "rules: [{cost_center: CC-100, charge_model: direct, margin_percent: '2'}]",
-            "margin_percent applies only to passthrough and cost_plus",
+            "margin_percent applies only to passthrough, hybrid and cost_plus",
         ),
         (
             "name: x\neffective_from: '2026-02-01'\nrules: [{cost_center: CC-100, charge_model: direct}]\n"
