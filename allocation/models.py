@@ -700,12 +700,16 @@ class AllocationLine(models.Model):
     environment = models.CharField(max_length=32, blank=True)
     modality = models.CharField(max_length=32, blank=True)
     model = models.CharField(max_length=128, blank=True)
+    unit = models.CharField(max_length=64, blank=True, help_text="Ledger unit of the usage behind it")
     category = models.CharField(max_length=16, choices=ChargeCategory.choices, help_text="Invoice charge category")
     method = models.CharField(max_length=20, choices=AllocationMethod.choices)
     treatment = models.CharField(max_length=16, choices=Treatment.choices, blank=True)
     rule = models.ForeignKey(MappingRule, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     pool = models.ForeignKey(SharedCostPool, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     line_count = models.BigIntegerField(default=0, help_text="Ledger lines behind it")
+    quantity = models.DecimalField(
+        max_digits=QUANTITY_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES, default=0, help_text="In `unit`"
+    )
     rated_cost = models.DecimalField(
         max_digits=RATED_MAX_DIGITS, decimal_places=RATED_DECIMAL_PLACES, default=0, help_text="Before the true-up"
     )

@@ -5,7 +5,7 @@ from celery import shared_task
 from .models import UsageBatch
 from .services.ingest import usage_batch_ingest_file
 
-__all__ = ["usage_batch_ingest_task", "usage_rate_period_task"]
+__all__ = ["allocation_run_task", "usage_batch_ingest_task", "usage_rate_period_task"]
 
 
 @shared_task(acks_late=True)
@@ -26,3 +26,16 @@ def usage_rate_period_task(period: str, user_id: int | None = None) -> dict:
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     run = usage_rate_period(period=period, created_by=user)
     return {"rating_run": run.pk, "lines_rated": run.lines_rated, "lines_unpriced": run.lines_unpriced}
+
+
+@shared_task(acks_late=True)
+def allocation_run_task(period: str, user_id: int | None = None) -> dict:
+    """Allocate a period. A refusal (a run in progress, a closed period) is the answer, not
+    a retry: the service's transaction leaves nothing behind."""
+    from django.contrib.auth import get_user_model
+
+    from .services.allocation import allocation_run_execute
+
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    run = allocation_run_execute(period=period, actor=user)
+    return {"allocation_run": run.pk, "fingerprint": run.fingerprint, "flagged": run.is_flagged}

@@ -3,7 +3,7 @@
 from rest_framework import serializers
 
 from allocation.choices import UsageSourceFormat
-from allocation.models import CostCenter, Feature, Team, Tenant, UsageBatch
+from allocation.models import AllocationRun, CostCenter, Feature, Team, Tenant, UsageBatch
 from pricing.money import decimal_text
 
 __all__ = [
@@ -122,3 +122,36 @@ def usage_summary_json(groups: list[dict]) -> list[dict]:
         }
         for group in groups
     ]
+
+
+class AllocationRunSerializer(serializers.ModelSerializer):
+    mapping_version = serializers.IntegerField(source="mapping_version.number", read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+
+    class Meta:
+        model = AllocationRun
+        fields = [
+            "id",
+            "period",
+            "status",
+            "fingerprint",
+            "mapping_version",
+            "rating_run",
+            "tolerance",
+            "is_flagged",
+            "invoice_total",
+            "allocated",
+            "unallocated",
+            "superseded_by",
+            "closed_at",
+            "created_by",
+            "created_at",
+            "seconds",
+        ]
+
+
+class AllocationRunStartSerializer(serializers.Serializer):
+    period = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", help_text="YYYY-MM")
+
+
+__all__ += ["AllocationRunSerializer", "AllocationRunStartSerializer"]

@@ -9,6 +9,7 @@ router.register("cost-centers", views.CostCenterViewSet)
 router.register("teams", views.TeamViewSet)
 router.register("features", views.FeatureViewSet)
 router.register("tenants", views.TenantViewSet)
+router.register("allocation-runs", views.AllocationRunViewSet, basename="api-allocation-run")
 router.register("usage/batches", views.UsageBatchViewSet, basename="api-usage-batch")
 
 urlpatterns = [

@@ -12,11 +12,15 @@ from rest_framework.views import APIView
 
 from allocation.models import CostCenter, Feature, Team, Tenant
 from allocation.selectors import tag_coverage, usage_batches, usage_rejection_rows, usage_summary
+from allocation.selectors_allocation import allocation_run_summary, allocation_runs
+from allocation.services.allocation import allocation_progress, allocation_run_queue
 from allocation.services.ingest import usage_ingest_events, usage_upload_queue
 from allocation.views import csv_download
 from pricing.money import decimal_text
 
 from .serializers import (
+    AllocationRunSerializer,
+    AllocationRunStartSerializer,
     CostCenterSerializer,
     FeatureSerializer,
     TeamSerializer,
@@ -29,6 +33,7 @@ from .serializers import (
 )
 
 __all__ = [
+    "AllocationRunViewSet",
     "CostCenterViewSet",
     "FeatureViewSet",
     "TagCoverageApi",
@@ -138,3 +143,37 @@ class TagCoverageApi(APIView):
         return Response(
             [{k: decimal_text(v) if isinstance(v, Decimal) else v for k, v in row.items()} for row in report]
         )
+
+
+class AllocationRunViewSet(viewsets.ReadOnlyModelViewSet):
+    """Allocation runs, newest first; `?period=YYYY-MM` and `?status=` filter them."""
+
+    queryset = allocation_runs()
+    serializer_class = AllocationRunSerializer
+    filterset_fields = ["period", "status", "is_flagged"]
+
+    @extend_schema(request=AllocationRunStartSerializer, responses={202: dict})
+    def create(self, request: Request) -> Response:
+        """Start a run of a period in the background; poll `progress?period=` or the run list."""
+        payload = AllocationRunStartSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        period = payload.validated_data["period"]
+        allocation_run_queue(period=period, actor=request.user)
+        return Response(
+            {"period": period, "progress": allocation_progress(period=period)}, status=status.HTTP_202_ACCEPTED
+        )
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"])
+    def summary(self, request: Request, pk: str | None = None) -> Response:
+        """Per provider: invoice total, allocated, unallocated by reason, variance; per cost center: totals."""
+        return Response(allocation_run_summary(run=self.get_object()))
+
+    @extend_schema(parameters=[AllocationRunStartSerializer], responses={200: dict})
+    @action(detail=False, methods=["get"])
+    def progress(self, request: Request) -> Response:
+        """What the period's run is doing now: state, step, percent, who, since."""
+        params = AllocationRunStartSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        period = params.validated_data["period"]
+        return Response({"period": period, "progress": allocation_progress(period=period)})

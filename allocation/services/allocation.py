@@ -79,6 +79,7 @@ __all__ = [
     "allocation_progress",
     "allocation_run_close",
     "allocation_run_execute",
+    "allocation_run_queue",
 ]
 
 # Rules charge these models to the caller; failed or moderated calls stay with the service.
@@ -186,17 +187,20 @@ class _Group:
 class _Key:
     """An allocation line's key within one invoice (the invoice and provider are the line's)."""
 
-    cost_center: int | None
-    reason: str
-    team: str
-    feature: str
-    environment: str
-    modality: str
-    model: str
-    method: str
-    treatment: str
+    # Stable identities, not row ids, so that rounding ties break the same way in any
+    # database: cost center code, rule position, pool code.
+    cost_center: str | None = None
+    reason: str = ""
+    team: str = ""
+    feature: str = ""
+    environment: str = ""
+    modality: str = ""
+    model: str = ""
+    unit: str = ""
+    method: str = ""
+    treatment: str = ""
     rule: int | None = None
-    pool: int | None = None
+    pool: str | None = None
     category: str = ChargeCategory.USAGE
 
 
@@ -212,6 +216,7 @@ class _ProviderUsage:
     usage: dict[_Key, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     bearers: dict[_Key, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     line_counts: dict[_Key, int] = field(default_factory=lambda: defaultdict(int))
+    quantities: dict[_Key, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     rated: dict[_Key, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     rated_by_model: dict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
     rated_cost: Decimal = Decimal(0)
@@ -331,7 +336,7 @@ class _RateCards:
 # --- charging a provider's usage ---------------------------------------------
 
 
-def _usage_key(group: _Group, *, cost_center: int | None, reason: str, method: str, treatment: str, rule) -> _Key:
+def _usage_key(group: _Group, *, cost_center: str | None, reason: str, method: str, treatment: str, rule) -> _Key:
     return _Key(
         cost_center=cost_center,
         reason=reason,
@@ -340,9 +345,10 @@ def _usage_key(group: _Group, *, cost_center: int | None, reason: str, method: s
         environment=group.tags["environment"],
         modality=group.tags["modality"],
         model=group.tags["model"],
+        unit=group.unit,
         method=method,
         treatment=treatment,
-        rule=rule.pk if rule is not None else None,
+        rule=rule.position if rule is not None else None,
         pool=None,
     )
 
@@ -354,8 +360,8 @@ def _charge_provider(
     tolerance: Decimal,
     mapper: _Mapper,
     cards: _RateCards,
-    team_centers: dict[str, int],
-    drivers: dict[str, dict[int, Decimal]],
+    team_centers: dict[str, str],
+    drivers: dict[str, dict[str, Decimal]],
     provider: str,
 ) -> _ProviderUsage:
     """Charge one provider's usage groups: true-up factor, rule, charge model, bearer.
@@ -397,11 +403,10 @@ def _charge_provider(
             if shared and group.tags["outcome"] in UNCHARGED_OUTCOMES:
                 unallocated(UnallocatedReason.FAILED_OR_MODERATED)
                 continue
-            owner = rule.service_owner_id or rule.cost_center_id
-            payer = team_centers.get(group.tags["caller"], rule.cost_center_id) if shared else rule.cost_center_id
+            owner, payer = _owner_and_payer(rule, group.tags["caller"], team_centers)
             treatment = rule.treatment
 
-            def key(center: int, method: str, rule=rule, group=group, treatment=treatment) -> _Key:
+            def key(center: str, method: str, rule=rule, group=group, treatment=treatment) -> _Key:
                 return _usage_key(group, cost_center=center, reason="", method=method, treatment=treatment, rule=rule)
 
             card = (
@@ -433,7 +438,7 @@ def _charge_provider(
             _measure(drivers, payer, group, money)
         if residual:
             reason = UnallocatedReason.UNPRICED if has_unpriced and residual > 0 else UnallocatedReason.TRUE_UP_GAP
-            gap = _Key(None, reason, "", "", "", "", "", AllocationMethod.UNALLOCATED, "")
+            gap = _Key(reason=reason, method=AllocationMethod.UNALLOCATED)
             charged.usage[gap] += residual
             charged.bearers[gap] += residual
     return charged
@@ -452,10 +457,20 @@ def _add(
     charged.usage[key] += amount
     charged.bearers[bearer or key] += amount if bears is None else bears
     charged.line_counts[key] += group.line_count
+    charged.quantities[key] += group.quantity
     charged.rated[key] += group.cost or Decimal(0)
 
 
-def _measure(drivers: dict[str, dict[int, Decimal]], center: int, group: _Group, money: Decimal) -> None:
+def _owner_and_payer(rule: MappingRule, caller: str, team_centers: dict[str, str]) -> tuple[str, str]:
+    """Cost center codes of the service owner and of who pays: a shared service books to
+    the calling team's cost center, other models to the rule's."""
+    owner = (rule.service_owner or rule.cost_center).code
+    if rule.charge_model in _SHARED_SERVICE_MODELS:
+        return owner, team_centers.get(caller, rule.cost_center.code)
+    return owner, rule.cost_center.code
+
+
+def _measure(drivers: dict[str, dict[str, Decimal]], center: str, group: _Group, money: Decimal) -> None:
     drivers[PoolDriver.SPEND][center] += money
     if "token" in group.unit:
         drivers[PoolDriver.TOKENS][center] += group.quantity
@@ -464,14 +479,14 @@ def _measure(drivers: dict[str, dict[int, Decimal]], center: int, group: _Group,
 
 
 def _request_counts(
-    *, period: str, fields: list[str], mapper: _Mapper, team_centers: dict[str, int]
-) -> dict[int, Decimal]:
+    *, period: str, fields: list[str], mapper: _Mapper, team_centers: dict[str, str]
+) -> dict[str, Decimal]:
     """Requests (distinct events) per consuming cost center: a second pass, only when a pool needs it."""
     start, end = period_bounds(period)
     tag_fields = [f for f in fields if f not in ("unit", "service_tier", "tier", "is_untagged")]
     columns = ", ".join(f"l.{f}" for f in tag_fields)
     adapt = connection.ops.adapt_datetimefield_value
-    counts: dict[int, Decimal] = defaultdict(Decimal)
+    counts: dict[str, Decimal] = defaultdict(Decimal)
     with connection.cursor() as cursor:
         cursor.execute(
             f'SELECT {columns}, COUNT(DISTINCT l.event_id) FROM "{UsageLine._meta.db_table}" l '
@@ -486,7 +501,7 @@ def _request_counts(
             shared = rule.charge_model in _SHARED_SERVICE_MODELS
             if shared and tags["outcome"] in UNCHARGED_OUTCOMES:
                 continue
-            payer = team_centers.get(tags["caller"], rule.cost_center_id) if shared else rule.cost_center_id
+            _, payer = _owner_and_payer(rule, tags["caller"], team_centers)
             counts[payer] += row[-1]
     return counts
 
@@ -514,11 +529,11 @@ def _pool_for(pools: list[SharedCostPool], invoice: ProviderInvoice, line: Invoi
 def _pool_weights(
     pool: SharedCostPool,
     *,
-    drivers: dict[str, dict[int, Decimal]],
-    activity: dict[str, dict[int, Decimal]],
-    active_centers: list[int],
-) -> dict[int, Decimal]:
-    targets = [c.pk for c in pool.target_cost_centers.all()] or active_centers
+    drivers: dict[str, dict[str, Decimal]],
+    activity: dict[str, dict[str, Decimal]],
+    active_centers: list[str],
+) -> dict[str, Decimal]:
+    targets = sorted(c.code for c in pool.target_cost_centers.all()) or active_centers
     if pool.method == PoolMethod.EVEN:
         measured = {center: Decimal(1) for center in targets}
     elif pool.method == PoolMethod.ACTIVITY:
@@ -535,13 +550,13 @@ def _default_tolerance() -> Decimal:
     return Decimal(str(getattr(settings, "CHARGEBACK_RECONCILIATION_TOLERANCE", "0.02")))
 
 
-def _active_centers(period: str) -> list[int]:
+def _active_centers(period: str) -> list[str]:
     start, end = period_bounds(period)
     return list(
         CostCenter.objects.filter(active_from__lt=end.date())
         .filter(Q(active_to__isnull=True) | Q(active_to__gte=start.date()))
         .order_by("code")
-        .values_list("pk", flat=True)
+        .values_list("code", flat=True)
     )
 
 
@@ -552,7 +567,7 @@ def _invoice_parts(
     charged: _ProviderUsage,
     usage_money: Decimal,
     pools: list[SharedCostPool],
-    pool_weights: Callable[[SharedCostPool], dict[int, Decimal]],
+    pool_weights: Callable[[SharedCostPool], dict[str, Decimal]],
 ) -> dict[_Key, Decimal]:
     """The exact parts of one invoice: its usage and other categories spread as the
     provider's usage was charged, and its pool lines over each pool's weights."""
@@ -578,18 +593,18 @@ def _invoice_parts(
                     parts[_with(key, category=category)] += amount * money / usage_money
         else:
             for category, money in [(ChargeCategory.USAGE, own_usage), *others.items()]:
-                gap = _Key(None, UnallocatedReason.TRUE_UP_GAP, "", "", "", "", "", AllocationMethod.UNALLOCATED, "")
+                gap = _Key(reason=UnallocatedReason.TRUE_UP_GAP, method=AllocationMethod.UNALLOCATED)
                 parts[_with(gap, category=category, rule=None, pool=None)] += money
         for (pool, category), money in pooled.items():
             weights = pool_weights(pool)
             total = sum(weights.values(), Decimal(0))
             method = _POOL_METHODS[pool.method]
             if not total:
-                key = _Key(None, UnallocatedReason.POOL_WITHOUT_DRIVER, "", "", "", "", "", method, "", None, pool.pk)
+                key = _Key(reason=UnallocatedReason.POOL_WITHOUT_DRIVER, method=method, pool=pool.code)
                 parts[_with(key, category=category)] += money
                 continue
             for center, weight in weights.items():
-                key = _Key(center, "", "", "", "", "", "", method, pool.treatment, None, pool.pk)
+                key = _Key(cost_center=center, method=method, treatment=pool.treatment, pool=pool.code)
                 parts[_with(key, category=category)] += money * weight / total
     return parts
 
@@ -701,7 +716,7 @@ def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> Allocat
     groups = _ledger_groups(rating_run_id=rating_run.pk, period=period, fields=fields)
     mapper = _Mapper(rules)
     cards = _RateCards(start)
-    team_centers = dict(Team.objects.values_list("code", "cost_center_id"))
+    team_centers = dict(Team.objects.values_list("code", "cost_center__code"))
 
     invoices = list(
         ProviderInvoice.objects.filter(billing_period_start__gte=start, billing_period_start__lt=end).order_by(
@@ -715,7 +730,7 @@ def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> Allocat
     for invoice in invoices:
         invoices_by_provider[invoice.provider].append(invoice)
 
-    drivers: dict[str, dict[int, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    drivers: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     charged_by_provider: dict[str, _ProviderUsage] = {}
     usage_money_by_provider: dict[str, Decimal] = {}
     for provider in sorted(set(groups) | set(invoices_by_provider)):
@@ -745,16 +760,16 @@ def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> Allocat
         )
 
     _progress_set(period, step="shared pools and true-up", percent=70)
-    activity: dict[str, dict[int, Decimal]] = defaultdict(dict)
+    activity: dict[str, dict[str, Decimal]] = defaultdict(dict)
     activity_rows = list(
         ActivityCount.objects.filter(period=period).select_related("cost_center").order_by("driver", "cost_center_id")
     )
     for row in activity_rows:
-        activity[row.driver][row.cost_center_id] = row.count
+        activity[row.driver][row.cost_center.code] = row.count
     active_centers = _active_centers(period)
-    weights_cache: dict[int, dict[int, Decimal]] = {}
+    weights_cache: dict[int, dict[str, Decimal]] = {}
 
-    def pool_weights(pool: SharedCostPool) -> dict[int, Decimal]:
+    def pool_weights(pool: SharedCostPool) -> dict[str, Decimal]:
         if pool.pk not in weights_cache:
             weights_cache[pool.pk] = _pool_weights(
                 pool, drivers=drivers, activity=activity, active_centers=active_centers
@@ -778,6 +793,11 @@ def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> Allocat
     )
     _progress_set(period, run_id=run.pk)
 
+    ids = _Ids(
+        centers=dict(CostCenter.objects.values_list("code", "pk")),
+        rules={rule.position: rule.pk for rule in rules},
+        pools={pool.code: pool.pk for pool in pools},
+    )
     allocation_lines: list[AllocationLine] = []
     reconciliation: list[ReconciliationLine] = []
     invoice_total = allocated = Decimal(0)
@@ -816,7 +836,14 @@ def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> Allocat
                 allocated += amount if key.cost_center is not None else 0
                 allocation_lines.append(
                     _allocation_line(
-                        run, key, amount, invoice=invoice, provider=provider, charged=charged, line_count=line_count
+                        run,
+                        key,
+                        amount,
+                        invoice=invoice,
+                        provider=provider,
+                        charged=charged,
+                        line_count=line_count,
+                        ids=ids,
                     )
                 )
         # Usage no invoice money stands for (no invoice yet): counted with no money, and
@@ -825,7 +852,14 @@ def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> Allocat
             if key not in counted and line_count:
                 allocation_lines.append(
                     _allocation_line(
-                        run, key, Decimal(0), invoice=None, provider=provider, charged=charged, line_count=line_count
+                        run,
+                        key,
+                        Decimal(0),
+                        invoice=None,
+                        provider=provider,
+                        charged=charged,
+                        line_count=line_count,
+                        ids=ids,
                     )
                 )
         reconciliation.extend(
@@ -871,26 +905,37 @@ def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> Allocat
     return run
 
 
+@dataclass(frozen=True, slots=True)
+class _Ids:
+    """Row ids of the stable identities keys hold."""
+
+    centers: dict[str, int]
+    rules: dict[int, int]
+    pools: dict[str, int]
+
+
 def _allocation_line(
-    run, key: _Key, amount: Decimal, *, invoice, provider: str, charged: _ProviderUsage, line_count: int
+    run, key: _Key, amount: Decimal, *, invoice, provider: str, charged: _ProviderUsage, line_count: int, ids: _Ids
 ) -> AllocationLine:
     return AllocationLine(
         run=run,
         invoice=invoice,
         provider=provider,
-        cost_center_id=key.cost_center,
+        cost_center_id=ids.centers[key.cost_center] if key.cost_center is not None else None,
         reason=key.reason,
         team=key.team,
         feature=key.feature,
         environment=key.environment,
         modality=key.modality,
         model=key.model,
+        unit=key.unit,
         category=key.category,
         method=key.method,
         treatment=key.treatment,
-        rule_id=key.rule,
-        pool_id=key.pool,
+        rule_id=ids.rules[key.rule] if key.rule is not None else None,
+        pool_id=ids.pools[key.pool] if key.pool is not None else None,
         line_count=line_count,
+        quantity=charged.quantities.get(key, Decimal(0)) if line_count else 0,
         rated_cost=quantize(charged.rated.get(key, Decimal(0)), Decimal("1e-12")) if line_count else 0,
         amount=amount,
     )
@@ -990,6 +1035,7 @@ def _fingerprint(inputs: dict, lines: list[AllocationLine]) -> str:
                 line.environment,
                 line.modality,
                 line.model,
+                line.unit,
                 line.category,
                 line.method,
                 line.treatment,
@@ -1016,3 +1062,35 @@ def allocation_run_close(*, run: AllocationRun, at: datetime | None = None) -> A
         run.closed_at = at or datetime.now(UTC)
         run.save(update_fields=["closed_at"])
     return run
+
+
+def allocation_run_queue(*, period: str, actor=None) -> None:
+    """Queue a run of a period on a worker (in-process when Celery is eager).
+
+    Refused at once, before queueing, when the period is closed or a run of it
+    is in progress; the worker's run checks both again under its lock.
+    """
+    from allocation.tasks import allocation_run_task
+
+    period_bounds(period)
+    closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
+    if closed is not None:
+        raise PeriodClosed(f"{period} is closed: a statement from allocation run #{closed.pk} was approved")
+    running = allocation_progress(period=period) or {}
+    if running.get("state") in ("queued", "running"):
+        raise AllocationRunning(
+            f"an allocation run of {period} is already {running['state']} "
+            f"(started {running.get('started_at', '')} by {running.get('user') or 'someone'})",
+            extra={"period": period, "progress": running},
+        )
+    _progress_set(
+        period,
+        state="queued",
+        step="waiting for a worker",
+        percent=0,
+        user=getattr(actor, "username", "") or "",
+        started_at=timezone.now().isoformat(timespec="seconds"),
+        run_id=None,
+        error="",
+    )
+    transaction.on_commit(lambda: allocation_run_task.delay(period, actor.pk if actor is not None else None))

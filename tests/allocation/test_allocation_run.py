@@ -44,18 +44,12 @@ def by_center(run: AllocationRun) -> dict[str, Decimal]:
 
 
 def amounts(run: AllocationRun, **filters) -> list[tuple]:
-    rows = AllocationLine.objects.filter(run=run, **filters).select_related("cost_center")
-    return sorted(
-        (
-            line.cost_center.code if line.cost_center else line.reason,
-            line.category,
-            line.method,
-            line.treatment,
-            line.amount,
-        )
-        for line in rows
-        if line.amount
-    )
+    """Amounts per (cost center or reason, category, method, treatment), units summed."""
+    totals: dict[tuple, Decimal] = defaultdict(Decimal)
+    for line in AllocationLine.objects.filter(run=run, **filters).select_related("cost_center"):
+        where = line.cost_center.code if line.cost_center else line.reason
+        totals[(where, line.category, line.method, line.treatment)] += line.amount
+    return sorted((*key, amount) for key, amount in totals.items() if amount)
 
 
 def test_hand_computed_scenario_lands_every_cent(world):
@@ -131,9 +125,11 @@ def test_hand_computed_scenario_lands_every_cent(world):
         ]
     )
     # Drill-down: the lines keep the ledger line counts behind them.
-    direct = AllocationLine.objects.get(run=run, cost_center__code="CC-110", method="direct", category="usage")
-    assert (direct.team, direct.feature, direct.environment, direct.line_count) == ("search", "web", "production", 2)
-    assert direct.rated_cost == Decimal("14")
+    direct = AllocationLine.objects.get(
+        run=run, cost_center__code="CC-110", method="direct", category="usage", unit="input_token"
+    )
+    assert (direct.team, direct.feature, direct.environment, direct.line_count) == ("search", "web", "production", 1)
+    assert (direct.quantity, direct.rated_cost, direct.amount) == (Decimal(10_000_000), Decimal(10), Decimal("10.10"))
     reconciliation = run.reconciliation.get(model="")
     assert reconciliation.invoice_cost == Decimal("69.69")
     assert reconciliation.rated_cost == Decimal("69")
