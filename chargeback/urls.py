@@ -11,6 +11,8 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("usage/", include("allocation.urls")),
+    path("allocation/", include("allocation.urls_allocation")),
+    path("mappings/", include("allocation.urls_mapping")),
     path("pricing/unpriced/", include("allocation.urls_rating")),
     path("pricing/", include("pricing.urls")),
     path("api/v1/", include("allocation.api.urls")),

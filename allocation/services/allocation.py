@@ -37,7 +37,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from allocation.choices import (
@@ -80,6 +80,7 @@ __all__ = [
     "allocation_run_close",
     "allocation_run_execute",
     "allocation_run_queue",
+    "mapping_preview",
 ]
 
 # Rules charge these models to the caller; failed or moderated calls stay with the service.
@@ -131,6 +132,10 @@ def allocation_progress(*, period: str) -> dict | None:
 
 
 def _progress_set(period: str, **state: Any) -> None:
+    _progress_publish(period, **state)
+
+
+def _progress_publish(period: str, **state: Any) -> None:
     current = cache.get(_progress_key(period)) or {}
     cache.set(_progress_key(period), {**current, **state}, _PROGRESS_SECONDS)
 
@@ -691,16 +696,31 @@ def allocation_run_execute(
     return run
 
 
-def _execute(*, period: str, actor, tolerance: Decimal, began: float) -> AllocationRun:
+def _execute(
+    *,
+    period: str,
+    actor,
+    tolerance: Decimal,
+    began: float,
+    version: MappingVersion | None = None,
+    progress: Callable[..., None] | None = None,
+) -> AllocationRun:
+    """The run itself, inside the caller's transaction; `version` and `progress` are the
+    preview's: another mapping version than the one in force, and no progress to report."""
     start, end = period_bounds(period)
-    closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
-    if closed is not None:
-        raise PeriodClosed(
-            f"{period} is closed: a statement from allocation run #{closed.pk} was approved; "
-            "book corrections as adjustments in the next period",
-            extra={"period": period, "run": closed.pk},
-        )
-    version: MappingVersion | None = mapping_version_in_force(period=period)
+
+    def _progress_set(period: str, **state: Any) -> None:
+        (progress or _progress_publish)(period, **state)
+
+    if version is None:
+        closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
+        if closed is not None:
+            raise PeriodClosed(
+                f"{period} is closed: a statement from allocation run #{closed.pk} was approved; "
+                "book corrections as adjustments in the next period",
+                extra={"period": period, "run": closed.pk},
+            )
+        version = mapping_version_in_force(period=period)
     if version is None:
         raise ValidationFailed(
             f"no signed mapping version is in force for {period}: load one (load_mapping) and sign it off",
@@ -1094,3 +1114,115 @@ def allocation_run_queue(*, period: str, actor=None) -> None:
         error="",
     )
     transaction.on_commit(lambda: allocation_run_task.delay(period, actor.pk if actor is not None else None))
+
+
+class _Rollback(Exception):
+    """Unwinds a preview's transaction."""
+
+
+def _grain_amounts(run: AllocationRun) -> dict[tuple, dict[str, Decimal]]:
+    """Per usage grain (provider, team, feature, environment, modality, model): where its money went."""
+    grains: dict[tuple, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
+    rows = (
+        AllocationLine.objects.filter(run=run)
+        .values(
+            "provider",
+            "team",
+            "feature",
+            "environment",
+            "modality",
+            "model",
+            "pool__code",
+            "cost_center__code",
+            "reason",
+        )
+        .annotate(amount=Sum("amount"))
+    )
+    for row in rows:
+        grain = (
+            row["provider"],
+            row["team"],
+            row["feature"],
+            row["environment"],
+            row["modality"],
+            row["model"],
+            row["pool__code"] or "",
+        )
+        where = row["cost_center__code"] or f"unallocated:{row['reason']}"
+        grains[grain][where] += row["amount"] or Decimal(0)
+    return grains
+
+
+def mapping_preview(*, version: MappingVersion, period: str) -> dict:
+    """What signing `version` would change for `period` against the version in force:
+    per cost center (and unallocated reason) the total now, with the draft and the change,
+    and the money that moves from one to another (summed over usage grains, largest first).
+
+    Both runs are made in full, in a transaction that is then rolled back: nothing is kept.
+    """
+    tolerance = _default_tolerance()
+    current_version = mapping_version_in_force(period=period)
+    results: dict[str, dict[tuple, dict[str, Decimal]]] = {"current": {}, "draft": {}}
+    for label, candidate in (("current", current_version), ("draft", version)):
+        if candidate is None:
+            continue
+        try:
+            with transaction.atomic():
+                run = _execute(
+                    period=period,
+                    actor=None,
+                    tolerance=tolerance,
+                    began=time.monotonic(),
+                    version=candidate,
+                    progress=lambda *args, **kwargs: None,
+                )
+                results[label] = _grain_amounts(run)
+                raise _Rollback
+        except _Rollback:
+            pass
+    totals: dict[str, dict[str, Decimal]] = defaultdict(lambda: {"current": Decimal(0), "draft": Decimal(0)})
+    moves: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for grain in set(results["current"]) | set(results["draft"]):
+        before = results["current"].get(grain, {})
+        after = results["draft"].get(grain, {})
+        changes = {}
+        for where in set(before) | set(after):
+            totals[where]["current"] += before.get(where, Decimal(0))
+            totals[where]["draft"] += after.get(where, Decimal(0))
+            change = after.get(where, Decimal(0)) - before.get(where, Decimal(0))
+            if change:
+                changes[where] = change
+        losers = sorted(((w, -c) for w, c in changes.items() if c < 0), key=lambda x: (-x[1], x[0]))
+        gainers = sorted(((w, c) for w, c in changes.items() if c > 0), key=lambda x: (-x[1], x[0]))
+        # Pair what one side lost with what another gained, largest first.
+        i = j = 0
+        losers = [list(x) for x in losers]
+        gainers = [list(x) for x in gainers]
+        while i < len(losers) and j < len(gainers):
+            amount = min(losers[i][1], gainers[j][1])
+            moves[(losers[i][0], gainers[j][0])] += amount
+            losers[i][1] -= amount
+            gainers[j][1] -= amount
+            i += not losers[i][1]
+            j += not gainers[j][1]
+    names = dict(CostCenter.objects.values_list("code", "name"))
+    return {
+        "period": period,
+        "current_version": current_version.number if current_version else None,
+        "draft_version": version.number,
+        "cost_centers": [
+            {
+                "code": where,
+                "name": names.get(where, where.replace("unallocated:", "Unallocated: ")),
+                "current": quantize(entry["current"], CENT),
+                "draft": quantize(entry["draft"], CENT),
+                "change": quantize(entry["draft"] - entry["current"], CENT),
+            }
+            for where, entry in sorted(totals.items())
+        ],
+        "moves": [
+            {"from": source, "to": target, "amount": quantize(amount, CENT)}
+            for (source, target), amount in sorted(moves.items(), key=lambda m: (-m[1], m[0]))
+            if quantize(amount, CENT)
+        ],
+    }
