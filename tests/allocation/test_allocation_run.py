@@ -18,6 +18,7 @@ from .allocation_world import (
     load_usage,
     make_approver,
     scenario_events,
+    usage,
 )
 
 pytestmark = pytest.mark.django_db
@@ -134,3 +135,192 @@ def test_hand_computed_scenario_lands_every_cent(world):
     assert reconciliation.invoice_cost == Decimal("69.69")
     assert reconciliation.rated_cost == Decimal("69")
     assert reconciliation.within_tolerance
+
+
+def test_usage_invoiced_beyond_the_tolerance_leaves_a_named_true_up_gap(world, tmp_path):
+    """Invoice usage 80.00 against 69.00 rated: scaled by the 2% cap only (70.38), the
+    remaining 9.62 is the true-up gap, not spread over the teams; the run is flagged."""
+    from allocation.models import InvoiceLine
+
+    InvoiceLine.objects.filter(sku="acme-1-tokens").update(
+        billed_cost=Decimal("80.00"), effective_cost=Decimal("80.00")
+    )
+    run = allocation_run_execute(period=PERIOD)
+    assert run.is_flagged
+    gap = AllocationLine.objects.filter(run=run, reason="true_up_gap", category="usage")
+    assert sum(line.amount for line in gap) == Decimal("9.62")
+    assert AllocationLine.objects.get(
+        run=run, cost_center__code="CC-110", method="direct", category="usage", unit="input_token"
+    ).amount == Decimal("10.20")
+    assert run.invoice_total == Decimal("175.97")  # 80 + 6.969 + 59 + 30
+    assert run.allocated + run.unallocated == run.invoice_total
+    check = run.reconciliation.get(model="")
+    assert (check.within_tolerance, check.variance_share) == (False, Decimal("-0.1375"))
+
+
+def test_rated_usage_above_the_invoice_is_scaled_down_at_most_by_the_tolerance(world):
+    from allocation.models import InvoiceLine
+
+    InvoiceLine.objects.filter(sku="acme-1-tokens").update(
+        billed_cost=Decimal("60.00"), effective_cost=Decimal("60.00")
+    )
+    run = allocation_run_execute(period=PERIOD)
+    gap = AllocationLine.objects.filter(run=run, reason="true_up_gap", category="usage")
+    assert sum(line.amount for line in gap) == Decimal("-7.62")  # 60 - 69 x 0.98
+    assert run.is_flagged
+    assert run.allocated + run.unallocated == run.invoice_total
+
+
+def test_unpriced_usage_keeps_the_invoice_gap_in_its_own_bucket(world):
+    """Usage of a model no price book prices: the 69.69 - 69.00 gap is not scaled onto the
+    priced usage but named `unpriced`, with the unpriced lines counted."""
+    load_usage(
+        [
+            usage("new-1", "input_token", 7_000_000, team="search", feature="web", environment="production")
+            | {"model": "mystery-2"}
+        ]
+    )
+    run = allocation_run_execute(period=PERIOD)
+    direct = AllocationLine.objects.get(
+        run=run, cost_center__code="CC-110", method="direct", category="usage", unit="input_token", model="acme-1"
+    )
+    assert direct.amount == Decimal("10.00")  # factor 1: nothing spread
+    unpriced = AllocationLine.objects.filter(run=run, reason="unpriced")
+    assert sum(line.amount for line in unpriced if line.category == "usage") == Decimal("0.69")
+    assert sum(line.line_count for line in unpriced) == 1
+    assert run.allocated + run.unallocated == run.invoice_total
+
+
+def test_fixed_fee_is_a_transfer_that_nets_to_zero(world, tmp_path):
+    from .allocation_world import MAPPING
+
+    fee = MAPPING.replace(
+        "  - match: {team: search}\n",
+        "  - match: {team: search, feature: web}\n"
+        '    cost_center: CC-110\n    charge_model: fixed_fee\n    fixed_fee: "25.00"\n    service_owner: CC-100\n'
+        "  - match: {team: search}\n",
+    ).replace('effective_from: "2026-10-01"', 'effective_from: "2026-10-01"\n', 1)
+    build_mapping(tmp_path, world["approver"], fee)
+    run = allocation_run_execute(period=PERIOD)
+    assert run.mapping_version.number == 2
+    fees = AllocationLine.objects.filter(run=run, method="fixed_fee").select_related("cost_center")
+    assert sorted((line.cost_center.code, line.amount) for line in fees) == [
+        ("CC-100", Decimal("-25.00")),
+        ("CC-110", Decimal("25.00")),
+    ]
+    assert all(line.invoice_id is None for line in fees)
+    # search's web usage (14.14 + its 1.41 tax) is absorbed by the service owner under the fee
+    absorbed = AllocationLine.objects.filter(run=run, method="fee_absorbed", cost_center__code="CC-100")
+    assert sum(line.amount for line in absorbed) == Decimal("15.55")
+    assert by_center(run)["CC-110"] == Decimal("64.05") - Decimal("15.55") + Decimal("25.00")
+    assert run.allocated + run.unallocated == run.invoice_total
+
+
+def test_same_inputs_same_fingerprint_and_a_later_run_supersedes(world):
+    first = allocation_run_execute(period=PERIOD)
+    second = allocation_run_execute(period=PERIOD)
+    first.refresh_from_db()
+    assert second.fingerprint == first.fingerprint
+    assert (first.status, first.superseded_by_id, second.status) == ("superseded", second.pk, "completed")
+    assert first.lines.count() == second.lines.count()
+    assert second.inputs["mapping_version"]["number"] == 1
+    assert [i["invoice_id"] for i in second.inputs["invoices"]] == ["ACME-2026-10"]
+    # A changed input changes the fingerprint.
+    ActivityCount.objects.filter(cost_center__code="CC-130").update(count=2)
+    third = allocation_run_execute(period=PERIOD)
+    assert third.fingerprint != second.fingerprint
+
+
+def test_a_closed_period_refuses_a_new_run(world):
+    from allocation.services.allocation import PeriodClosed, allocation_run_close
+
+    run = allocation_run_execute(period=PERIOD)
+    allocation_run_close(run=run)
+    with pytest.raises(PeriodClosed, match="2026-10 is closed"):
+        allocation_run_execute(period=PERIOD)
+    assert AllocationRun.objects.filter(period=PERIOD).count() == 1
+
+
+def test_no_signed_mapping_in_force_is_refused_and_leaves_nothing(world):
+    from allocation.models import RatingRun
+    from pricing.errors import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match="no signed mapping version is in force for 2026-09"):
+        allocation_run_execute(period="2026-09")
+    assert not AllocationRun.objects.exists()
+    assert not RatingRun.objects.filter(period="2026-09").exists()
+
+
+def test_run_allocation_prints_one_json_object_that_ties_out(world):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("run_allocation", "--period", PERIOD, stdout=out)
+    result = json.loads(out.getvalue())
+    (acme,) = result["providers"]
+    assert (result["invoice_total"], result["allocated"], result["unallocated"]["total"]) == (
+        "165.66",
+        "161.22",
+        "4.44",
+    )
+    assert acme["unallocated"]["by_reason"] == {"untagged": "3.33", "failed_or_moderated": "1.11"}
+    assert (acme["invoice_total"], acme["rated_usage"], acme["invoiced_usage"], acme["variance"]) == (
+        "165.66",
+        "69.00",
+        "69.69",
+        "-0.69",
+    )
+    assert Decimal(acme["allocated"]) + Decimal(acme["unallocated"]["total"]) == Decimal(acme["invoice_total"])
+    assert result["run"] == AllocationRun.objects.get().pk and len(result["fingerprint"]) == 64
+    assert "cost_centers" not in result
+
+
+def test_summary_api_answers_per_provider_and_per_cost_center(world, api_client):
+    run = allocation_run_execute(period=PERIOD)
+    response = api_client.get(f"/api/v1/allocation-runs/{run.pk}/summary")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["providers"][0]["allocated"] == "161.22"
+    assert {c["code"]: c["total"] for c in body["cost_centers"]} == {
+        "CC-100": "-8.47",
+        "CC-110": "64.05",
+        "CC-120": "61.36",
+        "CC-130": "44.28",
+    }
+    assert {c["code"]: c["showback"] for c in body["cost_centers"]}["CC-110"] == "9.00"
+    listed = api_client.get("/api/v1/allocation-runs", {"period": PERIOD}).json()
+    assert [r["id"] for r in listed["results"]] == [run.pk]
+
+
+def test_start_api_runs_the_period_and_reports_progress(world, api_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client.post("/api/v1/allocation-runs", {"period": PERIOD}, format="json")
+    assert response.status_code == 202
+    run = AllocationRun.objects.get(period=PERIOD)
+    progress = api_client.get("/api/v1/allocation-runs/progress", {"period": PERIOD}).json()["progress"]
+    assert (progress["state"], progress["run_id"], progress["percent"]) == ("completed", run.pk, 100)
+
+
+def test_preview_shows_what_a_draft_moves_between_cost_centers(world, tmp_path):
+    from allocation.services.allocation import mapping_preview
+    from allocation.services.mapping import mapping_load_file
+
+    from .allocation_world import MAPPING
+
+    path = tmp_path / "draft.yaml"
+    path.write_text(
+        MAPPING.replace(
+            "  - match: {team: search}\n    cost_center: CC-110", "  - match: {team: search}\n    cost_center: CC-120"
+        )
+    )
+    draft = mapping_load_file(path=path)
+    preview = mapping_preview(version=draft, period=PERIOD)
+    changes = {row["code"]: row["change"] for row in preview["cost_centers"]}
+    # search's direct usage 14.14 and its tax 1.41 move; the pools follow the tokens
+    # (search's 12M of 59M move too: 17.00 -> 5.00 of the platform fee).
+    assert preview["moves"][0] == {"from": "CC-110", "to": "CC-120", "amount": Decimal("27.55")}
+    assert changes["CC-110"] == Decimal("-27.55") and changes["CC-120"] == Decimal("27.55")
+    assert not AllocationRun.objects.exists()  # nothing kept
