@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,16 @@ def api_client(user):
 
 
 # --- Celery ---------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def allocation_progress_per_test(monkeypatch):
+    """Each test its own allocation progress keys: with Redis as the cache, a marker left
+    by one test (or an earlier session) must not refuse another test's run."""
+    from allocation.services import allocation
+
+    prefix = uuid.uuid4().hex[:12]
+    monkeypatch.setattr(allocation, "_progress_key", lambda period: f"test-{prefix}:allocation-run:{period}")
 
 
 @pytest.fixture(autouse=True)

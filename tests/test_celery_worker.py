@@ -104,3 +104,47 @@ def test_ingest_task_through_a_real_worker_counts_every_row_and_dedupes_a_second
     path = _write_usage_csv(tmp_path)
     _assert_first_load(_queue_and_wait(path, celery_worker))
     _assert_second_load(_queue_and_wait(path, celery_worker))
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_allocation_task_through_a_real_worker_gives_the_in_process_fingerprint(
+    tmp_path, django_user_model, celery_worker
+):
+    """The worker reads the committed world, allocates in its own transaction, and gets the
+    same fingerprint as the same run made in this process: reproducible across processes."""
+    from allocation.models import AllocationRun
+    from allocation.services.allocation import allocation_run_execute
+    from allocation.tasks import allocation_run_task
+
+    from .allocation.allocation_world import (
+        PERIOD,
+        SCENARIO_INVOICE,
+        build_mapping,
+        build_org,
+        build_prices,
+        load_invoice,
+        load_usage,
+        make_approver,
+        scenario_events,
+    )
+
+    build_org()
+    build_prices()
+    approver = make_approver(django_user_model)
+    build_mapping(tmp_path, approver)
+    load_usage(scenario_events())
+    load_invoice(tmp_path, SCENARIO_INVOICE)
+    in_process = allocation_run_execute(period=PERIOD, actor=approver)
+
+    result = allocation_run_task.delay(PERIOD, approver.pk)
+    assert not isinstance(result, EagerResult), "the task ran in-process, not on the worker"
+    try:
+        outcome = result.get(timeout=TASK_TIMEOUT)
+    except CeleryTimeoutError:
+        pytest.fail(f"no result within {TASK_TIMEOUT}s; worker log:\n{celery_worker.log_tail()}", pytrace=False)
+    on_worker = AllocationRun.objects.get(pk=outcome["allocation_run"])
+    assert on_worker.fingerprint == in_process.fingerprint == outcome["fingerprint"]
+    assert on_worker.created_by == approver
+    in_process.refresh_from_db()
+    assert (in_process.status, in_process.superseded_by_id) == ("superseded", on_worker.pk)
+    assert on_worker.invoice_total == on_worker.allocated + on_worker.unallocated == Decimal("165.66")

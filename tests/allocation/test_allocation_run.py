@@ -324,3 +324,67 @@ def test_preview_shows_what_a_draft_moves_between_cost_centers(world, tmp_path):
     assert preview["moves"][0] == {"from": "CC-110", "to": "CC-120", "amount": Decimal("27.55")}
     assert changes["CC-110"] == Decimal("-27.55") and changes["CC-120"] == Decimal("27.55")
     assert not AllocationRun.objects.exists()  # nothing kept
+
+
+# transaction=True: two connections see the same committed world; serialized_rollback
+# brings back the migration-seeded unit catalog for the tests that follow.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_second_run_of_a_period_while_one_runs_is_refused_on_postgresql(world, monkeypatch):
+    """Two real runs on two connections: the first holds the period's lock inside its
+    transaction (paused after rating); the second is refused at once, naming who runs."""
+    import threading
+
+    from django.db import connection, connections
+
+    from allocation.services import allocation as engine
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the cross-process lock is PostgreSQL's advisory lock; SQLite is covered by the test below")
+    started, release = threading.Event(), threading.Event()
+    real_rate = engine.usage_rate_period
+
+    def rate_then_wait(**kwargs):
+        rating = real_rate(**kwargs)
+        started.set()
+        assert release.wait(30)
+        return rating
+
+    monkeypatch.setattr(engine, "usage_rate_period", rate_then_wait)
+    outcome = {}
+
+    def first_run():
+        try:
+            outcome["run"] = allocation_run_execute(period=PERIOD, actor=world["approver"])
+        except Exception as exc:  # reported below
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    try:
+        assert started.wait(30), outcome
+        with pytest.raises(engine.AllocationRunning, match="already running .* by fiona"):
+            allocation_run_execute(period=PERIOD)
+    finally:
+        release.set()
+        thread.join(60)
+    assert "error" not in outcome, outcome
+    assert list(AllocationRun.objects.values_list("pk", "status")) == [(outcome["run"].pk, "completed")]
+
+
+def test_a_run_marked_running_refuses_another_on_the_embedded_default(world):
+    """SQLite runs in one process: the run's progress marker is the lock."""
+    from django.db import connection
+
+    from allocation.services.allocation import AllocationRunning, _progress_set
+
+    if connection.vendor != "sqlite":
+        pytest.skip("PostgreSQL uses the advisory lock (test above)")
+    _progress_set(PERIOD, state="running", user="fiona", started_at="2026-11-01T10:00:00+00:00")
+    try:
+        with pytest.raises(AllocationRunning, match="already running"):
+            allocation_run_execute(period=PERIOD)
+        assert not AllocationRun.objects.exists()
+    finally:
+        _progress_set(PERIOD, state="completed")
