@@ -153,3 +153,44 @@ def test_reingesting_a_provider_page_inserts_nothing():
     again = usage_ingest_file(path=path, source_format="openai-usage")
     assert (again.rows_read, again.inserted, again.duplicate, again.lines_inserted) == (1, 0, 1, 0)
     assert UsageLine.objects.count() == 10
+
+
+def test_otel_spans_carry_the_outcome_a_shared_service_does_not_charge(tmp_path):
+    """A span whose status is an error is `failed`; one the content filter stopped is `moderated`."""
+    import json
+
+    def span(span_id: str, **extra) -> dict:
+        attributes = [
+            {"key": "gen_ai.provider.name", "value": {"stringValue": "openai"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "gpt-4o"}},
+            {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "100"}},
+            {"key": "gen_ai.usage.output_tokens", "value": {"intValue": "0"}},
+            *extra.pop("attributes", []),
+        ]
+        return {
+            "traceId": "t1",
+            "spanId": span_id,
+            "startTimeUnixNano": "1791000000000000000",
+            "attributes": attributes,
+            **extra,
+        }
+
+    spans = [
+        span("ok"),
+        span("err", status={"code": 2, "message": "upstream timeout"}),
+        span(
+            "mod",
+            attributes=[
+                {
+                    "key": "gen_ai.response.finish_reasons",
+                    "value": {"arrayValue": {"values": [{"stringValue": "content_filter"}]}},
+                }
+            ],
+        ),
+    ]
+    path = tmp_path / "spans.json"
+    path.write_text(json.dumps({"resourceSpans": [{"resource": {}, "scopeSpans": [{"spans": spans}]}]}))
+    batch = usage_ingest_file(path=path, source_format="otel")
+    assert batch.inserted == 3, list(batch.rejections.values_list("field", "reason"))
+    outcomes = dict(UsageLine.objects.filter(batch=batch).values_list("event_id", "outcome"))
+    assert outcomes == {"otel:t1:ok": "", "otel:t1:err": "failed", "otel:t1:mod": "moderated"}

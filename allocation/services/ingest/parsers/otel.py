@@ -39,7 +39,25 @@ def _value(value: object) -> object:
     for kind in ("stringValue", "intValue", "doubleValue", "boolValue"):
         if kind in value:
             return value[kind]
+    if isinstance(value.get("arrayValue"), dict):
+        return [_value(item) for item in value["arrayValue"].get("values") or []]
     return None
+
+
+def _outcome(span: dict, attrs: dict) -> str:
+    """`moderated` when a finish reason is the content filter, `failed` when the span's
+    status is an error (or it names an `error.type`), else empty: a shared service
+    charges its callers for neither."""
+    reasons = attrs.get("gen_ai.response.finish_reasons")
+    if isinstance(reasons, str):
+        reasons = [reasons]
+    if isinstance(reasons, list) and "content_filter" in reasons:
+        return "moderated"
+    status = span.get("status")
+    code = status.get("code") if isinstance(status, dict) else None
+    if code in (2, "2", "STATUS_CODE_ERROR") or attrs.get("error.type"):
+        return "failed"
+    return ""
 
 
 def _attributes(items: object) -> dict[str, object]:
@@ -134,6 +152,7 @@ def parse_otel(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord
                 raise RowError("spanId", "missing")
             tags = {tag: _first(attrs, keys) for tag, keys in TAG_ATTRIBUTES.items()}
             tags["trace_id"] = str(trace_id)
+            tags["outcome"] = _outcome(span, attrs)
             leaves, context_tokens = _leaves(attrs, _first(attrs, ("gen_ai.operation.name",)))
             service_tier = _first(
                 attrs,
