@@ -738,17 +738,7 @@ def _execute(
     cards = _RateCards(start)
     team_centers = dict(Team.objects.values_list("code", "cost_center__code"))
 
-    invoices = list(
-        ProviderInvoice.objects.filter(billing_period_start__gte=start, billing_period_start__lt=end).order_by(
-            "provider", "invoice_id"
-        )
-    )
-    lines_by_invoice: dict[int, list[InvoiceLine]] = defaultdict(list)
-    for line in InvoiceLine.objects.filter(invoice__in=invoices).order_by("invoice_id", "line_key"):
-        lines_by_invoice[line.invoice_id].append(line)
-    invoices_by_provider: dict[str, list[ProviderInvoice]] = defaultdict(list)
-    for invoice in invoices:
-        invoices_by_provider[invoice.provider].append(invoice)
+    invoices, lines_by_invoice, invoices_by_provider = _period_invoices(start, end)
 
     drivers: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     charged_by_provider: dict[str, _ProviderUsage] = {}
@@ -820,68 +810,21 @@ def _execute(
     )
     allocation_lines: list[AllocationLine] = []
     reconciliation: list[ReconciliationLine] = []
-    invoice_total = allocated = Decimal(0)
     for provider, charged in charged_by_provider.items():
         provider_invoices = invoices_by_provider.get(provider, [])
-        usage_money = usage_money_by_provider[provider]
-        # Line counts and rated cost ride on the invoice carrying most of the usage.
-        carrier = max(
-            provider_invoices,
-            key=lambda i: (sum(_effective(x) for x in lines_by_invoice[i.pk] if x.charge_category == "usage"), -i.pk),
-            default=None,
-        )
-        counted: set[_Key] = set()
-        for invoice in provider_invoices:
-            lines = lines_by_invoice[invoice.pk]
-            exact_total = sum((_effective(line) for line in lines), Decimal(0))
-            parts = _invoice_parts(
-                invoice,
-                lines,
+        allocation_lines.extend(
+            _provider_lines(
+                run,
+                provider,
+                provider_invoices,
+                lines_by_invoice,
                 charged=charged,
-                usage_money=usage_money,
+                usage_money=usage_money_by_provider[provider],
                 pools=pools,
                 pool_weights=pool_weights,
+                ids=ids,
             )
-            cents = largest_remainder(exact_total, parts) if parts else {}
-            total_cents = quantize(exact_total, CENT)
-            if sum(cents.values(), Decimal(0)) != total_cents:
-                raise AssertionError(f"invoice {invoice.invoice_id} does not tie out")
-            invoice_total += total_cents
-            for key, amount in cents.items():
-                line_count = charged.line_counts.get(key, 0) if invoice == carrier and key.category == "usage" else 0
-                if not amount and not line_count:
-                    continue
-                if line_count:
-                    counted.add(key)
-                allocated += amount if key.cost_center is not None else 0
-                allocation_lines.append(
-                    _allocation_line(
-                        run,
-                        key,
-                        amount,
-                        invoice=invoice,
-                        provider=provider,
-                        charged=charged,
-                        line_count=line_count,
-                        ids=ids,
-                    )
-                )
-        # Usage no invoice money stands for (no invoice yet): counted with no money, and
-        # the reconciliation flags the provider.
-        for key, line_count in charged.line_counts.items():
-            if key not in counted and line_count:
-                allocation_lines.append(
-                    _allocation_line(
-                        run,
-                        key,
-                        Decimal(0),
-                        invoice=None,
-                        provider=provider,
-                        charged=charged,
-                        line_count=line_count,
-                        ids=ids,
-                    )
-                )
+        )
         reconciliation.extend(
             _reconcile(
                 run,
@@ -912,9 +855,15 @@ def _execute(
         activity_rows=activity_rows,
         tolerance=tolerance,
     )
+    invoice_total = sum(
+        (quantize(sum((_effective(x) for x in lines_by_invoice[i.pk]), Decimal(0)), CENT) for i in invoices),
+        Decimal(0),
+    )
     run.invoice_total = invoice_total
-    run.allocated = allocated
-    run.unallocated = invoice_total - allocated
+    run.allocated = sum((line.amount for line in allocation_lines if line.cost_center_id is not None), Decimal(0))
+    run.unallocated = sum((line.amount for line in allocation_lines if line.cost_center_id is None), Decimal(0))
+    if run.allocated + run.unallocated != invoice_total:
+        raise AssertionError(f"{period}: allocated + unallocated is not the invoice total {invoice_total}")
     run.is_flagged = any(not row.within_tolerance for row in reconciliation if row.model == "")
     run.fingerprint = _fingerprint(run.inputs, allocation_lines)
     run.seconds = Decimal(time.monotonic() - began).quantize(Decimal("0.001"))
@@ -923,6 +872,89 @@ def _execute(
         superseded_by__isnull=True, period=period, status=AllocationRunStatus.SUPERSEDED
     ).update(superseded_by=run)
     return run
+
+
+def _period_invoices(start: datetime, end: datetime) -> tuple[list, dict[int, list[InvoiceLine]], dict[str, list]]:
+    """The invoices whose billing period starts in the period, their lines, and both by provider."""
+    invoices = list(
+        ProviderInvoice.objects.filter(billing_period_start__gte=start, billing_period_start__lt=end).order_by(
+            "provider", "invoice_id"
+        )
+    )
+    lines_by_invoice: dict[int, list[InvoiceLine]] = defaultdict(list)
+    for line in InvoiceLine.objects.filter(invoice__in=invoices).order_by("invoice_id", "line_key"):
+        lines_by_invoice[line.invoice_id].append(line)
+    invoices_by_provider: dict[str, list[ProviderInvoice]] = defaultdict(list)
+    for invoice in invoices:
+        invoices_by_provider[invoice.provider].append(invoice)
+    return invoices, lines_by_invoice, invoices_by_provider
+
+
+def _provider_lines(
+    run: AllocationRun,
+    provider: str,
+    provider_invoices: list[ProviderInvoice],
+    lines_by_invoice: dict[int, list[InvoiceLine]],
+    *,
+    charged: _ProviderUsage,
+    usage_money: Decimal,
+    pools: list[SharedCostPool],
+    pool_weights: Callable[[SharedCostPool], dict[str, Decimal]],
+    ids: "_Ids",
+) -> list[AllocationLine]:
+    """A provider's allocation lines: each invoice's parts rounded to its total in cents."""
+    lines: list[AllocationLine] = []
+    # Line counts and rated cost ride on the invoice carrying most of the usage.
+    carrier = max(
+        provider_invoices,
+        key=lambda i: (sum(_effective(x) for x in lines_by_invoice[i.pk] if x.charge_category == "usage"), -i.pk),
+        default=None,
+    )
+    counted: set[_Key] = set()
+    for invoice in provider_invoices:
+        invoice_lines = lines_by_invoice[invoice.pk]
+        exact_total = sum((_effective(line) for line in invoice_lines), Decimal(0))
+        parts = _invoice_parts(
+            invoice, invoice_lines, charged=charged, usage_money=usage_money, pools=pools, pool_weights=pool_weights
+        )
+        cents = largest_remainder(exact_total, parts) if parts else {}
+        if sum(cents.values(), Decimal(0)) != quantize(exact_total, CENT):
+            raise AssertionError(f"invoice {invoice.invoice_id} does not tie out")
+        for key, amount in cents.items():
+            line_count = charged.line_counts.get(key, 0) if invoice == carrier and key.category == "usage" else 0
+            if not amount and not line_count:
+                continue
+            if line_count:
+                counted.add(key)
+            lines.append(
+                _allocation_line(
+                    run,
+                    key,
+                    amount,
+                    invoice=invoice,
+                    provider=provider,
+                    charged=charged,
+                    line_count=line_count,
+                    ids=ids,
+                )
+            )
+    # Usage no invoice money stands for (no invoice yet): counted with no money, and the
+    # reconciliation flags the provider.
+    for key, line_count in charged.line_counts.items():
+        if key not in counted and line_count:
+            lines.append(
+                _allocation_line(
+                    run,
+                    key,
+                    Decimal(0),
+                    invoice=None,
+                    provider=provider,
+                    charged=charged,
+                    line_count=line_count,
+                    ids=ids,
+                )
+            )
+    return lines
 
 
 @dataclass(frozen=True, slots=True)
