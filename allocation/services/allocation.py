@@ -739,6 +739,15 @@ def _execute(
     team_centers = dict(Team.objects.values_list("code", "cost_center__code"))
 
     invoices, lines_by_invoice, invoices_by_provider = _period_invoices(start, end)
+    currencies = sorted({invoice.currency for invoice in invoices})
+    if len(currencies) > 1:
+        # Totals across currencies mean nothing, and converting needs rates we do not keep yet.
+        raise ValidationFailed(
+            f"{period}'s invoices are in {', '.join(currencies)}: a run allocates one currency; "
+            "convert the invoices to one currency before ingesting them",
+            code="mixed_currencies",
+            extra={"invoices": {i.invoice_id: i.currency for i in invoices}},
+        )
 
     drivers: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     charged_by_provider: dict[str, _ProviderUsage] = {}

@@ -388,3 +388,18 @@ def test_a_run_marked_running_refuses_another_on_the_embedded_default(world):
         assert not AllocationRun.objects.exists()
     finally:
         _progress_set(PERIOD, state="completed")
+
+
+def test_invoices_in_two_currencies_are_refused_rather_than_added_up(world, tmp_path):
+    from pricing.errors import ValidationFailed
+
+    from .allocation_world import load_invoice
+
+    load_invoice(
+        tmp_path,
+        "ACME-EU-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,acme-1-tokens,eu,,,10.00,10.00,,EUR\n",
+        name="eur.csv",
+    )
+    with pytest.raises(ValidationFailed, match="invoices are in EUR, USD"):
+        allocation_run_execute(period=PERIOD)
+    assert not AllocationRun.objects.exists()
