@@ -1,6 +1,7 @@
 """Reads of the usage ledger and cost objects: summaries and tag coverage."""
 
 import calendar
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Context, Decimal
@@ -44,13 +45,16 @@ SUMMARY_GROUP_KEYS: dict[str, str] = {
 }
 
 
+_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+
+
 def period_bounds(period: str) -> tuple[datetime, datetime]:
     """[start, end) in UTC of a period written YYYY-MM."""
-    try:
-        year, month = (int(part) for part in period.split("-"))
-        start = datetime(year, month, 1, tzinfo=UTC)
-    except (ValueError, TypeError):
-        raise ValidationFailed(f"period {period!r} is not YYYY-MM", code="invalid_period") from None
+    # Strict: "2026-1" would name the same month as "2026-01" and slip past keys on the text.
+    if not isinstance(period, str) or not _PERIOD.fullmatch(period):
+        raise ValidationFailed(f"period {period!r} is not YYYY-MM", code="invalid_period")
+    year, month = (int(part) for part in period.split("-"))
+    start = datetime(year, month, 1, tzinfo=UTC)
     days = calendar.monthrange(year, month)[1]
     end = start.replace(day=days) + (datetime(2000, 1, 2) - datetime(2000, 1, 1))
     return start, end

@@ -68,6 +68,7 @@ from allocation.models import (
 from allocation.selectors import decimal_from_db, period_bounds, rated_lines_params, rated_lines_sql
 from allocation.services.mapping import mapping_version_in_force
 from allocation.services.rating import usage_rate_period
+from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, require_role
 from pricing.errors import Conflict, ValidationFailed
 from pricing.models import PriceBookVersion
 from pricing.money import CENT, largest_remainder, quantize
@@ -81,6 +82,7 @@ __all__ = [
     "allocation_run_execute",
     "allocation_run_queue",
     "mapping_preview",
+    "ALLOCATION_RUNNERS",
 ]
 
 # Rules charge these models to the caller; failed or moderated calls stay with the service.
@@ -107,6 +109,10 @@ _POOL_METHODS = {
     PoolMethod.EVEN: AllocationMethod.POOL_EVEN,
 }
 _PROGRESS_SECONDS = 6 * 3600
+# A queued run no worker has started within this long is taken as lost, not as running.
+_QUEUED_STALE_SECONDS = 15 * 60
+# Who may run an allocation; the command and tasks without a user act as the system.
+ALLOCATION_RUNNERS: tuple[str, ...] = (FINANCE_APPROVER, FINANCE_ANALYST, PLATFORM_ADMIN)
 
 
 class AllocationRunning(Conflict):
@@ -140,14 +146,44 @@ def _progress_publish(period: str, **state: Any) -> None:
     cache.set(_progress_key(period), {**current, **state}, _PROGRESS_SECONDS)
 
 
+def _advisory_key(period: str) -> list[int]:
+    year, month = (int(part) for part in period.split("-"))
+    return [0x616C6C6F, year * 100 + month]
+
+
+def _run_in_progress(period: str) -> dict | None:
+    """The progress of a run of the period queued or running now, else None.
+
+    On PostgreSQL the advisory lock is the truth: a marker left by a worker that died
+    says "running" but holds no lock. A queued run counts until a worker should have
+    started it.
+    """
+    marker = allocation_progress(period=period) or {}
+    state = marker.get("state")
+    if state == "queued":
+        started = marker.get("started_at", "")
+        try:
+            age = (timezone.now() - datetime.fromisoformat(started)).total_seconds()
+        except ValueError:
+            age = 0
+        return marker if age < _QUEUED_STALE_SECONDS else None
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", _advisory_key(period))
+            free = cursor.fetchone()[0]
+            if free:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", _advisory_key(period))
+        return None if free else (marker or {"state": "running"})
+    return marker if state == "running" else None
+
+
 def _lock_period(period: str, actor) -> None:
     """Refuse a second run of a period while one runs: a PostgreSQL advisory lock held until
     the transaction ends; on SQLite (one process, eager tasks) the cache marks the run."""
-    year, month = (int(part) for part in period.split("-"))
     running = allocation_progress(period=period) or {}
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [0x616C6C6F, year * 100 + month])
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", _advisory_key(period))
             locked = cursor.fetchone()[0]
     else:
         locked = running.get("state") != "running"
@@ -678,6 +714,8 @@ def allocation_run_execute(
     bucket. Complete or nothing (one transaction); refused while another run of the period
     runs, and when the period is closed. Supersedes the period's current run."""
     period_bounds(period)  # refuses a malformed period before anything else
+    if actor is not None:
+        require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
     tolerance = _default_tolerance() if tolerance is None else tolerance
     if not 0 <= tolerance < 1:
         raise ValidationFailed(f"tolerance {tolerance} must be at least 0 and below 1", code="tolerance_invalid")
@@ -1134,13 +1172,20 @@ def allocation_run_queue(*, period: str, actor=None) -> None:
     from allocation.tasks import allocation_run_task
 
     period_bounds(period)
+    if actor is not None:
+        require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
     closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
     if closed is not None:
         raise PeriodClosed(f"{period} is closed: a statement from allocation run #{closed.pk} was approved")
-    running = allocation_progress(period=period) or {}
-    if running.get("state") in ("queued", "running"):
+    if mapping_version_in_force(period=period) is None:
+        raise ValidationFailed(
+            f"no signed mapping version is in force for {period}: load one (load_mapping) and sign it off",
+            code="no_mapping_version",
+        )
+    running = _run_in_progress(period)
+    if running is not None:
         raise AllocationRunning(
-            f"an allocation run of {period} is already {running['state']} "
+            f"an allocation run of {period} is already {running.get('state', 'running')} "
             f"(started {running.get('started_at', '')} by {running.get('user') or 'someone'})",
             extra={"period": period, "progress": running},
         )
