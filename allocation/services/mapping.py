@@ -18,8 +18,9 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+import yaml
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Count, F, Max, QuerySet
 from django.utils import timezone
 
 from allocation.choices import (
@@ -31,7 +32,16 @@ from allocation.choices import (
     PoolMethod,
     Treatment,
 )
-from allocation.models import CostCenter, MappingRule, MappingVersion, MappingVersionEvent, SharedCostPool
+from allocation.models import (
+    CostCenter,
+    MappingRule,
+    MappingVersion,
+    MappingVersionEvent,
+    ProviderInvoice,
+    SharedCostPool,
+)
+from allocation.selectors import period_bounds, usage_lines_in_period
+from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, has_role
 from pricing.choices import PriceBookKind
 from pricing.config_files import yaml_parse
 from pricing.errors import ApplicationError, Conflict, NotFound, ValidationFailed
@@ -40,19 +50,32 @@ from pricing.money import decimal_text, parse_decimal
 
 __all__ = [
     "FINANCE_APPROVER_GROUP",
+    "MAPPING_EDITOR_GROUPS",
     "NotFinanceApprover",
+    "NotMappingEditor",
     "MappingAlreadySigned",
     "SignedVersionImmutable",
     "mapping_content",
+    "mapping_draft_create",
     "mapping_draft_rule_add",
+    "mapping_draft_rule_delete",
+    "mapping_draft_rule_move",
+    "mapping_draft_rule_update",
+    "mapping_export",
     "mapping_load",
     "mapping_load_file",
+    "mapping_preview_inputs",
     "mapping_rule_for",
     "mapping_sign",
+    "mapping_user_can_edit",
+    "mapping_user_can_sign",
     "mapping_version_in_force",
+    "mapping_versions",
 ]
 
-FINANCE_APPROVER_GROUP = "finance_approver"
+FINANCE_APPROVER_GROUP = FINANCE_APPROVER
+# Who may draft and edit (never sign): DESIGN.md "Roles".
+MAPPING_EDITOR_GROUPS: tuple[str, ...] = (FINANCE_APPROVER, FINANCE_ANALYST, PLATFORM_ADMIN)
 ERROR_CODE = "mapping_invalid"
 TOP_FIELDS: tuple[str, ...] = ("name", "effective_from", "rules", "pools")
 RULE_FIELDS: tuple[str, ...] = (
@@ -82,6 +105,11 @@ class MappingAlreadySigned(Conflict):
 
 class SignedVersionImmutable(Conflict):
     code = "signed_version_immutable"
+
+
+class NotMappingEditor(ApplicationError):
+    code = "not_mapping_editor"
+    http_status = 403
 
 
 class _Errors:
@@ -463,8 +491,27 @@ def _content_hash(content: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def mapping_user_can_sign(*, user) -> bool:
+    """Only a member of the finance_approver group signs a mapping off."""
+    return has_role(user, (FINANCE_APPROVER_GROUP,))
+
+
+def mapping_user_can_edit(*, user) -> bool:
+    """Drafting and editing drafts: finance approvers and analysts, and platform admins."""
+    return has_role(user, MAPPING_EDITOR_GROUPS)
+
+
+def _require_editor(actor) -> None:
+    if not mapping_user_can_edit(user=actor):
+        name = getattr(actor, "username", None) or "nobody"
+        raise NotMappingEditor(
+            f"{name} may not edit mapping drafts; that takes one of the groups {', '.join(MAPPING_EDITOR_GROUPS)}",
+            extra={"actor": name},
+        )
+
+
 def _require_approver(actor) -> None:
-    if actor is None or not actor.is_active or not actor.groups.filter(name=FINANCE_APPROVER_GROUP).exists():
+    if not mapping_user_can_sign(user=actor):
         name = getattr(actor, "username", None) or "nobody"
         raise NotFinanceApprover(
             f"{name} is not a finance approver; only the {FINANCE_APPROVER_GROUP} group may sign a mapping off",
@@ -480,6 +527,12 @@ def mapping_sign(*, version: MappingVersion, actor, reason: str = "") -> Mapping
     if locked.status != MappingVersionStatus.DRAFT:
         raise MappingAlreadySigned(
             f"mapping version {locked.number} is already signed (by {locked.signed_by}, {locked.signed_at:%Y-%m-%d})",
+            extra={"version": locked.number},
+        )
+    if not locked.rules.exists():
+        raise ValidationFailed(
+            f"mapping version {locked.number} has no rules: signed, it would leave all usage unallocated",
+            code="mapping_empty",
             extra={"version": locked.number},
         )
     content = mapping_content(version=locked)
@@ -500,6 +553,54 @@ def mapping_sign(*, version: MappingVersion, actor, reason: str = "") -> Mapping
     return locked
 
 
+def _locked_draft(version: MappingVersion) -> MappingVersion:
+    """The version's row, locked; a signed version is refused (it is immutable)."""
+    locked = MappingVersion.objects.select_for_update().get(pk=version.pk)
+    if locked.status != MappingVersionStatus.DRAFT:
+        raise SignedVersionImmutable(
+            f"mapping version {locked.number} is signed and cannot change; load a new version instead",
+            extra={"version": locked.number},
+        )
+    return locked
+
+
+def _draft_rule_checked(
+    *,
+    match: dict[str, str] | None,
+    charge_model: str,
+    treatment: str,
+    margin_percent: Decimal | None,
+    rate_card: PriceBook | None,
+    fixed_fee: Decimal | None,
+) -> dict[str, str]:
+    """The rule's clean match patterns; a rule with problems is refused, naming each field.
+
+    `extra["fields"]` maps each field to its messages, so a form can show them beside it.
+    """
+    clean, problems = _patterns(match or {}, MAPPING_RULE_TAGS)
+    found: list[tuple[str, str]] = [("match", problem) for problem in problems]
+    if charge_model not in ChargeModel.values:
+        found.append(("charge_model", f"{charge_model!r} is not a charge model"))
+    if treatment not in Treatment.values:
+        found.append(("treatment", f"{treatment!r} is not a treatment"))
+    if margin_percent is not None and margin_percent < 0:
+        found.append(("margin_percent", f"must not be negative: {margin_percent}"))
+    if fixed_fee is not None and fixed_fee < 0:
+        found.append(("fixed_fee", f"must not be negative: {fixed_fee}"))
+    found += _rule_problems(
+        charge_model=charge_model, margin_percent=margin_percent, rate_card=rate_card, fixed_fee=fixed_fee
+    )
+    if found:
+        messages = [f"{field_name} {message}" for field_name, message in found]
+        fields: dict[str, list[str]] = {}
+        for field_name, message in found:
+            fields.setdefault(field_name, []).append(message)
+        raise ValidationFailed(
+            f"rule refused: {'; '.join(messages)}", code=ERROR_CODE, extra={"errors": messages, "fields": fields}
+        )
+    return clean
+
+
 @transaction.atomic
 def mapping_draft_rule_add(
     *,
@@ -514,30 +615,15 @@ def mapping_draft_rule_add(
     service_owner: CostCenter | None = None,
 ) -> MappingRule:
     """Append a rule to a draft version; a signed version is refused."""
-    locked = MappingVersion.objects.select_for_update().get(pk=version.pk)
-    if locked.status != MappingVersionStatus.DRAFT:
-        raise SignedVersionImmutable(
-            f"mapping version {locked.number} is signed and cannot change; load a new version instead",
-            extra={"version": locked.number},
-        )
-    clean, problems = _patterns(match or {}, MAPPING_RULE_TAGS)
-    messages = [f"match {p}" for p in problems]
-    if charge_model not in ChargeModel.values:
-        messages.append(f"charge_model {charge_model!r} is not a charge model")
-    if treatment not in Treatment.values:
-        messages.append(f"treatment {treatment!r} is not a treatment")
-    if margin_percent is not None and margin_percent < 0:
-        messages.append(f"margin_percent must not be negative: {margin_percent}")
-    if fixed_fee is not None and fixed_fee < 0:
-        messages.append(f"fixed_fee must not be negative: {fixed_fee}")
-    messages += [
-        f"{f} {m}"
-        for f, m in _rule_problems(
-            charge_model=charge_model, margin_percent=margin_percent, rate_card=rate_card, fixed_fee=fixed_fee
-        )
-    ]
-    if messages:
-        raise ValidationFailed(f"rule refused: {'; '.join(messages)}", code=ERROR_CODE, extra={"errors": messages})
+    locked = _locked_draft(version)
+    clean = _draft_rule_checked(
+        match=match,
+        charge_model=charge_model,
+        treatment=treatment,
+        margin_percent=margin_percent,
+        rate_card=rate_card,
+        fixed_fee=fixed_fee,
+    )
     position = (locked.rules.aggregate(last=Max("position"))["last"] or 0) + 1
     return MappingRule.objects.create(
         version=locked,
@@ -578,3 +664,186 @@ def mapping_rule_for(*, version: MappingVersion, tags: Mapping[str, str | None])
         if all(fnmatchcase(tags.get(tag) or "", pattern) for tag, pattern in rule.match.items()):
             return rule
     return None
+
+
+# --- Drafting through the web pages: create, edit, reorder, delete, export ------------
+
+# Positions are moved through a band above any real one, so that no row ever
+# collides with the unique (version, position) while the rules are renumbered.
+_RENUMBER_OFFSET = 1_000_000
+
+
+def mapping_versions() -> QuerySet[MappingVersion]:
+    """Every version, newest first, with who signed and how many rules it holds."""
+    return (
+        MappingVersion.objects.select_related("signed_by", "created_by")
+        .annotate(rule_count=Count("rules"))
+        .order_by("-number")
+    )
+
+
+def mapping_preview_inputs(*, period: str) -> dict[str, bool]:
+    """Whether a period holds the invoices and usage a preview needs to show money."""
+    start, end = period_bounds(period)
+    invoices = ProviderInvoice.objects.filter(billing_period_start__gte=start, billing_period_start__lt=end)
+    return {
+        "invoices": invoices.exists(),
+        "usage": usage_lines_in_period(period).exists(),
+    }
+
+
+@transaction.atomic
+def mapping_draft_create(
+    *,
+    name: str,
+    effective_from: datetime.date | str,
+    actor,
+    from_version: MappingVersion | None = None,
+) -> MappingVersion:
+    """A new draft: a copy of `from_version`'s rules and pools, or empty when None.
+
+    The copy is the usual way to change a signed mapping, which is immutable.
+    """
+    _require_editor(actor)
+    found: dict[str, list[str]] = {}
+    clean_name = _text(name)
+    if clean_name is None:
+        found["name"] = ["is required"]
+    elif len(clean_name) > MappingVersion._meta.get_field("name").max_length:
+        found["name"] = [f"must be at most {MappingVersion._meta.get_field('name').max_length} characters"]
+    day, problem = _date(effective_from)
+    if problem:
+        found["effective_from"] = [problem]
+    if found:
+        messages = [f"{field_name} {message}" for field_name, items in found.items() for message in items]
+        raise ValidationFailed(
+            f"draft refused: {'; '.join(messages)}", code=ERROR_CODE, extra={"errors": messages, "fields": found}
+        )
+    # Lock the newest version so two drafts cannot take the same number.
+    last = MappingVersion.objects.select_for_update().order_by("-number").first()
+    version = MappingVersion.objects.create(
+        number=(last.number if last else 0) + 1,
+        name=clean_name,
+        effective_from=day,
+        source=f"copy of version {from_version.number}" if from_version else "",
+        created_by=actor,
+    )
+    if from_version is None:
+        return version
+    MappingRule.objects.bulk_create(
+        MappingRule(
+            version=version,
+            position=rule.position,
+            match=dict(rule.match),
+            cost_center_id=rule.cost_center_id,
+            charge_model=rule.charge_model,
+            treatment=rule.treatment,
+            margin_percent=rule.margin_percent,
+            rate_card_id=rule.rate_card_id,
+            fixed_fee=rule.fixed_fee,
+            service_owner_id=rule.service_owner_id,
+        )
+        for rule in from_version.rules.order_by("position")
+    )
+    for pool in from_version.pools.prefetch_related("target_cost_centers").order_by("code"):
+        copy = SharedCostPool.objects.create(
+            version=version,
+            code=pool.code,
+            name=pool.name,
+            match=dict(pool.match),
+            method=pool.method,
+            driver=pool.driver,
+            treatment=pool.treatment,
+        )
+        copy.target_cost_centers.set(pool.target_cost_centers.all())
+    return version
+
+
+@transaction.atomic
+def mapping_draft_rule_update(
+    *,
+    rule: MappingRule,
+    cost_center: CostCenter,
+    charge_model: str,
+    match: dict[str, str] | None = None,
+    treatment: str = Treatment.CHARGEBACK,
+    margin_percent: Decimal | None = None,
+    rate_card: PriceBook | None = None,
+    fixed_fee: Decimal | None = None,
+    service_owner: CostCenter | None = None,
+) -> MappingRule:
+    """Replace every field of a draft's rule (its position stays); a signed version is refused."""
+    _locked_draft(rule.version)
+    clean = _draft_rule_checked(
+        match=match,
+        charge_model=charge_model,
+        treatment=treatment,
+        margin_percent=margin_percent,
+        rate_card=rate_card,
+        fixed_fee=fixed_fee,
+    )
+    rule = MappingRule.objects.get(pk=rule.pk)
+    rule.match = clean
+    rule.cost_center = cost_center
+    rule.charge_model = charge_model
+    rule.treatment = treatment
+    rule.margin_percent = margin_percent
+    rule.rate_card = rate_card
+    rule.fixed_fee = fixed_fee
+    rule.service_owner = service_owner
+    rule.save()
+    return rule
+
+
+def _renumber(version: MappingVersion, rule_ids: list[int]) -> None:
+    """Positions 1..n in the order given: two set-based passes, never a duplicate position."""
+    version.rules.update(position=F("position") + _RENUMBER_OFFSET)
+    MappingRule.objects.bulk_update(
+        [MappingRule(pk=pk, position=index) for index, pk in enumerate(rule_ids, start=1)], ["position"]
+    )
+
+
+@transaction.atomic
+def mapping_draft_rule_delete(*, rule: MappingRule) -> None:
+    """Remove a draft's rule; the rules after it move up one place."""
+    locked = _locked_draft(rule.version)
+    MappingRule.objects.filter(pk=rule.pk, version=locked).delete()
+    _renumber(locked, list(locked.rules.order_by("position").values_list("pk", flat=True)))
+
+
+@transaction.atomic
+def mapping_draft_rule_move(*, rule: MappingRule, position: int) -> MappingRule:
+    """Move a draft's rule to `position` (1 = matched first); the others keep their order."""
+    locked = _locked_draft(rule.version)
+    order = list(locked.rules.order_by("position").values_list("pk", flat=True))
+    if rule.pk not in order:
+        raise NotFound(f"rule {rule.pk} is not in mapping version {locked.number}", code="rule_not_found")
+    if not 1 <= position <= len(order):
+        message = f"must be between 1 and {len(order)}, not {position}"
+        raise ValidationFailed(
+            f"rule refused: position {message}",
+            code=ERROR_CODE,
+            extra={"errors": [f"position {message}"], "fields": {"position": [message]}},
+        )
+    order.remove(rule.pk)
+    order.insert(position - 1, rule.pk)
+    _renumber(locked, order)
+    return MappingRule.objects.get(pk=rule.pk)
+
+
+def mapping_export(*, version: MappingVersion) -> str:
+    """A version as the YAML file `load_mapping` reads: loading it gives a draft with the same rules and pools."""
+    content = mapping_content(version=version)
+    rules = []
+    for rule in content["rules"]:
+        entry: dict[str, Any] = {"match": rule["match"]} if rule["match"] else {}
+        entry.update({key: rule[key] for key in RULE_FIELDS if key != "match" and rule[key] is not None})
+        rules.append(entry)
+    pools = []
+    for pool in content["pools"]:
+        entry = {key: pool[key] for key in POOL_FIELDS if pool[key] not in ("", [])}
+        pools.append(entry)
+    document: dict[str, Any] = {"name": content["name"], "effective_from": content["effective_from"], "rules": rules}
+    if pools:
+        document["pools"] = pools
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, default_flow_style=None, width=100)

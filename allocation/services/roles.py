@@ -24,10 +24,11 @@ class NotAllowed(ApplicationError):
 
 
 def has_role(actor, roles: tuple[str, ...]) -> bool:
-    """Whether the user holds one of the roles; a superuser holds them all."""
-    if actor is None or not getattr(actor, "is_authenticated", False):
+    """Whether an active user holds one of the roles. Roles are groups only: a superuser
+    (an administrator of the site) signs off nothing without being a finance approver."""
+    if actor is None or not getattr(actor, "is_authenticated", False) or not actor.is_active:
         return False
-    return actor.is_superuser or actor.groups.filter(name__in=roles).exists()
+    return actor.groups.filter(name__in=roles).exists()
 
 
 def require_role(actor, roles: tuple[str, ...], *, doing: str) -> None:

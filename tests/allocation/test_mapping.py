@@ -322,3 +322,15 @@ def test_admin_shows_a_signed_version_read_only_and_a_draft_editable(org, approv
     assert posted.status_code == 403
     signed.refresh_from_db()
     assert signed.name == "FY26 H1 mapping"
+
+
+def test_a_draft_without_rules_cannot_be_signed(org, approver):
+    from allocation.services.mapping import mapping_draft_create
+    from pricing.errors import ValidationFailed
+
+    approver.groups.add(Group.objects.get_or_create(name="finance_analyst")[0])
+    draft = mapping_draft_create(name="Empty", effective_from=datetime.date(2026, 11, 1), actor=approver)
+    with pytest.raises(ValidationFailed, match="has no rules: signed, it would leave all usage unallocated"):
+        mapping_sign(version=draft, actor=approver)
+    draft.refresh_from_db()
+    assert draft.status == "draft" and not MappingVersionEvent.objects.filter(version=draft).exists()
