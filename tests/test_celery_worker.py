@@ -147,4 +147,4 @@ def test_allocation_task_through_a_real_worker_gives_the_in_process_fingerprint(
     assert on_worker.created_by == approver
     in_process.refresh_from_db()
     assert (in_process.status, in_process.superseded_by_id) == ("superseded", on_worker.pk)
-    assert on_worker.invoice_total == on_worker.allocated + on_worker.unallocated == Decimal("165.66")
+    assert on_worker.invoice_total == on_worker.allocated + on_worker.unallocated == Decimal("174.56")

@@ -19,8 +19,9 @@ DESIGN.md "Allocation run", steps 1 to 7, in one transaction:
    lines, so that for every invoice allocated + unallocated == its total.
 
 Money per group is Python over the groups (never over ledger lines); each
-invoice's non-pool money is split over the provider's usage in proportion to
-its trued-up amount, each charge category (usage, tax, credit ...) apart.
+invoice's usage money is split over the provider's usage in proportion to its
+trued-up amount, and its tax, credits and adjustments follow what they were
+levied on (the usage and the pooled lines), pro rata, each category apart.
 """
 
 import hashlib
@@ -436,6 +437,11 @@ def _charge_provider(
 
             if group.cost is None:
                 unallocated(UnallocatedReason.UNPRICED)
+                # Its quantity still drives pools (GPU seconds no book prices, say).
+                if rule is not None and not (
+                    rule.charge_model in _SHARED_SERVICE_MODELS and group.tags["outcome"] in UNCHARGED_OUTCOMES
+                ):
+                    _measure(drivers, _owner_and_payer(rule, group.tags["caller"], team_centers)[1], group, money)
                 continue
             if rule is None:
                 unallocated(UnallocatedReason.UNTAGGED if group.is_untagged else UnallocatedReason.UNMAPPED)
@@ -610,8 +616,9 @@ def _invoice_parts(
     pools: list[SharedCostPool],
     pool_weights: Callable[[SharedCostPool], dict[str, Decimal]],
 ) -> dict[_Key, Decimal]:
-    """The exact parts of one invoice: its usage and other categories spread as the
-    provider's usage was charged, and its pool lines over each pool's weights."""
+    """The exact parts of one invoice: its usage spread as the provider's usage was
+    charged, its pool lines over each pool's weights, and its other charges (tax,
+    credits ...) over both, pro rata, each in its own category."""
     own_usage = Decimal(0)
     others: dict[str, Decimal] = defaultdict(Decimal)
     pooled: dict[tuple[SharedCostPool, str], Decimal] = defaultdict(Decimal)
@@ -624,29 +631,47 @@ def _invoice_parts(
         else:
             others[line.charge_category] += _effective(line)
     parts: dict[_Key, Decimal] = defaultdict(Decimal)
+    # Who bears this invoice's other charges (tax, credits, adjustments, purchases no pool
+    # takes): its usage, as the provider's usage was charged, and its pooled lines.
+    bearers: dict[_Key, Decimal] = defaultdict(Decimal)
     with localcontext() as context:
         context.prec = 40
         if usage_money:
             for key, amount in charged.usage.items():
                 parts[key] += amount * own_usage / usage_money
-            for category, money in others.items():
-                for key, amount in charged.bearers.items():
-                    parts[_with(key, category=category)] += amount * money / usage_money
-        else:
-            for category, money in [(ChargeCategory.USAGE, own_usage), *others.items()]:
-                gap = _Key(reason=UnallocatedReason.TRUE_UP_GAP, method=AllocationMethod.UNALLOCATED)
-                parts[_with(gap, category=category, rule=None, pool=None)] += money
+            for key, amount in charged.bearers.items():
+                bearers[key] += amount * own_usage / usage_money
+        elif own_usage:
+            gap = _Key(reason=UnallocatedReason.TRUE_UP_GAP, method=AllocationMethod.UNALLOCATED)
+            parts[gap] += own_usage
+            bearers[gap] += own_usage
         for (pool, category), money in pooled.items():
             weights = pool_weights(pool)
             total = sum(weights.values(), Decimal(0))
             method = _POOL_METHODS[pool.method]
-            if not total:
-                key = _Key(reason=UnallocatedReason.POOL_WITHOUT_DRIVER, method=method, pool=pool.code)
-                parts[_with(key, category=category)] += money
-                continue
+            if not total:  # nothing measured: the whole line stays unallocated
+                weights, total = {None: Decimal(1)}, Decimal(1)
             for center, weight in weights.items():
-                key = _Key(cost_center=center, method=method, treatment=pool.treatment, pool=pool.code)
+                key = _Key(
+                    cost_center=center,
+                    reason="" if center is not None else UnallocatedReason.POOL_WITHOUT_DRIVER,
+                    method=method,
+                    treatment=pool.treatment if center is not None else "",
+                    pool=pool.code,
+                )
                 parts[_with(key, category=category)] += money * weight / total
+                bearers[key] += money * weight / total
+        base = sum(bearers.values(), Decimal(0))
+        if not base and usage_money:
+            # Nothing on this invoice to follow: the provider's usage bears its charges.
+            bearers, base = dict(charged.bearers), usage_money
+        for category, money in others.items():
+            if not base:
+                gap = _Key(reason=UnallocatedReason.TRUE_UP_GAP, method=AllocationMethod.UNALLOCATED)
+                parts[_with(gap, category=category)] += money
+                continue
+            for key, amount in bearers.items():
+                parts[_with(key, category=category)] += amount * money / base
     return parts
 
 

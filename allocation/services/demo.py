@@ -1,4 +1,5 @@
-"""A working installation from nothing: the demo organization and three months of usage.
+"""A working installation from nothing: the demo organization, three months of usage,
+their provider invoices, a signed mapping and an allocation run per month.
 
 The organization is `demo_data/org.yaml`, loaded through `org_load_file` like
 any other. Usage is generated with a seeded `random.Random` per month, so the
@@ -6,30 +7,83 @@ same month always yields the same events with the same ids; a second run is
 all duplicates and inserts nothing. Request sizes (context and generated
 tokens) are drawn from real Azure LLM inference traces shipped in `demo_data/`.
 The events go through the ingestion service, like a gateway's would.
+
+With rating, the demo then does what finance does at month end, through the
+same services a user would call:
+
+* the providers' invoices, written as files in their own formats into the
+  demo's working directory (`MEDIA_ROOT/demo/`) and ingested with
+  `invoice_ingest_file`: OpenAI's costs API pages plus a CSV of the invoice's
+  platform fee and sales tax, Anthropic's cost report (cents, as strings),
+  AWS SageMaker as FOCUS with a savings plan bought up front and drawn down,
+  CoreWeave's GPU cluster and Pinecone's vector store in our invoice CSV.
+  Usage is billed at the rated cost times 1.003 to 1.012 per model (providers
+  round and meter differently), inside the 2% tolerance. An invoice once
+  written is never rewritten: a provider does not reissue it when our prices
+  change, and a second run re-ingests the same files as duplicates;
+* the internal card of the embedding service (`rate_card_embedding.yaml`) and
+  the mapping version (`mapping.yaml`), loaded and signed off by the demo's
+  finance approver;
+* the activity counts of the activity-based pools, from the scheduler's and
+  the indexer's side (here: derived from the ledger), as a CSV through
+  `activity_counts_load_file`;
+* an allocation run per month, so the pages open with results.
+
+OpenAI's usage the catalog has no price for (generated images, realtime audio)
+is left off its invoice, so that the reconciliation compares like with like.
+GPU seconds and vector queries have no list price either: CoreWeave, AWS and
+Pinecone bill capacity, commitments and plan minimums, which the pools split
+by activity. One demo scale per database: the invoices bill the month's whole
+ledger.
 """
 
 import csv
 import datetime
+import io
+import json
 import math
 import random
+import re
 import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db.models import Sum
+from django.db.models.functions import TruncDate
 
+from allocation.models import ActivityCount, AllocationRun, MappingVersion, Team, UsageLine
+from allocation.selectors import period_bounds, rating_run_current, usage_summary
+from allocation.selectors_allocation import allocation_run_current, allocation_run_summary
+from allocation.services.activity import activity_counts_load_file
+from allocation.services.allocation import allocation_run_execute
 from allocation.services.ingest import usage_ingest_events
+from allocation.services.invoices import invoice_ingest_file
+from allocation.services.mapping import (
+    FINANCE_APPROVER_GROUP,
+    mapping_load,
+    mapping_sign,
+    mapping_version_in_force,
+)
 from allocation.services.org import OrgLoadResult, org_load_file
 from allocation.services.rating import usage_rate_period
+from pricing.config_files import yaml_parse
 from pricing.errors import ValidationFailed
-from pricing.money import decimal_text, quantize
+from pricing.models import PriceBookVersion
+from pricing.money import CENT, decimal_text, quantize
 from pricing.services.genai_import import prices_import_genai
+from pricing.services.price_books import price_book_load_file
 
 __all__ = [
+    "ACTIVITY_DRIVERS",
     "DEMO_DATA",
     "DEMO_PASSWORD",
     "DEMO_USERNAME",
@@ -44,6 +98,8 @@ __all__ = [
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "demo_data"
 ORG_FILE = DEMO_DATA / "org.yaml"
+MAPPING_FILE = DEMO_DATA / "mapping.yaml"
+RATE_CARD_FILE = DEMO_DATA / "rate_card_embedding.yaml"
 TRACE_FILES = {
     "conv": DEMO_DATA / "AzureLLMInferenceTrace_conv_2023.csv",
     "code": DEMO_DATA / "AzureLLMInferenceTrace_code_2023.csv",
@@ -96,6 +152,17 @@ TENANTS = (
     ("hooli", 4),
 )
 PRODUCT_TEAMS = ("search", "support-ai", "help-center", "mobile", "recommendations", "catalog", "voice")
+# Teams whose documents the embedding service indexes for retrieval, by corpus size.
+CORPUS_OWNERS = (
+    ("search", 30),
+    ("support-ai", 20),
+    ("help-center", 15),
+    ("recommendations", 10),
+    ("devex", 8),
+    ("it-helpdesk", 7),
+    ("people-ops", 5),
+    ("onboarding", 5),
+)
 # UTC hours weighted by traffic: the US and European working days overlap at 14-17.
 HOUR_WEIGHTS = (2, 1, 1, 1, 1, 2, 3, 5, 7, 9, 10, 10, 11, 13, 14, 14, 13, 11, 9, 7, 5, 4, 3, 2)
 
@@ -187,6 +254,12 @@ class DemoResult:
     seconds: float = 0.0
     events_by_month: dict[str, int] = field(default_factory=dict)
     rating_runs: list[dict[str, Any]] = field(default_factory=list)
+    workdir: Path | None = None
+    mapping_version: dict[str, Any] | None = None
+    rate_card: dict[str, Any] | None = None
+    activity_counts: dict[str, int] = field(default_factory=dict)
+    invoice_files: list[dict[str, Any]] = field(default_factory=list)
+    allocation_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         org = self.org.as_dict()
@@ -201,6 +274,18 @@ class DemoResult:
             "rejected": self.rejected,
             "lines_inserted": self.lines_inserted,
             "rating_runs": self.rating_runs,
+            "workdir": str(self.workdir) if self.workdir else None,
+            "rate_card": self.rate_card,
+            "mapping_version": self.mapping_version,
+            "activity_counts": self.activity_counts,
+            "invoice_files": self.invoice_files,
+            "invoices": {
+                "files": len(self.invoice_files),
+                "lines_inserted": sum(f["inserted"] for f in self.invoice_files),
+                "duplicates": sum(f["duplicate"] for f in self.invoice_files),
+                "rejected": sum(f["rejected"] for f in self.invoice_files),
+            },
+            "allocation_runs": self.allocation_runs,
             "login": {"username": DEMO_USERNAME, "password": DEMO_PASSWORD, "created": self.user_created},
             "seconds": round(self.seconds, 1),
         }
@@ -241,6 +326,8 @@ class _MonthGenerator:
         self.growth = MONTHLY_GROWTH**index
         # A string seed is hashed with SHA-512 by `random`, so it is stable across runs and machines.
         self.rng = random.Random(f"{seed}:{scale:g}:{month:%Y-%m}")
+        # Draws added later come from their own generator, so the events above keep theirs.
+        self.caller_rng = random.Random(f"{seed}:{scale:g}:{month:%Y-%m}:callers")
         next_month = (month.replace(day=28) + datetime.timedelta(days=4)).replace(day=1)
         days = [month + datetime.timedelta(days=d) for d in range((next_month - month).days)]
         self.days = days
@@ -295,6 +382,9 @@ class _MonthGenerator:
             # Guardrails is a shared service: the product team whose request it checks is the caller.
             tags["caller"] = rng.choice(PRODUCT_TEAMS)
             tags["environment"] = "production"
+        elif workload.feature == "doc-embedding":
+            # The embedding service indexes other teams' documents: the corpus owner is the caller.
+            tags["caller"] = _weighted(self.caller_rng, CORPUS_OWNERS)[0]
         # A few percent of traces come from services that forgot a tag.
         draw = rng.random()
         if draw < 0.010:
@@ -440,22 +530,36 @@ def demo_month_events(*, month: datetime.date, scale: float = 1.0, seed: int = D
     return events
 
 
-def demo_user_ensure() -> bool:
-    """Create the demo login (a superuser) unless it exists; True when created."""
+def demo_user_ensure() -> tuple[Any, bool]:
+    """The demo login, created unless it exists: a superuser and a finance approver, who
+    signs the demo's mapping off. Returns the user and whether it was created."""
     User = get_user_model()
-    if User.objects.filter(username=DEMO_USERNAME).exists():
-        return False
-    User.objects.create_superuser(username=DEMO_USERNAME, email="finance@example.com", password=DEMO_PASSWORD)
-    return True
+    user = User.objects.filter(username=DEMO_USERNAME).first()
+    created = user is None
+    if created:
+        user = User.objects.create_superuser(
+            username=DEMO_USERNAME, email="finance@example.com", password=DEMO_PASSWORD
+        )
+    user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER_GROUP)[0])
+    return user, created
 
 
 def demo_load(
-    *, scale: float = 1.0, today: datetime.date | None = None, seed: int = DEMO_SEED, rate: bool = True
+    *,
+    scale: float = 1.0,
+    today: datetime.date | None = None,
+    seed: int = DEMO_SEED,
+    rate: bool = True,
+    workdir: str | Path | None = None,
 ) -> DemoResult:
     """Load the demo organization, three months of usage and the demo login.
 
-    With `rate`, also genai-prices' list prices (once: a re-import adds no
-    version) and a rating of each month, so the pages open with costs.
+    With `rate`, also genai-prices' list prices (once per package version), a
+    rating of each month and the month-end close: the providers' invoices as
+    files in `workdir` (default `MEDIA_ROOT/demo/x<scale>-seed<seed>`), the
+    embedding rate card, the signed mapping, the activity counts and an
+    allocation run per month, so the pages open with results. A second run
+    inserts nothing and redoes only what new input would change.
     """
     if not (0 < scale <= 1000):
         raise ValidationFailed(f"scale must be above 0 and at most 1000, not {scale:g}", code="invalid_scale")
@@ -464,31 +568,694 @@ def demo_load(
     months = demo_months(today=today)
     last_day = (months[-1].replace(day=28) + datetime.timedelta(days=4)).replace(day=1) - datetime.timedelta(days=1)
     result = DemoResult(period_from=months[0], period_to=last_day, org=org_load_file(path=ORG_FILE))
+    user, result.user_created = demo_user_ensure()
+    inserted: dict[str, int] = {}
     for index, month in enumerate(months):
+        period = f"{month:%Y-%m}"
         events = demo_month_events(month=month, scale=scale, seed=seed, index=index)
-        result.events_by_month[f"{month:%Y-%m}"] = len(events)
+        result.events_by_month[period] = len(events)
         result.events += len(events)
+        inserted[period] = 0
         for start in range(0, len(events), CHUNK_EVENTS):
             batch, _ = usage_ingest_events(
-                events=events[start : start + CHUNK_EVENTS], source_name=f"{SOURCE_NAME} {month:%Y-%m}"
+                events=events[start : start + CHUNK_EVENTS], source_name=f"{SOURCE_NAME} {period}"
             )
             result.batches += 1
             result.events_inserted += batch.inserted
             result.duplicates += batch.duplicate
             result.rejected += batch.rejected
             result.lines_inserted += batch.lines_inserted
+            inserted[period] += batch.lines_inserted
     if rate:
-        prices_import_genai()
-        for month in months:
-            run = usage_rate_period(period=f"{month:%Y-%m}")
-            result.rating_runs.append(
-                {
-                    "period": run.period,
-                    "lines_rated": run.lines_rated,
-                    "lines_unpriced": run.lines_unpriced,
-                    "cost": decimal_text(quantize(run.cost, Decimal("0.01"))),
-                }
-            )
-    result.user_created = demo_user_ensure()
+        folder = Path(workdir) if workdir is not None else Path(settings.MEDIA_ROOT) / "demo" / f"x{scale:g}-seed{seed}"
+        result.workdir = folder
+        _month_end(result, months=months, scale=scale, seed=seed, user=user, inserted=inserted, workdir=folder)
     result.seconds = time.monotonic() - started
     return result
+
+
+# --- the month-end close -------------------------------------------------------------------------------------------
+
+# What the providers bill beyond usage, a month at scale 1: fees scale with the
+# demo, so that the mix of a month is the same at any scale.
+INVOICE_FACTOR_BASIS_POINTS = (30, 120)  # usage is billed 0.3% to 1.2% above our rating
+OPENAI_PLATFORM_FEE = Decimal("12.00")  # Enterprise API platform fee
+SALES_TAX = Decimal("0.08875")  # New York sales tax, on OpenAI's and Pinecone's invoices
+PINECONE_MINIMUM = Decimal("50.00")  # the Standard plan's monthly minimum
+PINECONE_READ_UNITS_PER_QUERY = 10
+PINECONE_READ_UNIT_PRICE = Decimal("16")  # per million read units
+PINECONE_WRITE_UNITS_PER_DOCUMENT = 5
+PINECONE_WRITE_UNIT_PRICE = Decimal("4")  # per million write units
+PINECONE_GB_PER_DOCUMENT = Decimal("0.00004")  # its chunks' vectors and metadata
+PINECONE_STORAGE_PRICE = Decimal("0.33")  # per GB-month
+COREWEAVE_GPU_HOUR = Decimal("2.89")  # H100 80GB SXM, reserved
+COREWEAVE_STORAGE_GB = Decimal("1500")  # checkpoints and datasets
+COREWEAVE_STORAGE_PRICE = Decimal("0.07")  # per GB-month
+AWS_GPU_HOUR = Decimal("4.0963")  # SageMaker ml.p4d.24xlarge on demand, per A100 ($32.77 / 8)
+AWS_SAVINGS_PLAN_GPU_HOUR = Decimal("2.8674")  # 30% off under the savings plan
+# The savings plan, bought up front in the first month, covers this share of the
+# three months' SageMaker spend at the plan's rate; the rest is billed on demand.
+AWS_SAVINGS_PLAN_SHARE = Decimal("0.85")
+AWS_ACCOUNT = "412345678901"
+# The activity proxies of the demo's pools (see demo_data/mapping.yaml).
+DOCUMENT_TOKENS = 800  # embedding tokens per indexed document
+GPU_DRIVERS = {"coreweave": "gpu_hours_coreweave", "aws": "gpu_hours_aws"}
+ACTIVITY_DRIVERS: tuple[str, ...] = ("documents_indexed", *GPU_DRIVERS.values())
+MONEY_PLACES = Decimal("1e-8")  # invoice amounts below the cent, as providers state usage
+
+OPENAI_LINE_ITEMS = {
+    "input_token": "input",
+    "cached_input_token": "cached input",
+    "output_token": "output",
+    "reasoning_token": "output (reasoning)",
+    "image_input_token": "image input",
+    "embedding_token": "input",
+    "transcription_second": "audio transcription",
+    "realtime_second": "realtime audio",
+    "image": "image generation",
+}
+ANTHROPIC_TOKEN_TYPES = {
+    "input_token": ("uncached_input_tokens", "Input Tokens"),
+    "output_token": ("output_tokens", "Output Tokens"),
+    "cached_input_token": ("cache_read_input_tokens", "Cache Read Input Tokens"),
+    "cache_write_token": ("cache_creation.ephemeral_5m_input_tokens", "5m Cache Write Input Tokens"),
+    "cache_write_1h_token": ("cache_creation.ephemeral_1h_input_tokens", "1h Cache Write Input Tokens"),
+}
+INVOICE_CSV_COLUMNS = (
+    "invoice_id",
+    "provider",
+    "charge_period_start",
+    "charge_period_end",
+    "charge_category",
+    "sku",
+    "description",
+    "unit",
+    "quantity",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "currency",
+)
+FOCUS_COLUMNS = (
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountStatus",
+    "CommitmentDiscountType",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "EffectiveCost",
+    "InvoiceId",
+    "InvoiceIssuerName",
+    "ListCost",
+    "ListUnitPrice",
+    "PricingCategory",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "RegionId",
+    "ServiceCategory",
+    "ServiceName",
+    "SkuId",
+    "SubAccountId",
+    "SubAccountName",
+)
+
+
+@dataclass(frozen=True)
+class _InvoiceFile:
+    """One provider document, as the provider (or its billing portal) hands it over."""
+
+    period: str
+    name: str
+    source_format: str
+    provider: str
+    text: str
+
+
+@dataclass
+class _MonthBill:
+    """What a month's invoices are made of: its rated usage, quantities and activity."""
+
+    month: datetime.date
+    start: datetime.datetime
+    end: datetime.datetime
+    rated: list[dict]  # usage_summary rows by provider, model, unit, service tier and project
+    quantities: dict[tuple[str, str], Decimal]  # (provider, unit) -> quantity
+    activity: list[tuple[str, str, Decimal]]  # (driver, cost center, count)
+    aws_gpu_hours: list[tuple[datetime.date, Decimal]]  # per day
+
+    @property
+    def period(self) -> str:
+        return f"{self.month:%Y-%m}"
+
+
+def _month_end(
+    result: DemoResult,
+    *,
+    months: list[datetime.date],
+    scale: float,
+    seed: int,
+    user,
+    inserted: dict[str, int],
+    workdir: Path,
+) -> None:
+    """Prices, rating, invoices, mapping, activity and an allocation run per month.
+
+    A month is rated and allocated again only when something it reads is new:
+    usage, prices, invoice lines, the rate card, the mapping or its activity.
+    """
+    periods = [f"{month:%Y-%m}" for month in months]
+    prices_changed = _prices_import(user)
+    changed = dict.fromkeys(periods, False)
+    for period in periods:
+        run = None if prices_changed or inserted[period] else rating_run_current(period=period)
+        if run is None:
+            run = usage_rate_period(period=period, created_by=user)
+            changed[period] = True
+        result.rating_runs.append(
+            {
+                "period": run.period,
+                "lines_rated": run.lines_rated,
+                "lines_unpriced": run.lines_unpriced,
+                "cost": decimal_text(quantize(run.cost, CENT)),
+            }
+        )
+
+    card, card_created = price_book_load_file(path=RATE_CARD_FILE, created_by=user)
+    result.rate_card = {"book": card.book.code, "version": card.number, "created": card_created}
+    version, mapping_created = _mapping_ensure(month=months[0], user=user)
+    result.mapping_version = {
+        "number": version.number,
+        "name": version.name,
+        "effective_from": version.effective_from.isoformat(),
+        "signed_by": version.signed_by.get_username() if version.signed_by else None,
+        "created": mapping_created,
+    }
+    if card_created or mapping_created:
+        changed = dict.fromkeys(periods, True)
+
+    bills = [_month_bill(month) for month in months]
+    result.activity_counts = {"rows": 0, "changed": 0}
+    for bill in bills:
+        path = workdir / bill.period / "activity.csv"
+        held = {
+            (driver, center): count
+            for driver, center, count in ActivityCount.objects.filter(
+                period=bill.period, driver__in=ACTIVITY_DRIVERS
+            ).values_list("driver", "cost_center__code", "count")
+        }
+        rows = [(bill.period, driver, center, count) for driver, center, count in bill.activity]
+        _write(path, _csv_text(("period", "driver", "cost_center", "count"), rows), replace=True)
+        activity_counts_load_file(path=path)
+        result.activity_counts["rows"] += len(rows)
+        if held != {(driver, center): count for driver, center, count in bill.activity}:
+            result.activity_counts["changed"] += 1
+            changed[bill.period] = True
+
+    for invoice in _invoice_files(bills, scale=scale, seed=seed):
+        path = workdir / invoice.period / invoice.name
+        _write(path, invoice.text, replace=False)
+        batch = invoice_ingest_file(
+            path=path, source_format=invoice.source_format, provider=invoice.provider, created_by=user
+        )
+        if batch.status != "completed" or batch.rejected:
+            # The demo writes these files itself: a refusal or a rejected line is its own bug.
+            raise ValidationFailed(
+                f"demo invoice {path}: {batch.status}, {batch.rejected} line(s) rejected {batch.error}".strip(),
+                code="demo_invoice_refused",
+            )
+        result.invoice_files.append(
+            {
+                "file": str(path.relative_to(workdir)),
+                "format": invoice.source_format,
+                "provider": invoice.provider,
+                "inserted": batch.inserted,
+                "duplicate": batch.duplicate,
+                "rejected": batch.rejected,
+            }
+        )
+        if batch.inserted:
+            changed[invoice.period] = True
+
+    for period in periods:
+        result.allocation_runs.append(_allocate(period, user=user, again=changed[period]))
+
+
+def _prices_import(user) -> bool:
+    """genai-prices' list prices, unless this package version's are in already (importing
+    them again adds nothing, slowly). True when prices changed."""
+    source = f"genai-prices {package_version('genai-prices')}"
+    if PriceBookVersion.objects.filter(source=source).exists():
+        return False
+    return bool(prices_import_genai(created_by=user).versions_created)
+
+
+def _mapping_ensure(*, month: datetime.date, user) -> tuple[MappingVersion, bool]:
+    """The signed version in force for `month`; when there is none, `mapping.yaml` loaded
+    with effective_from set to `month` and signed off by the demo's finance approver."""
+    in_force = mapping_version_in_force(period=month)
+    if in_force is not None:
+        return in_force, False
+    text = MAPPING_FILE.read_text(encoding="utf-8")
+    document, lines = yaml_parse(text=text, source=str(MAPPING_FILE), error_code="mapping_invalid")
+    document["effective_from"] = month.isoformat()
+    draft = mapping_load(document=document, source=str(MAPPING_FILE), lines=lines, created_by=user)
+    return mapping_sign(version=draft, actor=user, reason="The demo's mapping, signed off at setup"), True
+
+
+def _allocate(period: str, *, user, again: bool) -> dict[str, Any]:
+    """Run the month's allocation (unless its current run read the same inputs) and its figures."""
+    run = None if again else allocation_run_current(period=period)
+    if run is None:
+        closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).exists()
+        run = allocation_run_current(period=period) if closed else allocation_run_execute(period=period, actor=user)
+    summary = allocation_run_summary(run=run, cost_centers=False)
+    return {
+        "period": period,
+        "run": run.pk,
+        "invoice_total": summary["invoice_total"],
+        "allocated": summary["allocated"],
+        "chargeback": summary["chargeback"],
+        "showback": summary["showback"],
+        "unallocated": summary["unallocated"]["total"],
+        "unallocated_by_reason": summary["unallocated"]["by_reason"],
+        "flagged": summary["flagged"],
+        "closed": summary["closed"],
+    }
+
+
+def _month_bill(month: datetime.date) -> _MonthBill:
+    period = f"{month:%Y-%m}"
+    start, end = period_bounds(period)
+    lines = UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+    aws_days = (
+        lines.filter(provider="aws", unit="gpu_second")
+        .annotate(day=TruncDate("occurred_at", tzinfo=datetime.UTC))
+        .values("day")
+        .annotate(seconds=Sum("quantity"))
+        .order_by("day")
+    )
+    return _MonthBill(
+        month=month,
+        start=start,
+        end=end,
+        rated=usage_summary(period=period, group_by=["provider", "model", "unit", "service_tier", "project"]),
+        quantities={
+            (row["provider"], row["unit"]): row["quantity"]
+            for row in usage_summary(period=period, group_by=["provider", "unit"])
+        },
+        activity=_activity(lines),
+        aws_gpu_hours=[(row["day"], quantize(row["seconds"] / 3600, Decimal("0.000001"))) for row in aws_days],
+    )
+
+
+def _activity(lines) -> list[tuple[str, str, Decimal]]:
+    """(driver, cost center, count) of a month, as the indexer and the GPU schedulers report
+    them: documents indexed per corpus owner, GPU hours per team on each provider."""
+    centers = dict(Team.objects.values_list("code", "cost_center__code"))
+    counts: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    embedded = lines.filter(unit="embedding_token").exclude(caller="").values("caller").annotate(q=Sum("quantity"))
+    for row in embedded.order_by():
+        if row["caller"] in centers:
+            counts[("documents_indexed", centers[row["caller"]])] += row["q"] / DOCUMENT_TOKENS
+    gpu = lines.filter(unit="gpu_second").exclude(team="").values("provider", "team").annotate(q=Sum("quantity"))
+    for row in gpu.order_by():
+        if row["team"] in centers and row["provider"] in GPU_DRIVERS:
+            counts[(GPU_DRIVERS[row["provider"]], centers[row["team"]])] += row["q"] / 3600
+    rows = []
+    for (driver, center), count in sorted(counts.items()):
+        places = Decimal(1) if driver == "documents_indexed" else Decimal("0.001")
+        if (count := quantize(count, places)) > 0:
+            rows.append((driver, center, count))
+    return rows
+
+
+def _invoice_factor(*, seed: int, month: datetime.date, provider: str, model: str) -> Decimal:
+    """What a provider bills over our rating of one model's usage in a month (1.003 to 1.012)."""
+    rng = random.Random(f"{seed}:{month:%Y-%m}:invoice:{provider}:{model}")
+    return 1 + Decimal(rng.randint(*INVOICE_FACTOR_BASIS_POINTS)) / 10000
+
+
+def _invoice_files(bills: list[_MonthBill], *, scale: float, seed: int) -> Iterator[_InvoiceFile]:
+    """Every provider document of the demo's months, in the order a user would load them."""
+    fee_scale = Decimal(f"{scale:g}")
+    savings_plan = _aws_focus(bills)
+    for bill in bills:
+        yield from _openai(bill, seed=seed, fee_scale=fee_scale)
+        yield _anthropic(bill, seed=seed)
+        yield _InvoiceFile(bill.period, "aws-focus.csv", "focus", "aws", savings_plan[bill.period])
+        yield _coreweave(bill, fee_scale=fee_scale)
+        yield _pinecone(bill, fee_scale=fee_scale)
+
+
+def _usage_rows(bill: _MonthBill, provider: str, *, seed: int) -> Iterator[tuple[dict, Decimal]]:
+    """The provider's priced usage groups with the amount it bills for each."""
+    factors: dict[str, Decimal] = {}
+    for row in bill.rated:
+        if row["provider"] != provider or not row["cost"]:
+            continue
+        if row["model"] not in factors:
+            factors[row["model"]] = _invoice_factor(seed=seed, month=bill.month, provider=provider, model=row["model"])
+        amount = quantize(row["cost"] * factors[row["model"]], MONEY_PLACES)
+        if amount:
+            yield row, amount
+
+
+def _openai(bill: _MonthBill, *, seed: int, fee_scale: Decimal) -> Iterator[_InvoiceFile]:
+    """The costs API's page of the month, and the invoice's other lines (the platform fee
+    and sales tax, which the API leaves out) in our CSV, on the same invoice."""
+    results = []
+    usage = Decimal(0)
+    for row, amount in _usage_rows(bill, "openai", seed=seed):
+        usage += amount
+        item = f"{row['model']}, {OPENAI_LINE_ITEMS.get(row['unit'], row['unit'])}"
+        results.append(
+            {
+                "object": "organization.costs.result",
+                "amount": {"value": amount, "currency": "usd"},
+                "line_item": item + (f" ({row['service_tier']})" if row["service_tier"] else ""),
+                "project_id": row["project"] or None,
+                "api_key_id": None,
+                "quantity": None,
+                "quantity_unit": None,
+            }
+        )
+    bucket = {
+        "object": "bucket",
+        "start_time": int(bill.start.timestamp()),
+        "end_time": int(bill.end.timestamp()),
+        "results": results,
+    }
+    page = {"object": "page", "data": [bucket], "has_more": False, "next_page": None}
+    yield _InvoiceFile(bill.period, "openai-costs.json", "openai-costs", "openai", _json_text(page))
+    fee = quantize(OPENAI_PLATFORM_FEE * fee_scale, CENT)
+    invoice = {
+        "invoice_id": f"openai:{bill.period}",
+        "provider": "openai",
+        "charge_period_start": _iso(bill.start),
+        "charge_period_end": _iso(bill.end),
+        "currency": "USD",
+    }
+    rows = [
+        {
+            **invoice,
+            "charge_category": "purchase",
+            "sku": "platform-fee-enterprise",
+            "description": "API platform fee, Enterprise (SSO, data residency, support)",
+            "billed_cost": fee,
+        },
+        {
+            **invoice,
+            "charge_category": "tax",
+            "sku": "sales-tax-ny",
+            "description": f"Sales tax, New York ({decimal_text(SALES_TAX * 100)}%)",
+            "billed_cost": quantize((usage + fee) * SALES_TAX, CENT),
+        },
+    ]
+    yield _InvoiceFile(bill.period, "openai-invoice-charges.csv", "csv", "openai", _csv_text(INVOICE_CSV_COLUMNS, rows))
+
+
+def _anthropic(bill: _MonthBill, *, seed: int) -> _InvoiceFile:
+    """The cost report of the month: amounts in cents, as decimal strings."""
+    results = []
+    for row, amount in _usage_rows(bill, "anthropic", seed=seed):
+        token_type, label = ANTHROPIC_TOKEN_TYPES.get(row["unit"], (row["unit"], row["unit"]))
+        results.append(
+            {
+                "amount": decimal_text(quantize(amount * 100, Decimal("0.00001"))),
+                "context_window": "0-200k",
+                "cost_type": "tokens",
+                "currency": "USD",
+                "description": f"{row['model']} Usage - {label}",
+                "model": row["model"],
+                "service_tier": row["service_tier"] or "standard",
+                "token_type": token_type,
+                "workspace_id": None,
+            }
+        )
+    bucket = {"starting_at": _iso(bill.start), "ending_at": _iso(bill.end), "results": results}
+    page = {"data": [bucket], "has_more": False, "next_page": None}
+    return _InvoiceFile(bill.period, "anthropic-cost-report.json", "anthropic-costs", "anthropic", _json_text(page))
+
+
+def _aws_focus(bills: list[_MonthBill]) -> dict[str, str]:
+    """SageMaker's FOCUS export per month: a savings plan bought up front in the first
+    month (billed, effective cost 0) and drawn down by the GPU hours it covers (billed 0,
+    effective cost at the plan's rate); hours beyond it are billed on demand."""
+    planned = sum((hours for bill in bills for _, hours in bill.aws_gpu_hours), Decimal(0))
+    commitment = quantize(planned * AWS_SAVINGS_PLAN_GPU_HOUR * AWS_SAVINGS_PLAN_SHARE, Decimal(1))
+    plan_id = f"arn:aws:savingsplans::{AWS_ACCOUNT}:savingsplan/sp-larkspur-gpu"
+    balance = commitment
+    files = {}
+    for index, bill in enumerate(bills):
+        invoice = {
+            "BillingAccountId": AWS_ACCOUNT,
+            "BillingAccountName": "Larkspur Software",
+            "BillingCurrency": "USD",
+            "BillingPeriodStart": _iso(bill.start),
+            "BillingPeriodEnd": _iso(bill.end),
+            "InvoiceId": f"{bill.month:%Y%m}-{AWS_ACCOUNT[-6:]}",
+            "InvoiceIssuerName": "Amazon Web Services, Inc.",
+            "ProviderName": "AWS",
+            "PublisherName": "Amazon Web Services, Inc.",
+            "SubAccountId": "587412369850",
+            "SubAccountName": "ml-training",
+        }
+        rows = []
+        if index == 0 and commitment:
+            rows.append(
+                {
+                    **invoice,
+                    "BilledCost": commitment,
+                    "EffectiveCost": Decimal(0),
+                    "ChargeCategory": "Purchase",
+                    "ChargeDescription": "SageMaker Savings Plan, 3 months, all upfront",
+                    "ChargeFrequency": "One-Time",
+                    "ChargePeriodStart": _iso(bill.start),
+                    "ChargePeriodEnd": _iso(bill.end),
+                    "CommitmentDiscountCategory": "Spend",
+                    "CommitmentDiscountId": plan_id,
+                    "CommitmentDiscountType": "SageMaker Savings Plan",
+                    "PricingCategory": "Committed",
+                    "ServiceCategory": "AI and Machine Learning",
+                    "ServiceName": "Savings Plans for AWS Compute usage",
+                    "SkuId": "sp-sagemaker-3m-upfront",
+                }
+            )
+        for day, hours in bill.aws_gpu_hours:
+            day_start = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.UTC)
+            usage = {
+                **invoice,
+                "ChargeCategory": "Usage",
+                "ChargeDescription": "SageMaker training, ml.p4d.24xlarge (NVIDIA A100 40GB), per GPU-hour",
+                "ChargeFrequency": "Usage-Based",
+                "ChargePeriodStart": _iso(day_start),
+                "ChargePeriodEnd": _iso(day_start + datetime.timedelta(days=1)),
+                "ConsumedUnit": "GPU-Hours",
+                "ListUnitPrice": AWS_GPU_HOUR,
+                "PricingUnit": "GPU-Hours",
+                "RegionId": "us-east-1",
+                "ServiceCategory": "AI and Machine Learning",
+                "ServiceName": "Amazon SageMaker",
+                "SkuId": "USE1-ml.p4d.24xlarge-Training",
+            }
+            covered, covered_hours = quantize(hours * AWS_SAVINGS_PLAN_GPU_HOUR, MONEY_PLACES), hours
+            if covered > balance:  # the plan runs out today: the rest of the day is on demand
+                covered = balance
+                covered_hours = min(quantize(balance / AWS_SAVINGS_PLAN_GPU_HOUR, Decimal("0.000001")), hours)
+            if covered:
+                balance -= covered
+                rows.append(
+                    {
+                        **usage,
+                        "BilledCost": Decimal(0),
+                        "EffectiveCost": covered,
+                        "ListCost": quantize(covered_hours * AWS_GPU_HOUR, MONEY_PLACES),
+                        "CommitmentDiscountCategory": "Spend",
+                        "CommitmentDiscountId": plan_id,
+                        "CommitmentDiscountStatus": "Used",
+                        "CommitmentDiscountType": "SageMaker Savings Plan",
+                        "ConsumedQuantity": covered_hours,
+                        "PricingCategory": "Committed",
+                        "PricingQuantity": covered_hours,
+                    }
+                )
+            rest = hours - covered_hours if covered else hours
+            if rest > 0:
+                cost = quantize(rest * AWS_GPU_HOUR, MONEY_PLACES)
+                rows.append(
+                    {
+                        **usage,
+                        "BilledCost": cost,
+                        "EffectiveCost": cost,
+                        "ListCost": cost,
+                        "ConsumedQuantity": rest,
+                        "PricingCategory": "Standard",
+                        "PricingQuantity": rest,
+                    }
+                )
+        files[bill.period] = _csv_text(FOCUS_COLUMNS, rows, empty="NULL")
+    return files
+
+
+def _coreweave(bill: _MonthBill, *, fee_scale: Decimal) -> _InvoiceFile:
+    """The GPU cluster's invoice: reserved H100 hours used, and the cluster's storage."""
+    invoice = {
+        "invoice_id": f"CW-{bill.month:%Y%m}",
+        "provider": "coreweave",
+        "charge_period_start": _iso(bill.start),
+        "charge_period_end": _iso(bill.end),
+        "charge_category": "usage",
+        "currency": "USD",
+    }
+    hours = quantize(bill.quantities.get(("coreweave", "gpu_second"), Decimal(0)) / 3600, Decimal("0.000001"))
+    storage = quantize(COREWEAVE_STORAGE_GB * fee_scale, Decimal("0.001"))
+    rows = []
+    if hours:
+        rows.append(
+            {
+                **invoice,
+                "sku": "gpu-h100-80gb-sxm-reserved",
+                "description": "NVIDIA H100 80GB SXM GPU-hours, reserved",
+                "unit": "GPU-hour",
+                "quantity": hours,
+                "billed_cost": quantize(hours * COREWEAVE_GPU_HOUR, MONEY_PLACES),
+            }
+        )
+    rows.append(
+        {
+            **invoice,
+            "sku": "storage-object-hot",
+            "description": "Hot object storage (checkpoints and datasets)",
+            "unit": "GB-month",
+            "quantity": storage,
+            "billed_cost": quantize(storage * COREWEAVE_STORAGE_PRICE, MONEY_PLACES),
+        }
+    )
+    return _InvoiceFile(bill.period, "coreweave-invoice.csv", "csv", "coreweave", _csv_text(INVOICE_CSV_COLUMNS, rows))
+
+
+def _pinecone(bill: _MonthBill, *, fee_scale: Decimal) -> _InvoiceFile:
+    """The vector store's invoice: read and write units, storage, the plan's minimum, tax."""
+    invoice = {
+        "invoice_id": f"PC-{bill.month:%Y%m}",
+        "provider": "pinecone",
+        "charge_period_start": _iso(bill.start),
+        "charge_period_end": _iso(bill.end),
+        "charge_category": "usage",
+        "currency": "USD",
+    }
+    documents = sum((count for driver, _, count in bill.activity if driver == "documents_indexed"), Decimal(0))
+    reads = bill.quantities.get(("pinecone", "vector_query"), Decimal(0)) * PINECONE_READ_UNITS_PER_QUERY
+    writes = documents * PINECONE_WRITE_UNITS_PER_DOCUMENT
+    gigabytes = quantize(documents * PINECONE_GB_PER_DOCUMENT, Decimal("0.000001"))
+    rows = [
+        {
+            **invoice,
+            "sku": "serverless-read-units",
+            "description": "Serverless read units (vector store queries)",
+            "unit": "read unit",
+            "quantity": reads,
+            "billed_cost": quantize(reads * PINECONE_READ_UNIT_PRICE / 1_000_000, MONEY_PLACES),
+        },
+        {
+            **invoice,
+            "sku": "serverless-write-units",
+            "description": "Serverless write units (vector store upserts)",
+            "unit": "write unit",
+            "quantity": writes,
+            "billed_cost": quantize(writes * PINECONE_WRITE_UNIT_PRICE / 1_000_000, MONEY_PLACES),
+        },
+        {
+            **invoice,
+            "sku": "serverless-storage",
+            "description": "Serverless vector store storage",
+            "unit": "GB-month",
+            "quantity": gigabytes,
+            "billed_cost": quantize(gigabytes * PINECONE_STORAGE_PRICE, MONEY_PLACES),
+        },
+    ]
+    subtotal = sum((row["billed_cost"] for row in rows), Decimal(0))
+    minimum = quantize(PINECONE_MINIMUM * fee_scale, CENT)
+    if subtotal < minimum:
+        rows.append(
+            {
+                **invoice,
+                "sku": "standard-plan-minimum",
+                "description": "Standard plan minimum usage, balance",
+                "billed_cost": minimum - subtotal,
+            }
+        )
+        subtotal = minimum
+    rows.append(
+        {
+            **invoice,
+            "charge_category": "tax",
+            "sku": "sales-tax-ny",
+            "description": f"Sales tax, New York ({decimal_text(SALES_TAX * 100)}%)",
+            "billed_cost": quantize(subtotal * SALES_TAX, CENT),
+        }
+    )
+    return _InvoiceFile(bill.period, "pinecone-invoice.csv", "csv", "pinecone", _csv_text(INVOICE_CSV_COLUMNS, rows))
+
+
+# --- files ---------------------------------------------------------------------------------------------------------
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cell(value: Any, empty: str) -> str:
+    if value is None or value == "":
+        return empty
+    return decimal_text(value) if isinstance(value, Decimal) else str(value)
+
+
+def _csv_text(columns: Sequence[str], rows: Sequence[dict | tuple], *, empty: str = "") -> str:
+    """CSV with a header row; amounts written digit for digit, empty cells as `empty`."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        values = [row.get(column) for column in columns] if isinstance(row, dict) else list(row)
+        writer.writerow([_cell(value, empty) for value in values])
+    return out.getvalue()
+
+
+_NUMBER_MARK = "\x00"
+
+
+def _json_text(document: Any) -> str:
+    """JSON in which Decimal amounts are JSON numbers, digit for digit (never through float)."""
+
+    def number(value: Any) -> str:
+        if isinstance(value, Decimal):
+            return _NUMBER_MARK + decimal_text(value)
+        raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+    text = json.dumps(document, indent=2, default=number)
+    return re.sub(r'"\\u0000(-?[0-9.]+)"', r"\1", text) + "\n"
+
+
+def _write(path: Path, text: str, *, replace: bool) -> None:
+    """Write a file whole (through a temporary file), or keep it if it exists and not `replace`."""
+    if path.exists() and not replace:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)

@@ -196,7 +196,7 @@ def invoice_csv(tmp_path: Path, rows: str, name: str = "invoice.csv") -> Path:
 
 SCENARIO_INVOICE = """\
 ACME-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,acme-1-tokens,acme-1 tokens,,,69.69,69.69,,USD
-ACME-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,tax,vat,VAT,,,6.969,6.969,,USD
+ACME-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,tax,vat,VAT,,,15.869,15.869,,USD
 ACME-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,purchase,platform-fee,Platform fee,,,59.00,59.00,,USD
 ACME-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,vs-storage,Hosted vector store,,,30.00,30.00,,USD
 """

@@ -1,7 +1,7 @@
 """The allocation pages over HTTP, on the hand-computed scenario of allocation_world.
 
-Figures are the scenario's (test_allocation_run.py works them out): invoice 165.66,
-allocated 161.22 (chargeback 148.99, showback 12.23), unallocated 4.44 = untagged
+Figures are the scenario's (test_allocation_run.py works them out): invoice 174.56,
+allocated 170.12 (chargeback 157.89, showback 12.23), unallocated 4.44 = untagged
 3.33 + failed calls 1.11, platform's cost center -8.47.
 """
 
@@ -126,9 +126,9 @@ def test_period_page_opens_on_the_latest_month_with_usage_and_offers_a_run(clien
 @pytest.mark.django_db
 def test_period_page_shows_the_current_run_headline(client_logged_in, run):
     html = page(client_logged_in, f"{RUNS_URL}?period={PERIOD}")
-    for figure in ("$165.66", "$148.99", "$12.23", "$4.44", "Within tolerance"):
+    for figure in ("$174.56", "$157.89", "$12.23", "$4.44", "Within tolerance"):
         assert figure in html
-    assert "$165.66 invoiced = $161.22 allocated + $4.44 unallocated" in html
+    assert "$174.56 invoiced = $170.12 allocated + $4.44 unallocated" in html
     assert reverse("allocation-run", args=[run.pk]) in html
     assert run.fingerprint[:12] in html
     assert "<td>fiona</td>" in html
@@ -160,10 +160,10 @@ def test_the_button_runs_the_allocation_and_the_run_appears(client_logged_in, us
         PERIOD,
         "completed",
         user,
-        Decimal("165.66"),
+        Decimal("174.56"),
     )
     html = page(client_logged_in, response["Location"])
-    assert f"Allocated 2026-10 as run #{run.pk}: $165.66 invoiced, $161.22 on cost centers, $4.44 unallocated." in html
+    assert f"Allocated 2026-10 as run #{run.pk}: $174.56 invoiced, $170.12 on cost centers, $4.44 unallocated." in html
     assert f'href="{reverse("allocation-run", args=[run.pk])}"' in html
     assert "Test User" in html
 
@@ -236,8 +236,8 @@ def test_run_page_shows_providers_reasons_cost_centers_and_inputs(client_logged_
     html = page(client_logged_in, reverse("allocation-run", args=[run.pk]))
 
     assert f"<title>Allocation run #{run.pk} 2026-10 · AI spend chargeback</title>" in html
-    # Provider acme-ai: invoice 165.66, usage invoiced 69.69 against 69.00 rated.
-    for figure in ("$165.66", "$69.69", "$69.00", f"{MINUS}$0.69", f"{MINUS}0.99%", "$161.22", "$4.44"):
+    # Provider acme-ai: invoice 174.56, usage invoiced 69.69 against 69.00 rated.
+    for figure in ("$174.56", "$69.69", "$69.00", f"{MINUS}$0.69", f"{MINUS}0.99%", "$170.12", "$4.44"):
         assert figure in html, figure
     # The unallocated bucket, by reason, in plain words.
     assert "Untagged usage no rule maps" in html
@@ -247,7 +247,7 @@ def test_run_page_shows_providers_reasons_cost_centers_and_inputs(client_logged_
     assert "the provider bills them, but the service does not charge its callers" in html
     # Cost centers, the platform's margin and spreads a credit, each linking to its lines.
     assert f'class="num negative">{MINUS}$8.47</td>' in html
-    for code, total in (("CC-110", "$64.05"), ("CC-120", "$61.36"), ("CC-130", "$44.28")):
+    for code, total in (("CC-110", "$68.00"), ("CC-120", "$63.86"), ("CC-130", "$46.73")):
         assert f"{reverse('allocation-run-lines', args=[run.pk])}?cost_center={code}" in html
         assert total in html
     # Inputs and fingerprint.
@@ -265,7 +265,7 @@ def test_lines_csv_has_every_line_and_adds_up_to_the_invoice(client_logged_in, r
     assert header[:5] == ["run", "period", "provider", "invoice_id", "cost_center"]
     assert header[-1] == "amount"
     assert len(rows) == AllocationLine.objects.filter(run=run).count()
-    assert sum(Decimal(row[-1]) for row in rows) == Decimal("165.66")
+    assert sum(Decimal(row[-1]) for row in rows) == Decimal("174.56")
     unallocated = [row for row in rows if not row[header.index("cost_center")]]
     assert sum(Decimal(row[-1]) for row in unallocated) == Decimal("4.44")
     direct = next(

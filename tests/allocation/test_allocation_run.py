@@ -61,23 +61,25 @@ def test_hand_computed_scenario_lands_every_cent(world):
     the failed call 1.01 unallocated; rerank card 9.00 to search, spread 6.06 - 9 = -2.94
     on platform (showback); embed card 12.00 to research, spread 8.08 - 12 = -3.92 on
     platform, cached input 2.02 passthrough to research; untagged 3.03.
-    Tax 6.969 is 10% of usage: each bearer's share (the service owner bears the
-    carded usage) is a tenth of its usage money, rounded by largest remainder: the
-    three cents left go to 0.808 (0.81), 0.606 (0.61) and 0.505 (0.51).
     Platform fee 59.00 by tokens: search 12M + 5M, support 25M, research 5M + 12M:
     17.00 / 25.00 / 17.00. Vector store 30.00 by jobs run 3:1: 22.50 / 7.50.
+    Tax 15.869 is 10% of all the rest (69.69 + 59 + 30): each bearer's share (the
+    service owner bears the carded usage; the pools' cost centers their shares) is a
+    tenth of its amount, rounded by largest remainder: the three cents left go to
+    0.808 (0.81), 0.505 (0.51) and, of the two 0.404s, the smaller key (CC-100's
+    rerank spread, 0.41).
     """
     run = allocation_run_execute(period=PERIOD, actor=world["approver"])
 
-    assert run.invoice_total == Decimal("165.66")
+    assert run.invoice_total == Decimal("174.56")
     assert run.allocated + run.unallocated == run.invoice_total
     assert run.unallocated == Decimal("4.44")
     assert not run.is_flagged
     assert by_center(run) == {
         "CC-100": Decimal("-8.47"),
-        "CC-110": Decimal("64.05"),
-        "CC-120": Decimal("61.36"),
-        "CC-130": Decimal("44.28"),
+        "CC-110": Decimal("68.00"),
+        "CC-120": Decimal("63.86"),
+        "CC-130": Decimal("46.73"),
         "unallocated:failed_or_moderated": Decimal("1.11"),
         "unallocated:untagged": Decimal("3.33"),
     }
@@ -96,7 +98,9 @@ def test_hand_computed_scenario_lands_every_cent(world):
             ("CC-110", "tax", "direct", "chargeback", Decimal("1.41")),
             ("CC-110", "usage", "rate_card", "showback", Decimal("9.00")),
             ("CC-110", "purchase", "pool_proportional", "chargeback", Decimal("17.00")),
+            ("CC-110", "tax", "pool_proportional", "chargeback", Decimal("1.70")),
             ("CC-110", "usage", "pool_activity", "chargeback", Decimal("22.50")),
+            ("CC-110", "tax", "pool_activity", "chargeback", Decimal("2.25")),
         ]
     )
     assert amounts(run, cost_center__code="CC-120") == sorted(
@@ -104,6 +108,7 @@ def test_hand_computed_scenario_lands_every_cent(world):
             ("CC-120", "usage", "passthrough", "chargeback", Decimal("33.33")),
             ("CC-120", "tax", "passthrough", "chargeback", Decimal("3.03")),
             ("CC-120", "purchase", "pool_proportional", "chargeback", Decimal("25.00")),
+            ("CC-120", "tax", "pool_proportional", "chargeback", Decimal("2.50")),
         ]
     )
     assert amounts(run, cost_center__code="CC-130") == sorted(
@@ -114,7 +119,9 @@ def test_hand_computed_scenario_lands_every_cent(world):
             ("CC-130", "usage", "passthrough", "chargeback", Decimal("2.02")),
             ("CC-130", "tax", "passthrough", "chargeback", Decimal("0.20")),
             ("CC-130", "purchase", "pool_proportional", "chargeback", Decimal("17.00")),
+            ("CC-130", "tax", "pool_proportional", "chargeback", Decimal("1.70")),
             ("CC-130", "usage", "pool_activity", "chargeback", Decimal("7.50")),
+            ("CC-130", "tax", "pool_activity", "chargeback", Decimal("0.75")),
         ]
     )
     assert amounts(run, cost_center__isnull=True) == sorted(
@@ -152,7 +159,7 @@ def test_usage_invoiced_beyond_the_tolerance_leaves_a_named_true_up_gap(world, t
     assert AllocationLine.objects.get(
         run=run, cost_center__code="CC-110", method="direct", category="usage", unit="input_token"
     ).amount == Decimal("10.20")
-    assert run.invoice_total == Decimal("175.97")  # 80 + 6.969 + 59 + 30
+    assert run.invoice_total == Decimal("184.87")  # 80 + 15.869 + 59 + 30
     assert run.allocated + run.unallocated == run.invoice_total
     check = run.reconciliation.get(model="")
     assert (check.within_tolerance, check.variance_share) == (False, Decimal("-0.1375"))
@@ -212,7 +219,7 @@ def test_fixed_fee_is_a_transfer_that_nets_to_zero(world, tmp_path):
     # search's web usage (14.14 + its 1.41 tax) is absorbed by the service owner under the fee
     absorbed = AllocationLine.objects.filter(run=run, method="fee_absorbed", cost_center__code="CC-100")
     assert sum(line.amount for line in absorbed) == Decimal("15.55")
-    assert by_center(run)["CC-110"] == Decimal("64.05") - Decimal("15.55") + Decimal("25.00")
+    assert by_center(run)["CC-110"] == Decimal("68.00") - Decimal("15.55") + Decimal("25.00")
     assert run.allocated + run.unallocated == run.invoice_total
 
 
@@ -262,13 +269,13 @@ def test_run_allocation_prints_one_json_object_that_ties_out(world):
     result = json.loads(out.getvalue())
     (acme,) = result["providers"]
     assert (result["invoice_total"], result["allocated"], result["unallocated"]["total"]) == (
-        "165.66",
-        "161.22",
+        "174.56",
+        "170.12",
         "4.44",
     )
     assert acme["unallocated"]["by_reason"] == {"untagged": "3.33", "failed_or_moderated": "1.11"}
     assert (acme["invoice_total"], acme["rated_usage"], acme["invoiced_usage"], acme["variance"]) == (
-        "165.66",
+        "174.56",
         "69.00",
         "69.69",
         "-0.69",
@@ -283,12 +290,12 @@ def test_summary_api_answers_per_provider_and_per_cost_center(world, api_client)
     response = api_client.get(f"/api/v1/allocation-runs/{run.pk}/summary")
     assert response.status_code == 200
     body = response.json()
-    assert body["providers"][0]["allocated"] == "161.22"
+    assert body["providers"][0]["allocated"] == "170.12"
     assert {c["code"]: c["total"] for c in body["cost_centers"]} == {
         "CC-100": "-8.47",
-        "CC-110": "64.05",
-        "CC-120": "61.36",
-        "CC-130": "44.28",
+        "CC-110": "68.00",
+        "CC-120": "63.86",
+        "CC-130": "46.73",
     }
     assert {c["code"]: c["showback"] for c in body["cost_centers"]}["CC-110"] == "9.00"
     listed = api_client.get("/api/v1/allocation-runs", {"period": PERIOD}).json()
@@ -327,9 +334,9 @@ def test_preview_shows_what_a_draft_moves_between_cost_centers(world, tmp_path):
     preview = mapping_preview(version=draft, period=PERIOD)
     changes = {row["code"]: row["change"] for row in preview["cost_centers"]}
     # search's direct usage 14.14 and its tax 1.41 move; the pools follow the tokens
-    # (search's 12M of 59M move too: 17.00 -> 5.00 of the platform fee).
-    assert preview["moves"][0] == {"from": "CC-110", "to": "CC-120", "amount": Decimal("27.55")}
-    assert changes["CC-110"] == Decimal("-27.55") and changes["CC-120"] == Decimal("27.55")
+    # (search's 12M of 59M move too: 17.00 -> 5.00 of the platform fee, and its tax 1.20).
+    assert preview["moves"][0] == {"from": "CC-110", "to": "CC-120", "amount": Decimal("28.75")}
+    assert changes["CC-110"] == Decimal("-28.75") and changes["CC-120"] == Decimal("28.75")
     assert not AllocationRun.objects.exists()  # nothing kept
 
 

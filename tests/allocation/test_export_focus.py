@@ -80,11 +80,11 @@ def test_export_passes_the_focus_1_2_rules_and_ties_to_the_invoice(tmp_path, dja
     assert len(MANDATORY) == 21 and set(MANDATORY) <= set(header)
     assert header == list(FOCUS_COLUMNS + X_COLUMNS)
     # One row per allocation line of the current run with an amount or a quantity.
-    assert len(rows) == AllocationLine.objects.filter(run=run).exclude(amount=0, quantity=0).count() == 32
+    assert len(rows) == AllocationLine.objects.filter(run=run).exclude(amount=0, quantity=0).count() == 37
     assert {row["x_AllocationRunId"] for row in rows} == {str(run.pk)}
 
     # Every invoice cent, once: the file sums to the run's invoice total, and per InvoiceId to the invoice.
-    assert total(rows) == run.invoice_total == Decimal("165.66")
+    assert total(rows) == run.invoice_total == Decimal("174.56")
     assert all(row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"] == row["BilledCost"] for row in rows)
     assert {row["InvoiceId"] for row in rows} == {"ACME-2026-10"}
     assert {(row["BillingCurrency"], row["ProviderName"], row["InvoiceIssuerName"]) for row in rows} == {
@@ -202,7 +202,7 @@ def test_fixed_fee_transfer_nets_to_zero(tmp_path, django_user_model):
         ("CC-120", "250.00", "1"),
     ]
     assert total(fee) == 0
-    assert total(rows) == run.invoice_total == Decimal("165.66")
+    assert total(rows) == run.invoice_total == Decimal("174.56")
     # An internal transfer: the service owner provides it, no provider invoice stands behind it.
     assert {
         (row["ProviderName"], row["InvoiceIssuerName"], row["InvoiceId"], row["BillingCurrency"], row["PricingUnit"])

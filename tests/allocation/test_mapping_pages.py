@@ -436,7 +436,7 @@ def test_the_preview_shows_the_money_that_moves_from_search_to_support(as_approv
     search's direct usage 14.14 (14.00 rated, trued up by 1.01), its share of the tax
     (a tenth: 1.41) and of the platform fee by tokens (its own 12M of 59M tokens of
     59.00: 12.00). Its rerank calls stay on CC-110 (paid at the card by the caller,
-    search), and so does the vector store (by jobs run). 14.14 + 1.41 + 12.00 = 27.55.
+    search), and so does the vector store (by jobs run). 14.14 + 1.41 + 12.00 + its tax 1.20 = 28.75.
     """
     search = draft.rules.get(position=SEARCH_RULE)
     as_approver.post(f"/mappings/2/rules/{search.pk}/", _rule_post(match_team="search"))
@@ -446,19 +446,19 @@ def test_the_preview_shows_the_money_that_moves_from_search_to_support(as_approv
     assert response.status_code == 200
     page = page_text(response)
     assert "What v2 would change in 2026-10" in page
-    assert "$27.55 would move between cost centers, largest first." in page
+    assert "$28.75 would move between cost centers, largest first." in page
     rows = table_rows(response)
     moves = rows[rows.index(["From (pays less)", "", "To (pays more)", "Amount"]) + 1 :]
-    assert moves[0] == ["CC-110 Search", "→", "CC-120 Support", "$27.55"]
+    assert moves[0] == ["CC-110 Search", "→", "CC-120 Support", "$28.75"]
     centers = rows[rows.index(["Cost center", "Now, with v1", "With v2 (draft)", "Change"]) + 1 :]
     assert centers == [
         ["CC-100 Platform", "−$8.47", "−$8.47", "— no change"],
-        ["CC-110 Search", "$64.05", "$36.50", "−$27.55"],
-        ["CC-120 Support", "$61.36", "$88.91", "+$27.55"],
-        ["CC-130 Research", "$44.28", "$44.28", "— no change"],
+        ["CC-110 Search", "$68.00", "$39.25", "−$28.75"],
+        ["CC-120 Support", "$63.86", "$92.61", "+$28.75"],
+        ["CC-130 Research", "$46.73", "$46.73", "— no change"],
         ["Unallocated: failed or moderated calls of a shared service", "$1.11", "$1.11", "— no change"],
         ["Unallocated: untagged usage no rule maps", "$3.33", "$3.33", "— no change"],
-        ["All of 2026-10", "$165.66", "$165.66", "—"],
+        ["All of 2026-10", "$174.56", "$174.56", "—"],
     ]
     assert "v2 applies from 2026-11, after 2026-10" in page
     # Nothing of the two trial runs is kept.
