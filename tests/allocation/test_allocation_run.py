@@ -417,3 +417,32 @@ def test_invoices_in_two_currencies_are_refused_rather_than_added_up(world, tmp_
     with pytest.raises(ValidationFailed, match="invoices are in EUR, USD"):
         allocation_run_execute(period=PERIOD)
     assert not AllocationRun.objects.exists()
+
+
+def test_unpriced_gpu_seconds_still_drive_a_gpu_pool(world, tmp_path):
+    """No book prices GPU time, but its quantity is measured: the cluster bill follows it."""
+    from .allocation_world import MAPPING, load_invoice
+
+    gpu_pool = MAPPING + (
+        '  - code: gpu\n    name: GPU cluster\n    match: {sku: "gpu-*"}\n'
+        "    method: proportional\n    driver: gpu_seconds\n    cost_centers: [CC-110, CC-130]\n"
+    )
+    build_mapping(tmp_path, world["approver"], gpu_pool)
+    load_usage(
+        [
+            usage("gpu-1", "gpu_second", 3600, team="research", feature="bench", environment="eval") | {"model": ""},
+            usage("gpu-2", "gpu_second", 1200, team="search", feature="web", environment="production") | {"model": ""},
+        ]
+    )
+    load_invoice(
+        tmp_path,
+        "GPU-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,gpu-h100,H100 hours,,,40.00,40.00,,USD\n",
+        name="gpu.csv",
+    )
+    run = allocation_run_execute(period=PERIOD)
+    gpu = AllocationLine.objects.filter(run=run, pool__code="gpu").select_related("cost_center")
+    assert sorted((line.cost_center.code, line.amount) for line in gpu) == [
+        ("CC-110", Decimal("10.00")),
+        ("CC-130", Decimal("30.00")),
+    ]
+    assert run.allocated + run.unallocated == run.invoice_total
