@@ -66,9 +66,9 @@ from allocation.models import (
     Team,
     UsageLine,
 )
-from allocation.selectors import decimal_from_db, period_bounds, rated_lines_params, rated_lines_sql
+from allocation.selectors import decimal_from_db, period_bounds
 from allocation.services.mapping import mapping_version_in_force
-from allocation.services.rating import usage_rate_period
+from allocation.services.rating import RATED_KEYS, RATING_SUMS, priced_sums_sql, usage_rate_period
 from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, require_role
 from pricing.errors import Conflict, ValidationFailed
 from pricing.models import PriceBookVersion
@@ -270,16 +270,14 @@ def _group_fields(version_rules: list[MappingRule]) -> list[str]:
     return [*_BASE_GROUP_FIELDS, *extra]
 
 
-def _ledger_groups(*, rating_run_id: int, period: str, fields: list[str]) -> dict[str, list[_Group]]:
-    """The period's ledger summed by `fields` and price, per provider: one set-based query."""
-    start, end = period_bounds(period)
-    params = rated_lines_params(run_id=rating_run_id, start=start, end=end)
+def _ledger_groups(*, rating_run, fields: list[str]) -> dict[str, list[_Group]]:
+    """The period's sums, kept by the rating, priced and summed by `fields` and price,
+    per provider: a query over a few thousand sums, not over the ledger."""
+    params = {"run": rating_run.pk}
     width = len(fields)
     merged: dict[tuple, _Group] = {}
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL work_mem = '256MB'")
-        cursor.execute(rated_lines_sql(fields), params)
+        cursor.execute(priced_sums_sql(fields, rating_run.thresholds), params)
         for row in cursor.fetchall():
             values = dict(zip(fields, row[:width], strict=True))
             price_id, quantity, line_count, cost = row[width:]
@@ -528,19 +526,31 @@ def _measure(drivers: dict[str, dict[str, Decimal]], center: str, group: _Group,
 def _request_counts(
     *, period: str, fields: list[str], mapper: _Mapper, team_centers: dict[str, str]
 ) -> dict[str, Decimal]:
-    """Requests (distinct events) per consuming cost center: a second pass, only when a pool needs it."""
+    """Requests (distinct events) per consuming cost center: a second read of the ledger,
+    made only when a pool is driven by requests."""
     start, end = period_bounds(period)
     tag_fields = [f for f in fields if f not in ("unit", "service_tier", "tier", "is_untagged")]
     columns = ", ".join(f"l.{f}" for f in tag_fields)
     adapt = connection.ops.adapt_datetimefield_value
     counts: dict[str, Decimal] = defaultdict(Decimal)
+    outer = ", ".join(f"d.{f}" for f in tag_fields)
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # COUNT(DISTINCT ...) always sorts every line; distinct pairs by hash, in
+            # parallel, then a count, do not. The sort is back on after.
+            cursor.execute("SET LOCAL parallel_setup_cost = 0")
+            cursor.execute("SET LOCAL parallel_tuple_cost = 0")
+            cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(
-            f'SELECT {columns}, COUNT(DISTINCT l.event_id) FROM "{UsageLine._meta.db_table}" l '
-            f"WHERE l.occurred_at >= %s AND l.occurred_at < %s GROUP BY {columns}",
+            f"SELECT {outer}, COUNT(*) FROM (SELECT DISTINCT {columns}, l.event_id "
+            f'FROM "{UsageLine._meta.db_table}" l WHERE l.occurred_at >= %s AND l.occurred_at < %s) d '
+            f"GROUP BY {outer}",
             [adapt(start), adapt(end)],
         )
-        for row in cursor.fetchall():
+        rows = cursor.fetchall()
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_sort = on")
+        for row in rows:
             tags = {name: value or "" for name, value in zip(tag_fields, row, strict=False)}
             rule = mapper.rule_for(tags)
             if rule is None:
@@ -789,14 +799,24 @@ def _execute(
             f"no signed mapping version is in force for {period}: load one (load_mapping) and sign it off",
             code="no_mapping_version",
         )
-    _progress_set(period, step="rating usage", percent=5)
-    rating_run = usage_rate_period(period=period, created_by=actor)
-
-    _progress_set(period, step="mapping usage", percent=35)
     rules = list(version.rules.select_related("cost_center", "service_owner", "rate_card").order_by("position"))
     pools = list(version.pools.prefetch_related("target_cost_centers").order_by("code"))
     fields = _group_fields(rules)
-    groups = _ledger_groups(rating_run_id=rating_run.pk, period=period, fields=fields)
+    _progress_set(period, step="rating usage", percent=5)
+    # One read of the ledger: the rating keeps its sums by the mapping's tags (and the
+    # batch, for the run's inputs), and the allocation prices those.
+    rating_run = usage_rate_period(
+        period=period,
+        created_by=actor,
+        extra_fields=[*(f for f in fields if f not in RATED_KEYS), "batch_id"],
+        keep_sums=True,
+    )
+    _progress_set(period, step="mapping usage", percent=35)
+    groups = _ledger_groups(rating_run=rating_run, fields=fields)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT batch_id FROM {RATING_SUMS} ORDER BY batch_id")
+        batch_ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute(f"DROP TABLE {RATING_SUMS}")
     mapper = _Mapper(rules)
     cards = _RateCards(start)
     team_centers = dict(Team.objects.values_list("code", "cost_center__code"))
@@ -913,7 +933,6 @@ def _execute(
     AllocationLine.objects.bulk_create(allocation_lines, batch_size=2000)
     ReconciliationLine.objects.bulk_create(reconciliation)
     run.invoices.set(invoices)
-    batch_ids = _usage_batch_ids(period)
     run.usage_batches.set(batch_ids)
     card_versions = [v for v in cards.versions.values() if v is not None]
     run.rate_card_versions.set(card_versions)
@@ -1090,16 +1109,6 @@ def _fixed_fee_lines(run: AllocationRun, rules: list[MappingRule]) -> list[Alloc
                 )
             )
     return lines
-
-
-def _usage_batch_ids(period: str) -> list[int]:
-    start, end = period_bounds(period)
-    return sorted(
-        UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-        .order_by()
-        .values_list("batch_id", flat=True)
-        .distinct()
-    )
 
 
 def _inputs(
