@@ -446,3 +446,27 @@ def test_unpriced_gpu_seconds_still_drive_a_gpu_pool(world, tmp_path):
         ("CC-130", Decimal("30.00")),
     ]
     assert run.allocated + run.unallocated == run.invoice_total
+
+
+def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_path):
+    """Calls, not lines: search made web-1 (two lines) and rerank rr-1 as caller; support
+    made sum-1 (its failed sum-2 does not count); research eval-1 and embed em-1."""
+    from .allocation_world import MAPPING, load_invoice
+
+    requests_pool = MAPPING + (
+        '  - code: support\n    name: Support plan\n    match: {sku: "support-plan"}\n'
+        "    method: proportional\n    driver: requests\n    cost_centers: [CC-110, CC-120, CC-130]\n"
+    )
+    build_mapping(tmp_path, world["approver"], requests_pool)
+    load_invoice(
+        tmp_path,
+        "SUP-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,purchase,support-plan,Support,,,50.00,50.00,,USD\n",
+        name="support.csv",
+    )
+    run = allocation_run_execute(period=PERIOD)
+    support = AllocationLine.objects.filter(run=run, pool__code="support").select_related("cost_center")
+    assert sorted((line.cost_center.code, line.amount) for line in support) == [
+        ("CC-110", Decimal("20.00")),
+        ("CC-120", Decimal("10.00")),
+        ("CC-130", Decimal("20.00")),
+    ]
