@@ -523,13 +523,14 @@ def _measure(drivers: dict[str, dict[str, Decimal]], center: str, group: _Group,
         drivers[PoolDriver.GPU_SECONDS][center] += group.quantity
 
 
-def _request_counts(
-    *, period: str, fields: list[str], mapper: _Mapper, team_centers: dict[str, str]
-) -> dict[str, Decimal]:
+def _request_counts(*, period: str, mapper: _Mapper, team_centers: dict[str, str]) -> dict[str, Decimal]:
     """Requests (distinct events) per consuming cost center: a second read of the ledger,
     made only when a pool is driven by requests."""
     start, end = period_bounds(period)
-    tag_fields = [f for f in fields if f not in ("unit", "service_tier", "tier", "is_untagged")]
+    # Only what decides the payer: the tags the rules read, the caller and the outcome.
+    # (Per-unit tags such as modality would count a call spanning two units twice.)
+    read = {tag for rule, _ in mapper.rules for tag in rule.match}
+    tag_fields = sorted(read | {"caller", "outcome"})
     columns = ", ".join(f"l.{f}" for f in tag_fields)
     adapt = connection.ops.adapt_datetimefield_value
     counts: dict[str, Decimal] = defaultdict(Decimal)
@@ -857,9 +858,7 @@ def _execute(
             provider=provider,
         )
     if any(pool.method == PoolMethod.PROPORTIONAL and pool.driver == PoolDriver.REQUESTS for pool in pools):
-        drivers[PoolDriver.REQUESTS] = _request_counts(
-            period=period, fields=fields, mapper=mapper, team_centers=team_centers
-        )
+        drivers[PoolDriver.REQUESTS] = _request_counts(period=period, mapper=mapper, team_centers=team_centers)
 
     _progress_set(period, step="shared pools and true-up", percent=70)
     activity: dict[str, dict[str, Decimal]] = defaultdict(dict)
