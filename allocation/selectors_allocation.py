@@ -186,4 +186,17 @@ def allocation_run_cost_centers(*, run: AllocationRun) -> list[dict]:
     ]
 
 
-__all__ += ["allocation_run_cost_centers"]
+def allocation_line_list(*, run: AllocationRun, cost_center=None, reason: str = "") -> QuerySet[AllocationLine]:
+    """A run's lines, in a stable order: one cost center's, one unallocated reason's
+    (`unallocated`: every reason's), or all."""
+    lines = AllocationLine.objects.filter(run=run)
+    if cost_center is not None:
+        lines = lines.filter(cost_center=cost_center)
+    elif reason == "unallocated":
+        lines = lines.filter(cost_center__isnull=True)
+    elif reason:
+        lines = lines.filter(cost_center__isnull=True, reason=reason)
+    return lines.order_by("cost_center__code", "reason", "provider", "team", "feature", "model", "unit", "id")
+
+
+__all__ += ["allocation_line_list", "allocation_run_cost_centers"]

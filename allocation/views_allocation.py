@@ -27,7 +27,7 @@ from pricing.money import CENT, decimal_text, quantize
 from .choices import AllocationMethod, AllocationRunStatus, ChargeCategory, Treatment, UnallocatedReason
 from .models import AllocationLine, AllocationRun, CostCenter
 from .selectors import period_bounds, usage_latest_period
-from .selectors_allocation import allocation_run_current, allocation_run_summary, allocation_runs
+from .selectors_allocation import allocation_line_list, allocation_run_current, allocation_run_summary, allocation_runs
 from .services.allocation import ALLOCATION_RUNNERS, allocation_progress, allocation_run_queue
 from .services.roles import has_role
 from .views import csv_download, format_quantity
@@ -471,15 +471,6 @@ class _LineFilter:
     def slug(self) -> str:
         return self.cost_center.code if self.cost_center is not None else self.reason or "all"
 
-    def apply(self, lines: QuerySet[AllocationLine]) -> QuerySet[AllocationLine]:
-        if self.cost_center is not None:
-            return lines.filter(cost_center=self.cost_center)
-        if self.reason == "unallocated":
-            return lines.filter(cost_center__isnull=True)
-        if self.reason:
-            return lines.filter(cost_center__isnull=True, reason=self.reason)
-        return lines
-
 
 def _line_filter(request: HttpRequest) -> _LineFilter:
     """The filter a query names; an unknown cost center or reason is a page that does not exist."""
@@ -493,8 +484,7 @@ def _line_filter(request: HttpRequest) -> _LineFilter:
 
 
 def _lines(run: AllocationRun, line_filter: _LineFilter) -> QuerySet[AllocationLine]:
-    lines = line_filter.apply(AllocationLine.objects.filter(run=run))
-    return lines.order_by("cost_center__code", "reason", "provider", "team", "feature", "model", "unit", "id")
+    return allocation_line_list(run=run, cost_center=line_filter.cost_center, reason=line_filter.reason)
 
 
 @login_required

@@ -139,10 +139,6 @@ def allocation_progress(*, period: str) -> dict | None:
 
 
 def _progress_set(period: str, **state: Any) -> None:
-    _progress_publish(period, **state)
-
-
-def _progress_publish(period: str, **state: Any) -> None:
     current = cache.get(_progress_key(period)) or {}
     cache.set(_progress_key(period), {**current, **state}, _PROGRESS_SECONDS)
 
@@ -196,16 +192,45 @@ def _lock_period(period: str, actor) -> None:
             "wait for it to finish, then run again if needed",
             extra={"period": period, "progress": running or None},
         )
+    _progress_start(period, actor, state="running", step="starting")
+
+
+def _progress_start(period: str, actor, *, state: str, step: str) -> None:
+    """A fresh progress marker: who started the run, and when."""
     _progress_set(
         period,
-        state="running",
-        step="starting",
+        state=state,
+        step=step,
         percent=0,
         user=getattr(actor, "username", "") or "",
         started_at=timezone.now().isoformat(timespec="seconds"),
         run_id=None,
         error="",
     )
+
+
+def _refuse_if_not_runnable(period: str, actor) -> None:
+    """A malformed period, an actor without the role, or a closed period is refused."""
+    period_bounds(period)
+    if actor is not None:
+        require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
+    closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
+    if closed is not None:
+        raise PeriodClosed(
+            f"{period} is closed: a statement from allocation run #{closed.pk} was approved; "
+            "book corrections as adjustments in the next period",
+            extra={"period": period, "run": closed.pk},
+        )
+
+
+def _version_in_force_or_refuse(period: str) -> MappingVersion:
+    version = mapping_version_in_force(period=period)
+    if version is None:
+        raise ValidationFailed(
+            f"no signed mapping version is in force for {period}: load one (load_mapping) and sign it off",
+            code="no_mapping_version",
+        )
+    return version
 
 
 # --- the ledger, summed and mapped -------------------------------------------
@@ -567,10 +592,6 @@ def _request_counts(*, period: str, mapper: _Mapper, team_centers: dict[str, str
 # --- invoices and pools ------------------------------------------------------
 
 
-def _effective(line: InvoiceLine) -> Decimal:
-    return line.effective_cost
-
-
 def _pool_for(pools: list[SharedCostPool], invoice: ProviderInvoice, line: InvoiceLine) -> SharedCostPool | None:
     fields = {
         "provider": invoice.provider,
@@ -624,7 +645,7 @@ def _invoice_parts(
     *,
     charged: _ProviderUsage,
     usage_money: Decimal,
-    pools: list[SharedCostPool],
+    pool_of: dict[int, SharedCostPool | None],
     pool_weights: Callable[[SharedCostPool], dict[str, Decimal]],
 ) -> dict[_Key, Decimal]:
     """The exact parts of one invoice: its usage spread as the provider's usage was
@@ -634,13 +655,13 @@ def _invoice_parts(
     others: dict[str, Decimal] = defaultdict(Decimal)
     pooled: dict[tuple[SharedCostPool, str], Decimal] = defaultdict(Decimal)
     for line in lines:
-        pool = _pool_for(pools, invoice, line)
+        pool = pool_of[line.pk]
         if pool is not None:
-            pooled[(pool, line.charge_category)] += _effective(line)
+            pooled[(pool, line.charge_category)] += line.effective_cost
         elif line.charge_category == ChargeCategory.USAGE:
-            own_usage += _effective(line)
+            own_usage += line.effective_cost
         else:
-            others[line.charge_category] += _effective(line)
+            others[line.charge_category] += line.effective_cost
     parts: dict[_Key, Decimal] = defaultdict(Decimal)
     # Who bears this invoice's other charges (tax, credits, adjustments, purchases no pool
     # takes): its usage, as the provider's usage was charged, and its pooled lines.
@@ -693,24 +714,32 @@ def _with(key: _Key, **changes: Any) -> _Key:
 
 
 def _reconcile(
-    run: AllocationRun, provider: str, lines: Iterable[tuple[ProviderInvoice, InvoiceLine]], charged, pools, tolerance
+    run: AllocationRun, provider: str, lines: Iterable[InvoiceLine], charged, pool_of, tolerance
 ) -> list[ReconciliationLine]:
     """Rated usage against invoiced usage (pool lines aside), per provider and, where
     every invoiced usage line names its model, per model (both resolved to the catalog)."""
+    names: dict[str, str] = {}
+
+    def catalog_name(model: str) -> str:
+        if model not in names:
+            catalog_model = model_resolve(provider=provider, model=model) if model else None
+            names[model] = catalog_model.name if catalog_model is not None else model
+        return names[model]
+
     invoiced: dict[str, Decimal] = defaultdict(Decimal)
     named = True
-    for invoice, line in lines:
-        if line.charge_category != ChargeCategory.USAGE or _pool_for(pools, invoice, line) is not None:
+    for line in lines:
+        if line.charge_category != ChargeCategory.USAGE or pool_of[line.pk] is not None:
             continue
         named = named and bool(line.model)
-        invoiced[_catalog_name(provider, line.model)] += _effective(line)
+        invoiced[catalog_name(line.model)] += line.effective_cost
     rows: list[tuple[str, Decimal, Decimal]] = [
         ("", sum(invoiced.values(), Decimal(0)), charged.rated_cost if charged else Decimal(0))
     ]
     if named and invoiced and charged:
         rated: dict[str, Decimal] = defaultdict(Decimal)
         for model, cost in charged.rated_by_model.items():
-            rated[_catalog_name(provider, model)] += cost
+            rated[catalog_name(model)] += cost
         for model in sorted(set(invoiced) | set(rated)):
             rows.append((model or "(no model)", invoiced.get(model, Decimal(0)), rated.get(model, Decimal(0))))
     result = []
@@ -731,13 +760,6 @@ def _reconcile(
             )
         )
     return result
-
-
-def _catalog_name(provider: str, model: str) -> str:
-    if not model:
-        return ""
-    catalog_model = model_resolve(provider=provider, model=model)
-    return catalog_model.name if catalog_model is not None else model
 
 
 def allocation_run_execute(
@@ -782,28 +804,14 @@ def _execute(
     """The run itself, inside the caller's transaction; `version` and `progress` are the
     preview's: another mapping version than the one in force, and no progress to report."""
     start, end = period_bounds(period)
-
-    def _progress_set(period: str, **state: Any) -> None:
-        (progress or _progress_publish)(period, **state)
-
+    report = progress or _progress_set
     if version is None:
-        closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
-        if closed is not None:
-            raise PeriodClosed(
-                f"{period} is closed: a statement from allocation run #{closed.pk} was approved; "
-                "book corrections as adjustments in the next period",
-                extra={"period": period, "run": closed.pk},
-            )
-        version = mapping_version_in_force(period=period)
-    if version is None:
-        raise ValidationFailed(
-            f"no signed mapping version is in force for {period}: load one (load_mapping) and sign it off",
-            code="no_mapping_version",
-        )
+        _refuse_if_not_runnable(period, None)  # the actor's role is checked before the lock
+        version = _version_in_force_or_refuse(period)
     rules = list(version.rules.select_related("cost_center", "service_owner", "rate_card").order_by("position"))
     pools = list(version.pools.prefetch_related("target_cost_centers").order_by("code"))
     fields = _group_fields(rules)
-    _progress_set(period, step="rating usage", percent=5)
+    report(period, step="rating usage", percent=5)
     # One read of the ledger: the rating keeps its sums by the mapping's tags (and the
     # batch, for the run's inputs), and the allocation prices those.
     rating_run = usage_rate_period(
@@ -812,7 +820,7 @@ def _execute(
         extra_fields=[*(f for f in fields if f not in RATED_KEYS), "batch_id"],
         keep_sums=True,
     )
-    _progress_set(period, step="mapping usage", percent=35)
+    report(period, step="mapping usage", percent=35)
     groups = _ledger_groups(rating_run=rating_run, fields=fields)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT DISTINCT batch_id FROM {RATING_SUMS} ORDER BY batch_id")
@@ -823,6 +831,10 @@ def _execute(
     team_centers = dict(Team.objects.values_list("code", "cost_center__code"))
 
     invoices, lines_by_invoice, invoices_by_provider = _period_invoices(start, end)
+    # Which pool takes each invoice line, decided once for the parts, the true-up and the reconciliation.
+    pool_of = {
+        line.pk: _pool_for(pools, invoice, line) for invoice in invoices for line in lines_by_invoice[invoice.pk]
+    }
     currencies = sorted({invoice.currency for invoice in invoices})
     if len(currencies) > 1:
         # Totals across currencies mean nothing, and converting needs rates we do not keep yet.
@@ -839,10 +851,10 @@ def _execute(
     for provider in sorted(set(groups) | set(invoices_by_provider)):
         usage_money = sum(
             (
-                _effective(line)
+                line.effective_cost
                 for invoice in invoices_by_provider.get(provider, [])
                 for line in lines_by_invoice[invoice.pk]
-                if line.charge_category == ChargeCategory.USAGE and _pool_for(pools, invoice, line) is None
+                if line.charge_category == ChargeCategory.USAGE and pool_of[line.pk] is None
             ),
             Decimal(0),
         )
@@ -860,7 +872,7 @@ def _execute(
     if any(pool.method == PoolMethod.PROPORTIONAL and pool.driver == PoolDriver.REQUESTS for pool in pools):
         drivers[PoolDriver.REQUESTS] = _request_counts(period=period, mapper=mapper, team_centers=team_centers)
 
-    _progress_set(period, step="shared pools and true-up", percent=70)
+    report(period, step="shared pools and true-up", percent=70)
     activity: dict[str, dict[str, Decimal]] = defaultdict(dict)
     activity_rows = list(
         ActivityCount.objects.filter(period=period).select_related("cost_center").order_by("driver", "cost_center_id")
@@ -892,7 +904,7 @@ def _execute(
         unallocated=0,
         created_by=actor,
     )
-    _progress_set(period, run_id=run.pk)
+    report(period, run_id=run.pk)
 
     ids = _Ids(
         centers=dict(CostCenter.objects.values_list("code", "pk")),
@@ -911,7 +923,7 @@ def _execute(
                 lines_by_invoice,
                 charged=charged,
                 usage_money=usage_money_by_provider[provider],
-                pools=pools,
+                pool_of=pool_of,
                 pool_weights=pool_weights,
                 ids=ids,
             )
@@ -920,15 +932,15 @@ def _execute(
             _reconcile(
                 run,
                 provider,
-                [(invoice, line) for invoice in provider_invoices for line in lines_by_invoice[invoice.pk]],
+                [line for invoice in provider_invoices for line in lines_by_invoice[invoice.pk]],
                 charged,
-                pools,
+                pool_of,
                 tolerance,
             )
         )
     allocation_lines.extend(_fixed_fee_lines(run, rules))
 
-    _progress_set(period, step="writing results", percent=90)
+    report(period, step="writing results", percent=90)
     AllocationLine.objects.bulk_create(allocation_lines, batch_size=2000)
     ReconciliationLine.objects.bulk_create(reconciliation)
     run.invoices.set(invoices)
@@ -946,7 +958,7 @@ def _execute(
         tolerance=tolerance,
     )
     invoice_total = sum(
-        (quantize(sum((_effective(x) for x in lines_by_invoice[i.pk]), Decimal(0)), CENT) for i in invoices),
+        (quantize(sum((x.effective_cost for x in lines_by_invoice[i.pk]), Decimal(0)), CENT) for i in invoices),
         Decimal(0),
     )
     run.invoice_total = invoice_total
@@ -988,7 +1000,7 @@ def _provider_lines(
     *,
     charged: _ProviderUsage,
     usage_money: Decimal,
-    pools: list[SharedCostPool],
+    pool_of: dict[int, SharedCostPool | None],
     pool_weights: Callable[[SharedCostPool], dict[str, Decimal]],
     ids: "_Ids",
 ) -> list[AllocationLine]:
@@ -997,15 +1009,15 @@ def _provider_lines(
     # Line counts and rated cost ride on the invoice carrying most of the usage.
     carrier = max(
         provider_invoices,
-        key=lambda i: (sum(_effective(x) for x in lines_by_invoice[i.pk] if x.charge_category == "usage"), -i.pk),
+        key=lambda i: (sum(x.effective_cost for x in lines_by_invoice[i.pk] if x.charge_category == "usage"), -i.pk),
         default=None,
     )
     counted: set[_Key] = set()
     for invoice in provider_invoices:
         invoice_lines = lines_by_invoice[invoice.pk]
-        exact_total = sum((_effective(line) for line in invoice_lines), Decimal(0))
+        exact_total = sum((line.effective_cost for line in invoice_lines), Decimal(0))
         parts = _invoice_parts(
-            invoice, invoice_lines, charged=charged, usage_money=usage_money, pools=pools, pool_weights=pool_weights
+            invoice, invoice_lines, charged=charged, usage_money=usage_money, pool_of=pool_of, pool_weights=pool_weights
         )
         cents = largest_remainder(exact_total, parts) if parts else {}
         if sum(cents.values(), Decimal(0)) != quantize(exact_total, CENT):
@@ -1204,17 +1216,8 @@ def allocation_run_queue(*, period: str, actor=None) -> None:
     """
     from allocation.tasks import allocation_run_task
 
-    period_bounds(period)
-    if actor is not None:
-        require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
-    closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
-    if closed is not None:
-        raise PeriodClosed(f"{period} is closed: a statement from allocation run #{closed.pk} was approved")
-    if mapping_version_in_force(period=period) is None:
-        raise ValidationFailed(
-            f"no signed mapping version is in force for {period}: load one (load_mapping) and sign it off",
-            code="no_mapping_version",
-        )
+    _refuse_if_not_runnable(period, actor)
+    _version_in_force_or_refuse(period)
     running = _run_in_progress(period)
     if running is not None:
         raise AllocationRunning(
@@ -1222,16 +1225,7 @@ def allocation_run_queue(*, period: str, actor=None) -> None:
             f"(started {running.get('started_at', '')} by {running.get('user') or 'someone'})",
             extra={"period": period, "progress": running},
         )
-    _progress_set(
-        period,
-        state="queued",
-        step="waiting for a worker",
-        percent=0,
-        user=getattr(actor, "username", "") or "",
-        started_at=timezone.now().isoformat(timespec="seconds"),
-        run_id=None,
-        error="",
-    )
+    _progress_start(period, actor, state="queued", step="waiting for a worker")
     transaction.on_commit(lambda: allocation_run_task.delay(period, actor.pk if actor is not None else None))
 
 
