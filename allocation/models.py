@@ -277,8 +277,9 @@ class RatingRule(models.Model):
 
 
 class RatedUsage(models.Model):
-    """A period's usage with its cost, per day and price: what was priced at which
-    price, and what could not be priced.
+    """A period's usage with its cost, per price segment and price: what was priced at
+    which price, and what could not be priced. `day` is the first day of the segment,
+    a span of the period over which no price of the books changes (usually the month).
 
     It holds the rating's keys only; costs by team, feature or any other tag
     are summed from the ledger joined to the run's rules (`rated_lines_sql`),

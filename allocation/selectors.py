@@ -19,7 +19,6 @@ from .models import CostCenter, RatingRule, RatingRun, UsageBatch, UsageLine
 __all__ = [
     "SUMMARY_GROUP_KEYS",
     "cost_center_tree",
-    "day_sql",
     "decimal_from_db",
     "period_bounds",
     "rated_lines_params",
@@ -222,13 +221,6 @@ def cost_center_tree() -> list[dict]:
     for center in [*by_parent.get(None, []), *centers]:
         visit(center, 0)
     return ordered
-
-
-def day_sql() -> str:
-    """SQL of the UTC day of a ledger line `l`."""
-    if connection.vendor == "postgresql":
-        return "(l.occurred_at AT TIME ZONE 'UTC')::date"
-    return "date(l.occurred_at)"
 
 
 def rated_lines_sql(group_fields: Sequence[str]) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "context_band_floor",
     "latest_price_book_versions",
     "model_resolve",
+    "price_change_moments",
     "price_book_overview",
     "price_book_prices",
     "price_book_version_choices",
@@ -120,6 +121,20 @@ _END_OF_TIME = datetime(9999, 1, 1, tzinfo=UTC)
 
 def _midnight(day: date | None, default: datetime) -> datetime:
     return default if day is None else datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def price_change_moments(*, versions: Iterable[PriceBookVersion], start: datetime, end: datetime) -> list[datetime]:
+    """The midnights strictly inside [start, end) at which a price of `versions` starts or
+    ends: every rule `price_segments` cuts for these versions starts and ends at one of
+    them or at a bound, so usage between two of them is priced alike."""
+    moments: set[datetime] = set()
+    for effective_from, effective_to in (
+        Price.objects.filter(version__in=list(versions)).values_list("effective_from", "effective_to").distinct()
+    ):
+        for moment in (_midnight(effective_from, _BEGINNING), _midnight(effective_to, _END_OF_TIME)):
+            if start < moment < end:
+                moments.add(moment)
+    return sorted(moments)
 
 
 def price_segments(

@@ -1,13 +1,15 @@
 """Rating a period's usage: set-based, in the database.
 
-The period's ledger is summed in one pass by day, rating key and request-size
+The period's ledger is summed in one pass by price segment (the spans of days
+between price changes, usually the whole month), rating key and request-size
 bucket; price resolution (pricing.selectors.price_segments) then runs once per
 distinct key, a few hundred for millions of lines, and yields non-overlapping
-rules; the rules are joined to the sums and the cost is stored per day, key
-and price. A sum no rule prices is kept with an empty price: unpriced.
+rules; the rules are joined to the sums and the cost is stored per segment,
+key and price. A sum no rule prices is kept with an empty price: unpriced.
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
@@ -15,9 +17,15 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from allocation.models import RatedUsage, RatingRule, RatingRun, UsageLine
-from allocation.selectors import day_sql, period_bounds, rated_lines_params
+from allocation.selectors import period_bounds, rated_lines_params
 from pricing.models import Price
-from pricing.selectors import context_band_floor, latest_price_book_versions, model_resolve, price_segments
+from pricing.selectors import (
+    context_band_floor,
+    latest_price_book_versions,
+    model_resolve,
+    price_change_moments,
+    price_segments,
+)
 
 __all__ = ["RATED_KEYS", "RATING_SUMS", "priced_sums_sql", "usage_rate_period"]
 
@@ -25,7 +33,7 @@ __all__ = ["RATED_KEYS", "RATING_SUMS", "priced_sums_sql", "usage_rate_period"]
 # with `priced_sums_sql`; the caller drops it.
 RATING_SUMS = "rating_sums"
 
-# The rating's keys, which RatedUsage keeps (with the day and the price).
+# The rating's keys, which RatedUsage keeps (with the segment's first day and the price).
 RATED_KEYS: tuple[str, ...] = ("provider", "model", "unit", "service_tier", "tier")
 
 
@@ -66,6 +74,30 @@ def _rules_for(run: RatingRun, keys, start, end, versions) -> list[RatingRule]:
                 )
             )
     return rules
+
+
+def _segment_sql(start: datetime, moments: list[datetime]) -> tuple[str, dict]:
+    """SQL of the first day of ledger line `l`'s price segment, and its parameters.
+
+    Summing by segment rather than by day keeps the sums a month's tag combinations
+    (not 30 times as many): the one read of the ledger hashes into a table that stays
+    small. The days are literals made from dates, never from input.
+    """
+    if connection.vendor == "postgresql":
+
+        def literal(moment: datetime) -> str:
+            return f"DATE '{moment:%Y-%m-%d}'"
+    else:
+
+        def literal(moment: datetime) -> str:
+            return f"'{moment:%Y-%m-%d}'"
+
+    if not moments:
+        return literal(start), {}
+    adapt = connection.ops.adapt_datetimefield_value
+    firsts = [start, *moments]
+    whens = "".join(f"WHEN l.occurred_at < %(cut{i})s THEN {literal(firsts[i])} " for i in range(len(moments)))
+    return f"CASE {whens}ELSE {literal(firsts[-1])} END", {f"cut{i}": adapt(m) for i, m in enumerate(moments)}
 
 
 def _day_start_sql(day: str) -> str:
@@ -109,14 +141,15 @@ def priced_sums_sql(fields: Sequence[str], thresholds: list[int]) -> str:
     """
 
 
-def _rating_sql(thresholds: list[int], extra_fields: Sequence[str] = ()) -> tuple[str, str]:
+def _rating_sql(thresholds: list[int], segment: str, extra_fields: Sequence[str] = ()) -> tuple[str, str]:
     """The rating statements: the ledger summed first, then priced per sum.
 
-    Every rule starts and ends at a UTC midnight (periods and effective dates are
-    days), so a day's lines of one key share their rules; and the context-band
+    Every rule starts and ends at a UTC midnight where a price changes (periods and
+    effective dates are days), so the lines of one key between two such midnights
+    (`segment`, see `_segment_sql`) share their rules; and the context-band
     thresholds of all rules cut requests into a few size buckets whose members
     fall in the same band (any finer cut does too: `thresholds` may be every
-    band edge of the price books). Summing the lines by (day, key, bucket) before the
+    band edge of the price books). Summing the lines by (segment, key, bucket) before the
     join leaves a few thousand sums to price instead of millions of lines, and
     the big aggregation, over ledger columns alone, can run in parallel.
     `extra_fields` (ledger columns such as the tags a mapping reads) are kept in
@@ -132,7 +165,7 @@ def _rating_sql(thresholds: list[int], extra_fields: Sequence[str] = ()) -> tupl
     extra = "".join(f", l.{f}" for f in extra_fields)
     positions = ", ".join(str(i) for i in range(1, 9 + len(extra_fields)))
     summed = f"""
-        SELECT {day_sql()} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
+        SELECT {segment} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
                {bucket} AS bucket{extra}, SUM(l.quantity) AS quantity, COUNT(*) AS line_count
         FROM "{UsageLine._meta.db_table}" l
         WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s
@@ -153,7 +186,7 @@ def usage_rate_period(
 ) -> RatingRun:
     """Rate every ledger line of a period at the prices in force; returns the run.
 
-    With `keep_sums`, the period's sums (by day, rating key, request-size bucket and
+    With `keep_sums`, the period's sums (by price segment, rating key, request-size bucket and
     `extra_fields`) stay in the temporary table RATING_SUMS for the caller, inside
     the same transaction, to price with `priced_sums_sql` and then drop: one read of
     the ledger serves the rating and the allocation.
@@ -167,8 +200,9 @@ def usage_rate_period(
         set(Price.objects.filter(version__in=versions, context_above__gt=0).values_list("context_above", flat=True))
     )
     columns = ", ".join(["run_id", "day", *RATED_KEYS, "price_id", "quantity", "line_count", "cost"])
-    summed, priced = _rating_sql(thresholds, extra_fields)
-    params = rated_lines_params(run_id=run.pk, start=start, end=end)
+    segment, cuts = _segment_sql(start, price_change_moments(versions=versions, start=start, end=end))
+    summed, priced = _rating_sql(thresholds, segment, extra_fields)
+    params = {**rated_lines_params(run_id=run.pk, start=start, end=end), **cuts}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # The month's sums in memory, on parallel workers: CREATE TABLE AS may run
