@@ -227,6 +227,12 @@ class RatingRun(models.Model):
     It records the price book versions it used, and the rules it derived from
     them, so its costs can always be explained and reproduced. The newest
     completed run of a period is the one reports use.
+
+    A rating made for an allocation also keeps its sums by the mapping's tags
+    (RatingSum) and, when a pool is driven by requests, the requests per payer's
+    tags (RatingRequestCount): an allocation run reuses them, instead of reading
+    the ledger again, while no usage batch has come since and the price books
+    in force are the same (`ledger_batch_high`, `ledger_settled`).
     """
 
     period = models.CharField(max_length=7, help_text="YYYY-MM")
@@ -238,6 +244,15 @@ class RatingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    thresholds = models.JSONField(default=list, help_text="Request-size bucket edges of the kept sums")
+    sum_fields = models.JSONField(default=list, help_text="Ledger tags the kept sums are by; none kept when empty")
+    request_fields = models.JSONField(
+        null=True, blank=True, help_text="Tags the kept request counts are by; none kept when empty"
+    )
+    ledger_batch_high = models.BigIntegerField(
+        null=True, blank=True, help_text="The newest usage batch when the ledger was read"
+    )
+    ledger_settled = models.BooleanField(default=False, help_text="No usage batch was loading when the ledger was read")
 
     class Meta:
         ordering = ["-id"]
@@ -274,6 +289,61 @@ class RatingRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}/{self.model} {self.unit} from {self.valid_from:%Y-%m-%d}: {self.price_id}"
+
+
+class RatingSum(models.Model):
+    """A rating run's sum of the ledger lines alike to price and to map: one price
+    segment (`day`, its first day), rating key, request-size bucket (`bucket`, an
+    index into the run's `thresholds`; -1 when no size was given), usage batch and
+    combination of the run's `sum_fields` (the others are empty). An allocation
+    prices these rather than the ledger's lines."""
+
+    run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="sums")
+    day = models.DateField()
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128, blank=True)
+    unit = models.CharField(max_length=64)
+    service_tier = models.CharField(max_length=32, blank=True)
+    tier = models.CharField(max_length=64, blank=True)
+    context_band = models.CharField(max_length=32, blank=True)
+    bucket = models.SmallIntegerField()
+    team = models.CharField(max_length=128, blank=True)
+    feature = models.CharField(max_length=128, blank=True)
+    environment = models.CharField(max_length=32, blank=True)
+    tenant = models.CharField(max_length=128, blank=True)
+    modality = models.CharField(max_length=32, blank=True)
+    caller = models.CharField(max_length=128, blank=True)
+    project = models.CharField(max_length=128, blank=True)
+    outcome = models.CharField(max_length=16, blank=True)
+    is_untagged = models.BooleanField()
+    batch_id = models.BigIntegerField(help_text="The usage batch the lines came from")
+    quantity = models.DecimalField(max_digits=QUANTITY_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES)
+    line_count = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.provider}/{self.model} {self.quantity} {self.unit}"
+
+
+class RatingRequestCount(models.Model):
+    """Requests (distinct calls) of a rating run's period per combination of its
+    `request_fields`, the tags that decide who pays (the others are empty): the
+    driver of shared-cost pools split by requests."""
+
+    run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="request_counts")
+    provider = models.CharField(max_length=64)
+    model = models.CharField(max_length=128, blank=True)
+    team = models.CharField(max_length=128, blank=True)
+    feature = models.CharField(max_length=128, blank=True)
+    environment = models.CharField(max_length=32, blank=True)
+    tenant = models.CharField(max_length=128, blank=True)
+    modality = models.CharField(max_length=32, blank=True)
+    caller = models.CharField(max_length=128, blank=True)
+    project = models.CharField(max_length=128, blank=True)
+    outcome = models.CharField(max_length=16, blank=True)
+    requests = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.requests} requests of {self.team or '-'}/{self.feature or '-'}"
 
 
 class RatedUsage(models.Model):

@@ -5,7 +5,7 @@ from celery import shared_task
 from .models import UsageBatch
 from .services.ingest import usage_batch_ingest_file
 
-__all__ = ["allocation_run_task", "usage_batch_ingest_task", "usage_rate_period_task"]
+__all__ = ["allocation_run_task", "usage_batch_ingest_task", "usage_rate_open_periods_task", "usage_rate_period_task"]
 
 
 @shared_task(acks_late=True)
@@ -21,11 +21,24 @@ def usage_rate_period_task(period: str, user_id: int | None = None) -> dict:
     """Rate a period; a repeat makes a newer run, which reports then use."""
     from django.contrib.auth import get_user_model
 
-    from .services.rating import usage_rate_period
+    from .services.allocation import allocation_usage_rate
 
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
-    run = usage_rate_period(period=period, created_by=user)
+    run = allocation_usage_rate(period=period, actor=user)
     return {"rating_run": run.pk, "lines_rated": run.lines_rated, "lines_unpriced": run.lines_unpriced}
+
+
+@shared_task(acks_late=True)
+def usage_rate_open_periods_task() -> list[dict]:
+    """Nightly (beat): rate this month and the last, so that their allocation runs at the
+    close price kept sums; a month whose rating still stands is left as it is."""
+    from .services.allocation import allocation_usage_rate, open_periods
+
+    return [
+        {"period": period, "rating_run": run.pk, "lines_rated": run.lines_rated}
+        for period in open_periods()
+        for run in [allocation_usage_rate(period=period)]
+    ]
 
 
 @shared_task(acks_late=True)

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -142,7 +143,14 @@ CELERY_TASK_TIME_LIMIT = int(os.environ.get("CELERY_TASK_TIME_LIMIT", "3600"))
 CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULE: dict = {}
+# Nightly, the open months are rated keeping what their allocation needs, so that a
+# run at the close prices kept sums instead of reading the month's ledger.
+CELERY_BEAT_SCHEDULE: dict = {
+    "rate-open-months": {
+        "task": "allocation.tasks.usage_rate_open_periods_task",
+        "schedule": crontab(hour=2, minute=15),
+    },
+}
 
 # Ingestion: records per COPY chunk. Memory is bounded by this, not by the file
 # (about 130 MB at 200,000); fewer, larger chunks spread the per-commit wait.

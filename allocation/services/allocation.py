@@ -30,7 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, localcontext
 from fnmatch import fnmatchcase
 from typing import Any
@@ -61,14 +61,16 @@ from allocation.models import (
     MappingRule,
     MappingVersion,
     ProviderInvoice,
+    RatingRequestCount,
+    RatingRun,
+    RatingSum,
     ReconciliationLine,
     SharedCostPool,
     Team,
-    UsageLine,
 )
 from allocation.selectors import decimal_from_db, period_bounds
 from allocation.services.mapping import mapping_version_in_force
-from allocation.services.rating import RATED_KEYS, RATING_SUMS, priced_sums_sql, usage_rate_period
+from allocation.services.rating import RATED_KEYS, priced_sums_sql, rating_run_reusable, usage_rate_period
 from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, require_role
 from pricing.errors import Conflict, ValidationFailed
 from pricing.models import PriceBookVersion
@@ -82,7 +84,9 @@ __all__ = [
     "allocation_run_close",
     "allocation_run_execute",
     "allocation_run_queue",
+    "allocation_usage_rate",
     "mapping_preview",
+    "open_periods",
     "ALLOCATION_RUNNERS",
 ]
 
@@ -302,8 +306,16 @@ def _ledger_groups(*, rating_run, fields: list[str]) -> dict[str, list[_Group]]:
     width = len(fields)
     merged: dict[tuple, _Group] = {}
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # A few hundred thousand sums: hashed in memory, not sorted on disk. The sort is
+            # back on after; the memory setting ends with the run's transaction.
+            cursor.execute("SET LOCAL work_mem = '256MB'")
+            cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(priced_sums_sql(fields, rating_run.thresholds), params)
-        for row in cursor.fetchall():
+        rows = cursor.fetchall()
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_sort = on")
+        for row in rows:
             values = dict(zip(fields, row[:width], strict=True))
             price_id, quantity, line_count, cost = row[width:]
             priced = price_id is not None
@@ -548,44 +560,26 @@ def _measure(drivers: dict[str, dict[str, Decimal]], center: str, group: _Group,
         drivers[PoolDriver.GPU_SECONDS][center] += group.quantity
 
 
-def _request_counts(*, period: str, mapper: _Mapper, team_centers: dict[str, str]) -> dict[str, Decimal]:
-    """Requests (distinct events) per consuming cost center: a second read of the ledger,
-    made only when a pool is driven by requests."""
-    start, end = period_bounds(period)
-    # Only what decides the payer: the tags the rules read, the caller and the outcome.
-    # (Per-unit tags such as modality would count a call spanning two units twice.)
-    read = {tag for rule, _ in mapper.rules for tag in rule.match}
-    tag_fields = sorted(read | {"caller", "outcome"})
-    columns = ", ".join(f"l.{f}" for f in tag_fields)
-    adapt = connection.ops.adapt_datetimefield_value
+def _request_fields(rules: list[MappingRule]) -> list[str]:
+    """What decides who pays for a call: the tags the rules read, the caller and the outcome.
+    (Per-unit tags such as modality would count a call spanning two units twice.)"""
+    return sorted({tag for rule in rules for tag in rule.match} | {"caller", "outcome"})
+
+
+def _request_counts(*, rating_run, mapper: _Mapper, team_centers: dict[str, str]) -> dict[str, Decimal]:
+    """Requests (distinct calls) per consuming cost center, from the rating's counts."""
+    fields = rating_run.request_fields
     counts: dict[str, Decimal] = defaultdict(Decimal)
-    outer = ", ".join(f"d.{f}" for f in tag_fields)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # COUNT(DISTINCT ...) always sorts every line; distinct pairs by hash, in
-            # parallel, then a count, do not. The sort is back on after.
-            cursor.execute("SET LOCAL parallel_setup_cost = 0")
-            cursor.execute("SET LOCAL parallel_tuple_cost = 0")
-            cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(
-            f"SELECT {outer}, COUNT(*) FROM (SELECT DISTINCT {columns}, l.event_id "
-            f'FROM "{UsageLine._meta.db_table}" l WHERE l.occurred_at >= %s AND l.occurred_at < %s) d '
-            f"GROUP BY {outer}",
-            [adapt(start), adapt(end)],
-        )
-        rows = cursor.fetchall()
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL enable_sort = on")
-        for row in rows:
-            tags = {name: value or "" for name, value in zip(tag_fields, row, strict=False)}
-            rule = mapper.rule_for(tags)
-            if rule is None:
-                continue
-            shared = rule.charge_model in _SHARED_SERVICE_MODELS
-            if shared and tags["outcome"] in UNCHARGED_OUTCOMES:
-                continue
-            _, payer = _owner_and_payer(rule, tags["caller"], team_centers)
-            counts[payer] += row[-1]
+    for row in RatingRequestCount.objects.filter(run=rating_run).values(*fields, "requests").order_by(*fields):
+        tags = {name: row[name] or "" for name in fields}
+        rule = mapper.rule_for(tags)
+        if rule is None:
+            continue
+        shared = rule.charge_model in _SHARED_SERVICE_MODELS
+        if shared and tags["outcome"] in UNCHARGED_OUTCOMES:
+            continue
+        _, payer = _owner_and_payer(rule, tags["caller"], team_centers)
+        counts[payer] += row["requests"]
     return counts
 
 
@@ -762,6 +756,62 @@ def _reconcile(
     return result
 
 
+def _rating_needs(rules: list[MappingRule], pools: list[SharedCostPool]) -> tuple[list[str], list[str] | None]:
+    """The tags an allocation by these rules and pools needs kept: the sums', and the
+    request counts' (None when no pool is driven by requests)."""
+    sum_fields = [f for f in _group_fields(rules) if f not in RATED_KEYS]
+    by_requests = any(p.method == PoolMethod.PROPORTIONAL and p.driver == PoolDriver.REQUESTS for p in pools)
+    return sum_fields, _request_fields(rules) if by_requests else None
+
+
+def _rating_for(*, period: str, actor, rules: list[MappingRule], pools: list[SharedCostPool]):
+    """The period's rating as the allocation needs it: the newest, if it still stands for
+    the ledger and the prices in force (rated ahead, or by an earlier run), else a new
+    one. Either way the ledger is read at most once for the sums."""
+    sum_fields, request_fields = _rating_needs(rules, pools)
+    reusable = rating_run_reusable(period=period, sum_fields=sum_fields, request_fields=request_fields)
+    if reusable is not None:
+        return reusable
+    return usage_rate_period(period=period, created_by=actor, sum_fields=sum_fields, request_fields=request_fields)
+
+
+def _kept_sums_prune(period: str, newest: RatingRun) -> None:
+    """Drop the kept sums of the period's older ratings: only the newest is read again
+    (the rating runs stay, for the allocation runs' inputs). Done under the period's
+    lock, so never while a run of the period reads them; skipped if a run holds it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", _advisory_key(period))
+            if not cursor.fetchone()[0]:
+                return
+    RatingSum.objects.filter(run__period=period, run__pk__lt=newest.pk).delete()
+    RatingRequestCount.objects.filter(run__period=period, run__pk__lt=newest.pk).delete()
+
+
+@transaction.atomic
+def allocation_usage_rate(*, period: str, actor=None) -> RatingRun:
+    """Rate a period ahead of its allocation (nightly, the command, the rating pages),
+    keeping what the mapping version in force needs, so that the month's allocation
+    runs price the kept sums instead of reading the ledger. A rating that still stands
+    for the ledger and the prices in force is returned as it is. Without a version in
+    force, a plain rating."""
+    version = mapping_version_in_force(period=period)
+    if version is None:
+        return usage_rate_period(period=period, created_by=actor)
+    rating = _rating_for(
+        period=period, actor=actor, rules=list(version.rules.order_by("position")), pools=list(version.pools.all())
+    )
+    _kept_sums_prune(period, rating)
+    return rating
+
+
+def open_periods(*, today: date | None = None) -> list[str]:
+    """The months a nightly rating keeps ready: the last one (its close is under way) and this one."""
+    today = today or timezone.now().date()
+    last = today.replace(day=1) - timedelta(days=1)
+    return [f"{last:%Y-%m}", f"{today:%Y-%m}"]
+
+
 def allocation_run_execute(
     *,
     period: str,
@@ -812,20 +862,13 @@ def _execute(
     pools = list(version.pools.prefetch_related("target_cost_centers").order_by("code"))
     fields = _group_fields(rules)
     report(period, step="rating usage", percent=5)
-    # One read of the ledger: the rating keeps its sums by the mapping's tags (and the
-    # batch, for the run's inputs), and the allocation prices those.
-    rating_run = usage_rate_period(
-        period=period,
-        created_by=actor,
-        extra_fields=[*(f for f in fields if f not in RATED_KEYS), "batch_id"],
-        keep_sums=True,
-    )
+    rating_run = _rating_for(period=period, actor=actor, rules=rules, pools=pools)
     report(period, step="mapping usage", percent=35)
     groups = _ledger_groups(rating_run=rating_run, fields=fields)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT DISTINCT batch_id FROM {RATING_SUMS} ORDER BY batch_id")
-        batch_ids = [row[0] for row in cursor.fetchall()]
-        cursor.execute(f"DROP TABLE {RATING_SUMS}")
+    batch_ids = list(
+        RatingSum.objects.filter(run=rating_run).values_list("batch_id", flat=True).distinct().order_by("batch_id")
+    )
+    _kept_sums_prune(period, rating_run)
     mapper = _Mapper(rules)
     cards = _RateCards(start)
     team_centers = dict(Team.objects.values_list("code", "cost_center__code"))
@@ -870,7 +913,7 @@ def _execute(
             provider=provider,
         )
     if any(pool.method == PoolMethod.PROPORTIONAL and pool.driver == PoolDriver.REQUESTS for pool in pools):
-        drivers[PoolDriver.REQUESTS] = _request_counts(period=period, mapper=mapper, team_centers=team_centers)
+        drivers[PoolDriver.REQUESTS] = _request_counts(rating_run=rating_run, mapper=mapper, team_centers=team_centers)
 
     report(period, step="shared pools and true-up", percent=70)
     activity: dict[str, dict[str, Decimal]] = defaultdict(dict)

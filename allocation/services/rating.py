@@ -13,10 +13,11 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Sum
+from django.db.models import Max, Sum
 from django.utils import timezone
 
-from allocation.models import RatedUsage, RatingRule, RatingRun, UsageLine
+from allocation.choices import UsageBatchStatus
+from allocation.models import RatedUsage, RatingRequestCount, RatingRule, RatingRun, RatingSum, UsageBatch, UsageLine
 from allocation.selectors import period_bounds, rated_lines_params
 from pricing.models import Price
 from pricing.selectors import (
@@ -27,11 +28,34 @@ from pricing.selectors import (
     price_segments,
 )
 
-__all__ = ["RATED_KEYS", "RATING_SUMS", "priced_sums_sql", "usage_rate_period"]
+__all__ = ["RATED_KEYS", "REQUEST_TAGS", "SUM_TAGS", "priced_sums_sql", "rating_run_reusable", "usage_rate_period"]
 
-# The temporary table of the period's sums a caller may keep (`keep_sums`) and read
-# with `priced_sums_sql`; the caller drops it.
+# The temporary table of the period's sums while the rating runs.
 RATING_SUMS = "rating_sums"
+# The ledger tags a rating may keep its sums by (RatingSum's columns), and its request counts.
+SUM_TAGS: tuple[str, ...] = (
+    "team",
+    "feature",
+    "environment",
+    "tenant",
+    "modality",
+    "caller",
+    "project",
+    "outcome",
+    "is_untagged",
+)
+REQUEST_TAGS: tuple[str, ...] = (
+    "provider",
+    "model",
+    "team",
+    "feature",
+    "environment",
+    "tenant",
+    "modality",
+    "caller",
+    "project",
+    "outcome",
+)
 
 # The rating's keys, which RatedUsage keeps (with the segment's first day and the price).
 RATED_KEYS: tuple[str, ...] = ("provider", "model", "unit", "service_tier", "tier")
@@ -130,13 +154,14 @@ def _context_sql(thresholds: list[int]) -> str:
 
 
 def priced_sums_sql(fields: Sequence[str], thresholds: list[int]) -> str:
-    """SELECT of the kept sums priced by run %(run)s's rules, by `fields` and price:
-    quantity, line count and cost (`* 1.0` keeps SQLite from integer division)."""
+    """SELECT of run %(run)s's kept sums (RatingSum) priced by its rules, by `fields` and
+    price: quantity, line count and cost (`* 1.0` keeps SQLite from integer division)."""
     keys = ", ".join(f"s.{f}" for f in fields)
     return f"""
         SELECT {keys}, r.price_id, SUM(s.quantity), SUM(s.line_count),
                SUM(s.quantity) * p.amount * 1.0 / p.quantum
-        FROM {RATING_SUMS} s {_rules_join(_context_sql(thresholds))}
+        FROM "{RatingSum._meta.db_table}" s {_rules_join(_context_sql(thresholds))}
+        WHERE s.run_id = %(run)s
         GROUP BY {keys}, r.price_id, p.amount, p.quantum
     """
 
@@ -180,28 +205,58 @@ def _rating_sql(thresholds: list[int], segment: str, extra_fields: Sequence[str]
     return summed, priced
 
 
+def _kept(fields: Sequence[str], kept: Sequence[str], known: Sequence[str]) -> str:
+    """The columns `known` of a kept row, from `fields` where kept and empty otherwise."""
+    unknown = set(kept) - set(known)
+    if unknown:
+        raise ValueError(f"cannot keep by {sorted(unknown)}: the kept rows have {list(known)}")
+    return ", ".join(f"{field}" if field in kept else ("FALSE" if field == "is_untagged" else "''") for field in fields)
+
+
+def _ledger_mark() -> tuple[int | None, bool]:
+    """The newest usage batch, and whether none is loading: read before the ledger, so
+    that a batch which lands while the rating reads makes the rating stale, not wrong."""
+    high = UsageBatch.objects.aggregate(high=Max("pk"))["high"]
+    loading = UsageBatch.objects.filter(status__in=[UsageBatchStatus.PENDING, UsageBatchStatus.RUNNING]).exists()
+    return high, not loading
+
+
 @transaction.atomic
 def usage_rate_period(
-    *, period: str, created_by=None, extra_fields: Sequence[str] = (), keep_sums: bool = False
+    *,
+    period: str,
+    created_by=None,
+    sum_fields: Sequence[str] = (),
+    request_fields: Sequence[str] | None = None,
 ) -> RatingRun:
     """Rate every ledger line of a period at the prices in force; returns the run.
 
-    With `keep_sums`, the period's sums (by price segment, rating key, request-size bucket and
-    `extra_fields`) stay in the temporary table RATING_SUMS for the caller, inside
-    the same transaction, to price with `priced_sums_sql` and then drop: one read of
-    the ledger serves the rating and the allocation.
+    With `sum_fields` (ledger tags among SUM_TAGS), the run also keeps the period's sums
+    by price segment, rating key, request-size bucket, batch and those tags
+    (RatingSum), which an allocation prices with `priced_sums_sql`: the same read of
+    the ledger serves the rating and the allocation, now or later. With
+    `request_fields` (among REQUEST_TAGS), it keeps the period's requests (distinct
+    calls) by those tags (RatingRequestCount); that is a second read of the ledger.
     """
     start, end = period_bounds(period)
     versions = latest_price_book_versions()
-    run = RatingRun.objects.create(period=period, created_by=created_by)
+    batch_high, settled = _ledger_mark()
+    run = RatingRun.objects.create(
+        period=period,
+        created_by=created_by,
+        sum_fields=list(sum_fields),
+        request_fields=None if request_fields is None else list(request_fields),
+        ledger_batch_high=batch_high,
+        ledger_settled=settled,
+    )
     run.price_book_versions.set(versions)
     # Every band edge in the books: the request-size buckets need no rules yet.
-    thresholds = sorted(
+    run.thresholds = sorted(
         set(Price.objects.filter(version__in=versions, context_above__gt=0).values_list("context_above", flat=True))
     )
     columns = ", ".join(["run_id", "day", *RATED_KEYS, "price_id", "quantity", "line_count", "cost"])
     segment, cuts = _segment_sql(start, price_change_moments(versions=versions, start=start, end=end))
-    summed, priced = _rating_sql(thresholds, segment, extra_fields)
+    summed, priced = _rating_sql(run.thresholds, segment, [*sum_fields, "batch_id"] if sum_fields else ())
     params = {**rated_lines_params(run_id=run.pk, start=start, end=end), **cuts}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -217,17 +272,30 @@ def usage_rate_period(
             cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(f"DROP TABLE IF EXISTS {RATING_SUMS}")
         cursor.execute(f"CREATE TEMP TABLE {RATING_SUMS} AS {summed}", params)
+        if request_fields is not None:
+            _requests_keep(cursor, run, request_fields, params)
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL enable_sort = on")
         # The distinct keys come from the sums: one pass over the ledger in all.
-        cursor.execute("SELECT DISTINCT provider, model, unit, service_tier, tier, context_band FROM rating_sums")
+        cursor.execute(f"SELECT DISTINCT provider, model, unit, service_tier, tier, context_band FROM {RATING_SUMS}")
         keys = cursor.fetchall()
         RatingRule.objects.bulk_create(_rules_for(run, keys, start, end, versions), batch_size=2000)
         cursor.execute(
-            f'INSERT INTO "{RatedUsage._meta.db_table}" ({columns}) {priced.format(summed="rating_sums")}', params
+            f'INSERT INTO "{RatedUsage._meta.db_table}" ({columns}) {priced.format(summed=RATING_SUMS)}', params
         )
-        if not keep_sums:
-            cursor.execute(f"DROP TABLE {RATING_SUMS}")
+        if sum_fields:
+            kept = ["day", "provider", "model", "unit", "service_tier", "tier", "context_band", "bucket"]
+            cursor.execute(
+                f'INSERT INTO "{RatingSum._meta.db_table}" (run_id, {", ".join(kept)}, {", ".join(SUM_TAGS)}, '
+                f"batch_id, quantity, line_count) "
+                f"SELECT %(run)s, {', '.join(kept)}, {_kept(SUM_TAGS, sum_fields, SUM_TAGS)}, "
+                f"batch_id, quantity, line_count FROM {RATING_SUMS}",
+                params,
+            )
+            if connection.vendor == "postgresql":
+                # The allocation reads these next: its plan needs their numbers, not last run's.
+                cursor.execute(f'ANALYZE "{RatingSum._meta.db_table}"')
+        cursor.execute(f"DROP TABLE {RATING_SUMS}")
     totals = RatedUsage.objects.filter(run=run).aggregate(lines=Sum("line_count"), cost=Sum("cost"))
     unpriced = RatedUsage.objects.filter(run=run, price__isnull=True).aggregate(lines=Sum("line_count"))
     run.lines_rated = totals["lines"] or 0
@@ -236,5 +304,57 @@ def usage_rate_period(
     run.status = "completed"
     run.finished_at = timezone.now()
     run.save()
-    run.thresholds = thresholds  # the buckets of the kept sums, for priced_sums_sql
+    # As stored, so that a run reading it now and one reusing it later see the same values.
+    run.refresh_from_db()
+    return run
+
+
+def _requests_keep(cursor, run: RatingRun, request_fields: Sequence[str], params: dict) -> None:
+    """Count the period's requests by `request_fields` into RatingRequestCount.
+
+    COUNT(DISTINCT ...) always sorts every line; distinct (tags, call) pairs by hash,
+    in parallel (a CREATE TABLE AS; an INSERT ... SELECT would run serially), then a
+    count, do not.
+    """
+    if not request_fields:
+        raise ValueError("requests are counted by at least one tag")
+    columns = "".join(f"l.{f}, " for f in request_fields)
+    outer = "".join(f"d.{f}, " for f in request_fields)
+    cursor.execute("DROP TABLE IF EXISTS rating_requests")
+    cursor.execute(
+        f"CREATE TEMP TABLE rating_requests AS SELECT {outer}COUNT(*) AS requests "
+        f'FROM (SELECT DISTINCT {columns}l.event_id FROM "{UsageLine._meta.db_table}" l '
+        f"WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s) d "
+        f"GROUP BY {outer.rstrip(', ')}",
+        params,
+    )
+    cursor.execute(
+        f'INSERT INTO "{RatingRequestCount._meta.db_table}" (run_id, {", ".join(REQUEST_TAGS)}, requests) '
+        f"SELECT %(run)s, {_kept(REQUEST_TAGS, request_fields, REQUEST_TAGS)}, requests FROM rating_requests",
+        params,
+    )
+    cursor.execute("DROP TABLE rating_requests")
+
+
+def rating_run_reusable(
+    *, period: str, sum_fields: Sequence[str], request_fields: Sequence[str] | None
+) -> RatingRun | None:
+    """The period's newest rating if an allocation may price its kept sums instead of
+    reading the ledger: no usage batch has come (or was loading) since it read the
+    ledger, the price books in force are the ones it used, and it kept sums (and
+    request counts, if asked) by at least the tags asked for. Else None."""
+    run = RatingRun.objects.filter(period=period, status="completed").order_by("-pk").first()
+    if run is None or not run.ledger_settled or not run.sum_fields:
+        return None
+    if not set(sum_fields) <= set(run.sum_fields):
+        return None
+    if request_fields is not None and (
+        run.request_fields is None or not set(request_fields) <= set(run.request_fields)
+    ):
+        return None
+    if UsageBatch.objects.aggregate(high=Max("pk"))["high"] != run.ledger_batch_high:
+        return None
+    in_force = {version.pk for version in latest_price_book_versions()}
+    if in_force != set(run.price_book_versions.values_list("pk", flat=True)):
+        return None
     return run

@@ -1,10 +1,11 @@
-"""`python manage.py rate_usage --period YYYY-MM`: rate a period; prints one JSON object."""
+"""`python manage.py rate_usage --period YYYY-MM`: rate a period, keeping what its allocation
+needs (so that the month's allocation runs price kept sums); prints one JSON object."""
 
 import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from allocation.services.rating import usage_rate_period
+from allocation.services.allocation import allocation_usage_rate
 from pricing.errors import ApplicationError
 from pricing.money import decimal_text
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, period: str, **options) -> None:
         try:
-            run = usage_rate_period(period=period)
+            run = allocation_usage_rate(period=period)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(
@@ -29,6 +30,7 @@ class Command(BaseCommand):
                     "lines_unpriced": run.lines_unpriced,
                     "cost": decimal_text(run.cost),
                     "price_book_versions": [str(v) for v in run.price_book_versions.all()],
+                    "kept_for_allocation": {"sums_by": run.sum_fields, "requests_by": run.request_fields},
                 }
             )
         )
