@@ -291,22 +291,11 @@ class RatingRule(models.Model):
         return f"{self.provider}/{self.model} {self.unit} from {self.valid_from:%Y-%m-%d}: {self.price_id}"
 
 
-class RatingSum(models.Model):
-    """A rating run's sum of the ledger lines alike to price and to map: one price
-    segment (`day`, its first day), rating key, request-size bucket (`bucket`, an
-    index into the run's `thresholds`; -1 when no size was given), usage batch and
-    combination of the run's `sum_fields` (the others are empty). An allocation
-    prices these rather than the ledger's lines."""
+class KeptTags(models.Model):
+    """The ledger tags a rating keeps its rows by (empty where it did not keep one)."""
 
-    run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="sums")
-    day = models.DateField()
     provider = models.CharField(max_length=64)
     model = models.CharField(max_length=128, blank=True)
-    unit = models.CharField(max_length=64)
-    service_tier = models.CharField(max_length=32, blank=True)
-    tier = models.CharField(max_length=64, blank=True)
-    context_band = models.CharField(max_length=32, blank=True)
-    bucket = models.SmallIntegerField()
     team = models.CharField(max_length=128, blank=True)
     feature = models.CharField(max_length=128, blank=True)
     environment = models.CharField(max_length=32, blank=True)
@@ -315,6 +304,25 @@ class RatingSum(models.Model):
     caller = models.CharField(max_length=128, blank=True)
     project = models.CharField(max_length=128, blank=True)
     outcome = models.CharField(max_length=16, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+class RatingSum(KeptTags):
+    """A rating run's sum of the ledger lines alike to price and to map: one price
+    segment (`day`, its first day), rating key, request-size bucket (`bucket`, an
+    index into the run's `thresholds`; -1 when no size was given), usage batch and
+    combination of the run's `sum_fields` (the others are empty). An allocation
+    prices these rather than the ledger's lines."""
+
+    run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="sums")
+    day = models.DateField()
+    unit = models.CharField(max_length=64)
+    service_tier = models.CharField(max_length=32, blank=True)
+    tier = models.CharField(max_length=64, blank=True)
+    context_band = models.CharField(max_length=32, blank=True)
+    bucket = models.SmallIntegerField()
     is_untagged = models.BooleanField()
     batch_id = models.BigIntegerField(help_text="The usage batch the lines came from")
     quantity = models.DecimalField(max_digits=QUANTITY_MAX_DIGITS, decimal_places=QUANTITY_DECIMAL_PLACES)
@@ -324,22 +332,12 @@ class RatingSum(models.Model):
         return f"{self.day} {self.provider}/{self.model} {self.quantity} {self.unit}"
 
 
-class RatingRequestCount(models.Model):
+class RatingRequestCount(KeptTags):
     """Requests (distinct calls) of a rating run's period per combination of its
     `request_fields`, the tags that decide who pays (the others are empty): the
     driver of shared-cost pools split by requests."""
 
     run = models.ForeignKey(RatingRun, on_delete=models.CASCADE, related_name="request_counts")
-    provider = models.CharField(max_length=64)
-    model = models.CharField(max_length=128, blank=True)
-    team = models.CharField(max_length=128, blank=True)
-    feature = models.CharField(max_length=128, blank=True)
-    environment = models.CharField(max_length=32, blank=True)
-    tenant = models.CharField(max_length=128, blank=True)
-    modality = models.CharField(max_length=32, blank=True)
-    caller = models.CharField(max_length=128, blank=True)
-    project = models.CharField(max_length=128, blank=True)
-    outcome = models.CharField(max_length=16, blank=True)
     requests = models.BigIntegerField()
 
     def __str__(self) -> str:

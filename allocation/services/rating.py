@@ -44,18 +44,7 @@ SUM_TAGS: tuple[str, ...] = (
     "outcome",
     "is_untagged",
 )
-REQUEST_TAGS: tuple[str, ...] = (
-    "provider",
-    "model",
-    "team",
-    "feature",
-    "environment",
-    "tenant",
-    "modality",
-    "caller",
-    "project",
-    "outcome",
-)
+REQUEST_TAGS: tuple[str, ...] = ("provider", "model", *(tag for tag in SUM_TAGS if tag != "is_untagged"))
 
 # The rating's keys, which RatedUsage keeps (with the segment's first day and the price).
 RATED_KEYS: tuple[str, ...] = ("provider", "model", "unit", "service_tier", "tier")
