@@ -448,9 +448,11 @@ def test_unpriced_gpu_seconds_still_drive_a_gpu_pool(world, tmp_path):
     assert run.allocated + run.unallocated == run.invoice_total
 
 
-def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_path):
+@pytest.mark.parametrize("rated_ahead", [False, True], ids=["rated-in-the-run", "rated-ahead"])
+def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_path, rated_ahead):
     """Calls, not lines: search made web-1 (two lines) and rerank rr-1 as caller; support
-    made sum-1 (its failed sum-2 does not count); research eval-1 and embed em-1."""
+    made sum-1 (its failed sum-2 does not count); research eval-1 and embed em-1. Counted
+    by the run's own rating, or kept by `rate_usage` ahead and reused: the same split."""
     requests_pool = MAPPING + (
         '  - code: support\n    name: Support plan\n    match: {sku: "support-plan"}\n'
         "    method: proportional\n    driver: requests\n    cost_centers: [CC-110, CC-120, CC-130]\n"
@@ -461,7 +463,15 @@ def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_pa
         "SUP-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,purchase,support-plan,Support,,,50.00,50.00,,USD\n",
         name="support.csv",
     )
+    ahead = None
+    if rated_ahead:
+        out = StringIO()
+        call_command("rate_usage", "--period", PERIOD, stdout=out)
+        ahead = json.loads(out.getvalue())
+        assert "caller" in ahead["kept_for_allocation"]["requests_by"]
     run = allocation_run_execute(period=PERIOD)
+    if ahead:
+        assert run.rating_run_id == ahead["rating_run"]
     support = AllocationLine.objects.filter(run=run, pool__code="support").select_related("cost_center")
     assert sorted((line.cost_center.code, line.amount) for line in support) == [
         ("CC-110", Decimal("20.00")),
@@ -472,7 +482,7 @@ def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_pa
 
 # --- a run reuses the period's rating while it stands --------------------------------
 
-# The hand-computed scenario's cents (test_allocation_run.py), reached either way.
+# The hand-computed scenario's cents (the first test), whether the run rates or reuses.
 SCENARIO_CENTS = {
     "CC-100": Decimal("-8.47"),
     "CC-110": Decimal("68.00"),
@@ -560,33 +570,6 @@ def test_a_mapping_reading_another_tag_rates_again(world, tmp_path):
 
     assert second.rating_run_id != first.rating_run_id
     assert "tenant" in second.rating_run.sum_fields
-
-
-def test_requests_counted_ahead_split_a_requests_pool_as_a_fresh_count_does(world, tmp_path):
-    requests_pool = MAPPING + (
-        '  - code: support\n    name: Support plan\n    match: {sku: "support-plan"}\n'
-        "    method: proportional\n    driver: requests\n    cost_centers: [CC-110, CC-120, CC-130]\n"
-    )
-    build_mapping(tmp_path, world["approver"], requests_pool)
-    load_invoice(
-        tmp_path,
-        "SUP-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,purchase,support-plan,Support,,,50.00,50.00,,USD\n",
-        name="support.csv",
-    )
-    out = StringIO()
-    call_command("rate_usage", "--period", PERIOD, stdout=out)
-    printed = json.loads(out.getvalue())
-    assert "caller" in printed["kept_for_allocation"]["requests_by"]
-
-    run = allocation_run_execute(period=PERIOD)
-
-    assert run.rating_run_id == printed["rating_run"]
-    support = AllocationLine.objects.filter(run=run, pool__code="support").select_related("cost_center")
-    assert sorted((line.cost_center.code, line.amount) for line in support) == [
-        ("CC-110", Decimal("20.00")),
-        ("CC-120", Decimal("10.00")),
-        ("CC-130", Decimal("20.00")),
-    ]
 
 
 def test_rating_ahead_again_returns_the_rating_that_still_stands(world):
