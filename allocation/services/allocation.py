@@ -70,7 +70,7 @@ from allocation.models import (
 )
 from allocation.selectors import decimal_from_db, period_bounds
 from allocation.services.mapping import mapping_version_in_force
-from allocation.services.rating import RATED_KEYS, priced_sums_sql, rating_run_reusable, usage_rate_period
+from allocation.services.rating import RATED_KEYS, priced_sums_sql, usage_rate_kept, usage_rate_period
 from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, require_role
 from pricing.errors import Conflict, ValidationFailed
 from pricing.models import PriceBookVersion
@@ -764,15 +764,12 @@ def _rating_needs(rules: list[MappingRule], pools: list[SharedCostPool]) -> tupl
     return sum_fields, _request_fields(rules) if by_requests else None
 
 
-def _rating_for(*, period: str, actor, rules: list[MappingRule], pools: list[SharedCostPool]):
-    """The period's rating as the allocation needs it: the newest, if it still stands for
-    the ledger and the prices in force (rated ahead, or by an earlier run), else a new
-    one. Either way the ledger is read at most once for the sums."""
+def _rating_for(*, period: str, actor, rules: list[MappingRule], pools: list[SharedCostPool]) -> RatingRun:
+    """The period's rating as the allocation needs it (`usage_rate_kept`): the newest as
+    it is while no batch has come since (rated ahead, or by an earlier run), extended
+    with the later batches' lines, or a new one."""
     sum_fields, request_fields = _rating_needs(rules, pools)
-    reusable = rating_run_reusable(period=period, sum_fields=sum_fields, request_fields=request_fields)
-    if reusable is not None:
-        return reusable
-    return usage_rate_period(period=period, created_by=actor, sum_fields=sum_fields, request_fields=request_fields)
+    return usage_rate_kept(period=period, created_by=actor, sum_fields=sum_fields, request_fields=request_fields)
 
 
 def _kept_sums_prune(period: str, newest: RatingRun) -> None:

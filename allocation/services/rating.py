@@ -28,10 +28,21 @@ from pricing.selectors import (
     price_segments,
 )
 
-__all__ = ["RATED_KEYS", "REQUEST_TAGS", "SUM_TAGS", "priced_sums_sql", "rating_run_reusable", "usage_rate_period"]
+__all__ = [
+    "RATED_KEYS",
+    "REQUEST_TAGS",
+    "SUM_TAGS",
+    "priced_sums_sql",
+    "rating_run_is_current",
+    "rating_run_standing",
+    "usage_rate_kept",
+    "usage_rate_period",
+]
 
 # The temporary table of the period's sums while the rating runs.
 RATING_SUMS = "rating_sums"
+# A rating extending an earlier one reads only the lines of the batches after its mark.
+_LATER_BATCHES = " AND l.batch_id > %(since)s"
 # The ledger tags a rating may keep its sums by (RatingSum's columns), and its request counts.
 SUM_TAGS: tuple[str, ...] = (
     "team",
@@ -155,7 +166,9 @@ def priced_sums_sql(fields: Sequence[str], thresholds: list[int]) -> str:
     """
 
 
-def _rating_sql(thresholds: list[int], segment: str, extra_fields: Sequence[str] = ()) -> tuple[str, str]:
+def _rating_sql(
+    thresholds: list[int], segment: str, extra_fields: Sequence[str] = (), later_batches: bool = False
+) -> tuple[str, str]:
     """The rating statements: the ledger summed first, then priced per sum.
 
     Every rule starts and ends at a UTC midnight where a price changes (periods and
@@ -167,7 +180,8 @@ def _rating_sql(thresholds: list[int], segment: str, extra_fields: Sequence[str]
     join leaves a few thousand sums to price instead of millions of lines, and
     the big aggregation, over ledger columns alone, can run in parallel.
     `extra_fields` (ledger columns such as the tags a mapping reads) are kept in
-    the sums too, so that an allocation prices them without reading the ledger again.
+    the sums too, so that an allocation prices them without reading the ledger again;
+    `later_batches` sums only the lines of batches after %(since)s.
     Returns the summing SELECT and the pricing SELECT, which reads `{summed}`.
     """
     bucket = (
@@ -182,7 +196,7 @@ def _rating_sql(thresholds: list[int], segment: str, extra_fields: Sequence[str]
         SELECT {segment} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
                {bucket} AS bucket{extra}, SUM(l.quantity) AS quantity, COUNT(*) AS line_count
         FROM "{UsageLine._meta.db_table}" l
-        WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s
+        WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s{_LATER_BATCHES if later_batches else ""}
         GROUP BY {positions}
     """
     priced = f"""
@@ -217,6 +231,7 @@ def usage_rate_period(
     created_by=None,
     sum_fields: Sequence[str] = (),
     request_fields: Sequence[str] | None = None,
+    extends: RatingRun | None = None,
 ) -> RatingRun:
     """Rate every ledger line of a period at the prices in force; returns the run.
 
@@ -225,10 +240,17 @@ def usage_rate_period(
     (RatingSum), which an allocation prices with `priced_sums_sql`: the same read of
     the ledger serves the rating and the allocation, now or later. With
     `request_fields` (among REQUEST_TAGS), it keeps the period's requests (distinct
-    calls) by those tags (RatingRequestCount); that is a second read of the ledger.
+    calls of each batch) by those tags (RatingRequestCount); that is a second read.
+
+    `extends`: a standing rating of the period (see `rating_run_standing`) whose kept
+    rows stand for the batches up to its mark. Only the lines of later batches are
+    read and summed, and added to its rows: batches are written once and never
+    change, so the result is the full rating's, for a read of the new lines only.
     """
     start, end = period_bounds(period)
     versions = latest_price_book_versions()
+    if extends is not None:
+        sum_fields, request_fields = extends.sum_fields, extends.request_fields
     batch_high, settled = _ledger_mark()
     run = RatingRun.objects.create(
         period=period,
@@ -245,8 +267,12 @@ def usage_rate_period(
     )
     columns = ", ".join(["run_id", "day", *RATED_KEYS, "price_id", "quantity", "line_count", "cost"])
     segment, cuts = _segment_sql(start, price_change_moments(versions=versions, start=start, end=end))
-    summed, priced = _rating_sql(run.thresholds, segment, [*sum_fields, "batch_id"] if sum_fields else ())
+    summed, priced = _rating_sql(
+        run.thresholds, segment, [*sum_fields, "batch_id"] if sum_fields else (), later_batches=extends is not None
+    )
     params = {**rated_lines_params(run_id=run.pk, start=start, end=end), **cuts}
+    if extends is not None:
+        params |= {"since": extends.ledger_batch_high or 0, "base": extends.pk}
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             # The month's sums in memory, on parallel workers: CREATE TABLE AS may run
@@ -261,8 +287,16 @@ def usage_rate_period(
             cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(f"DROP TABLE IF EXISTS {RATING_SUMS}")
         cursor.execute(f"CREATE TEMP TABLE {RATING_SUMS} AS {summed}", params)
+        kept = ["day", "provider", "model", "unit", "service_tier", "tier", "context_band", "bucket"]
+        if extends is not None:
+            columns_kept = ", ".join([*kept, *sum_fields, "batch_id", "quantity", "line_count"])
+            cursor.execute(
+                f"INSERT INTO {RATING_SUMS} ({columns_kept}) SELECT {columns_kept} "
+                f'FROM "{RatingSum._meta.db_table}" WHERE run_id = %(base)s',
+                params,
+            )
         if request_fields is not None:
-            _requests_keep(cursor, run, request_fields, params)
+            _requests_keep(cursor, run, request_fields, params, extends=extends)
         if connection.vendor == "postgresql":
             cursor.execute("SET LOCAL enable_sort = on")
         # The distinct keys come from the sums: one pass over the ledger in all.
@@ -273,7 +307,6 @@ def usage_rate_period(
             f'INSERT INTO "{RatedUsage._meta.db_table}" ({columns}) {priced.format(summed=RATING_SUMS)}', params
         )
         if sum_fields:
-            kept = ["day", "provider", "model", "unit", "service_tier", "tier", "context_band", "bucket"]
             cursor.execute(
                 f'INSERT INTO "{RatingSum._meta.db_table}" (run_id, {", ".join(kept)}, {", ".join(SUM_TAGS)}, '
                 f"batch_id, quantity, line_count) "
@@ -298,52 +331,81 @@ def usage_rate_period(
     return run
 
 
-def _requests_keep(cursor, run: RatingRun, request_fields: Sequence[str], params: dict) -> None:
-    """Count the period's requests by `request_fields` into RatingRequestCount.
+def _requests_keep(
+    cursor, run: RatingRun, request_fields: Sequence[str], params: dict, extends: RatingRun | None
+) -> None:
+    """Count the period's requests by `request_fields` into RatingRequestCount: the
+    distinct calls of each batch (a call's lines sent in two batches count in each, so
+    that a batch's requests never change once counted, and a rating extending
+    `extends` adds the later batches' to its counts).
 
-    COUNT(DISTINCT ...) always sorts every line; distinct (tags, call) pairs by hash,
-    in parallel (a CREATE TABLE AS; an INSERT ... SELECT would run serially), then a
-    count, do not.
+    COUNT(DISTINCT ...) always sorts every line; distinct (tags, batch, call) triples
+    by hash, in parallel (a CREATE TABLE AS; an INSERT ... SELECT would run serially),
+    then a count, do not.
     """
     if not request_fields:
         raise ValueError("requests are counted by at least one tag")
     columns = "".join(f"l.{f}, " for f in request_fields)
-    outer = "".join(f"d.{f}, " for f in request_fields)
+    outer = ", ".join(f"d.{f}" for f in request_fields)
+    names = ", ".join(request_fields)
     cursor.execute("DROP TABLE IF EXISTS rating_requests")
     cursor.execute(
-        f"CREATE TEMP TABLE rating_requests AS SELECT {outer}COUNT(*) AS requests "
-        f'FROM (SELECT DISTINCT {columns}l.event_id FROM "{UsageLine._meta.db_table}" l '
-        f"WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s) d "
-        f"GROUP BY {outer.rstrip(', ')}",
+        f"CREATE TEMP TABLE rating_requests AS SELECT {outer}, COUNT(*) AS requests "
+        f'FROM (SELECT DISTINCT {columns}l.batch_id, l.event_id FROM "{UsageLine._meta.db_table}" l '
+        f"WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s"
+        f"{_LATER_BATCHES if extends is not None else ''}) d GROUP BY {outer}",
         params,
     )
+    if extends is not None:
+        cursor.execute(
+            f"INSERT INTO rating_requests ({names}, requests) SELECT {names}, requests "
+            f'FROM "{RatingRequestCount._meta.db_table}" WHERE run_id = %(base)s',
+            params,
+        )
     cursor.execute(
         f'INSERT INTO "{RatingRequestCount._meta.db_table}" (run_id, {", ".join(REQUEST_TAGS)}, requests) '
-        f"SELECT %(run)s, {_kept(REQUEST_TAGS, request_fields, REQUEST_TAGS)}, requests FROM rating_requests",
+        f"SELECT %(run)s, {_kept(REQUEST_TAGS, request_fields, REQUEST_TAGS)}, SUM(requests) "
+        f"FROM rating_requests GROUP BY {names}",
         params,
     )
     cursor.execute("DROP TABLE rating_requests")
 
 
-def rating_run_reusable(
+def rating_run_standing(
     *, period: str, sum_fields: Sequence[str], request_fields: Sequence[str] | None
 ) -> RatingRun | None:
-    """The period's newest rating if an allocation may price its kept sums instead of
-    reading the ledger: no usage batch has come (or was loading) since it read the
-    ledger, the price books in force are the ones it used, and it kept sums (and
-    request counts, if asked) by at least the tags asked for. Else None."""
+    """The period's newest rating if its kept rows still stand for the batches it read
+    (none was loading then), the price books in force are the ones it used, and it
+    kept sums (and request counts, if asked) by at least the tags asked for; else None.
+    Whether later batches have come since is `rating_run_is_current`."""
     run = RatingRun.objects.filter(period=period, status="completed").order_by("-pk").first()
     if run is None or not run.ledger_settled or not run.sum_fields:
         return None
     if not set(sum_fields) <= set(run.sum_fields):
         return None
-    if request_fields is not None and (
-        run.request_fields is None or not set(request_fields) <= set(run.request_fields)
-    ):
-        return None
-    if UsageBatch.objects.aggregate(high=Max("pk"))["high"] != run.ledger_batch_high:
+    asked_requests = set(request_fields or ())
+    if request_fields is not None and (run.request_fields is None or not asked_requests <= set(run.request_fields)):
         return None
     in_force = {version.pk for version in latest_price_book_versions()}
     if in_force != set(run.price_book_versions.values_list("pk", flat=True)):
         return None
     return run
+
+
+def rating_run_is_current(run: RatingRun) -> bool:
+    """No usage batch has come since the rating read the ledger."""
+    return UsageBatch.objects.aggregate(high=Max("pk"))["high"] == run.ledger_batch_high
+
+
+def usage_rate_kept(
+    *, period: str, created_by=None, sum_fields: Sequence[str], request_fields: Sequence[str] | None
+) -> RatingRun:
+    """The period's rating with the kept rows asked for: the standing rating as it is
+    when no batch has come since; else a new one, which extends the standing rating
+    with the later batches' lines when there is one, or reads the period's ledger."""
+    standing = rating_run_standing(period=period, sum_fields=sum_fields, request_fields=request_fields)
+    if standing is not None and rating_run_is_current(standing):
+        return standing
+    return usage_rate_period(
+        period=period, created_by=created_by, sum_fields=sum_fields, request_fields=request_fields, extends=standing
+    )

@@ -357,7 +357,7 @@ def test_a_second_run_of_a_period_while_one_runs_is_refused_on_postgresql(world,
     if connection.vendor != "postgresql":
         pytest.skip("the cross-process lock is PostgreSQL's advisory lock; SQLite is covered by the test below")
     started, release = threading.Event(), threading.Event()
-    real_rate = engine.usage_rate_period
+    real_rate = engine.usage_rate_kept
 
     def rate_then_wait(**kwargs):
         rating = real_rate(**kwargs)
@@ -365,7 +365,7 @@ def test_a_second_run_of_a_period_while_one_runs_is_refused_on_postgresql(world,
         assert release.wait(30)
         return rating
 
-    monkeypatch.setattr(engine, "usage_rate_period", rate_then_wait)
+    monkeypatch.setattr(engine, "usage_rate_kept", rate_then_wait)
     outcome = {}
 
     def first_run():
@@ -594,3 +594,53 @@ def test_the_nightly_task_rates_last_month_and_this_one(world):
     rated = usage_rate_open_periods_task.delay().get()
     assert [entry["period"] for entry in rated] == open_periods()
     assert all(RatingRun.objects.filter(pk=entry["rating_run"], status="completed").exists() for entry in rated)
+
+
+def test_a_batch_since_the_rating_is_read_alone_and_added_to_the_kept_sums(world, tmp_path):
+    """The run extends the month's rating with the later batch's lines: the same kept
+    rows, requests and cents as a rating of the whole ledger."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from allocation.models import RatingRequestCount
+
+    requests_pool = MAPPING + (
+        '  - code: support\n    name: Support plan\n    match: {sku: "support-plan"}\n'
+        "    method: proportional\n    driver: requests\n    cost_centers: [CC-110, CC-120, CC-130]\n"
+    )
+    build_mapping(tmp_path, world["approver"], requests_pool)
+    load_invoice(
+        tmp_path,
+        "SUP-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,purchase,support-plan,Support,,,50.00,50.00,,USD\n",
+        name="support.csv",
+    )
+    first = allocation_run_execute(period=PERIOD)
+    load_usage(
+        [
+            usage("late-3", "input_token", 2_000_000, team="search", feature="web", environment="production"),
+            usage("late-3", "output_token", 500_000, team="search", feature="web", environment="production"),
+        ]
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        extended = allocation_run_execute(period=PERIOD)
+    assert any("l.batch_id >" in query["sql"] for query in queries.captured_queries)
+
+    def kept(run) -> tuple[list, list]:
+        sums = ("day", "unit", "team", "feature", "caller", "outcome", "batch_id", "quantity", "line_count")
+        requests = ("team", "feature", "environment", "caller", "outcome", "requests")
+        return (
+            sorted(RatingSum.objects.filter(run=run.rating_run).values_list(*sums)),
+            sorted(RatingRequestCount.objects.filter(run=run.rating_run).values_list(*requests)),
+        )
+
+    kept_extended = kept(extended)
+    RatingRun.objects.filter(period=PERIOD).update(ledger_settled=False)  # no rating stands: read it all
+    full = allocation_run_execute(period=PERIOD)
+
+    assert len({first.rating_run_id, extended.rating_run_id, full.rating_run_id}) == 3
+    assert extended.rating_run.lines_rated == full.rating_run.lines_rated == first.rating_run.lines_rated + 2
+    assert extended.rating_run.cost == full.rating_run.cost
+    assert kept_extended == kept(full)
+    assert by_center(extended) == by_center(full) != by_center(first)
+    assert extended.fingerprint == full.fingerprint
