@@ -41,8 +41,10 @@ __all__ = [
 
 # The temporary table of the period's sums while the rating runs.
 RATING_SUMS = "rating_sums"
-# A rating extending an earlier one reads only the lines of the batches after its mark.
-_LATER_BATCHES = " AND l.batch_id > %(since)s"
+_LEDGER = f'"{UsageLine._meta.db_table}"'
+# A rating extending an earlier one reads the ledger once for the lines of the batches
+# after its mark, into this temporary table, and sums (and counts requests) from it.
+LATER_LINES = "rating_later_lines"
 # The ledger tags a rating may keep its sums by (RatingSum's columns), and its request counts.
 SUM_TAGS: tuple[str, ...] = (
     "team",
@@ -167,7 +169,7 @@ def priced_sums_sql(fields: Sequence[str], thresholds: list[int]) -> str:
 
 
 def _rating_sql(
-    thresholds: list[int], segment: str, extra_fields: Sequence[str] = (), later_batches: bool = False
+    thresholds: list[int], segment: str, extra_fields: Sequence[str] = (), source: str = _LEDGER
 ) -> tuple[str, str]:
     """The rating statements: the ledger summed first, then priced per sum.
 
@@ -181,7 +183,7 @@ def _rating_sql(
     the big aggregation, over ledger columns alone, can run in parallel.
     `extra_fields` (ledger columns such as the tags a mapping reads) are kept in
     the sums too, so that an allocation prices them without reading the ledger again;
-    `later_batches` sums only the lines of batches after %(since)s.
+    `source` is the ledger, or LATER_LINES when a rating extends another.
     Returns the summing SELECT and the pricing SELECT, which reads `{summed}`.
     """
     bucket = (
@@ -195,8 +197,8 @@ def _rating_sql(
     summed = f"""
         SELECT {segment} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
                {bucket} AS bucket{extra}, SUM(l.quantity) AS quantity, COUNT(*) AS line_count
-        FROM "{UsageLine._meta.db_table}" l
-        WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s{_LATER_BATCHES if later_batches else ""}
+        FROM {source} l
+        WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s
         GROUP BY {positions}
     """
     priced = f"""
@@ -268,7 +270,10 @@ def usage_rate_period(
     columns = ", ".join(["run_id", "day", *RATED_KEYS, "price_id", "quantity", "line_count", "cost"])
     segment, cuts = _segment_sql(start, price_change_moments(versions=versions, start=start, end=end))
     summed, priced = _rating_sql(
-        run.thresholds, segment, [*sum_fields, "batch_id"] if sum_fields else (), later_batches=extends is not None
+        run.thresholds,
+        segment,
+        [*sum_fields, "batch_id"] if sum_fields else (),
+        source=_LEDGER if extends is None else LATER_LINES,
     )
     params = {**rated_lines_params(run_id=run.pk, start=start, end=end), **cuts}
     if extends is not None:
@@ -286,6 +291,13 @@ def usage_rate_period(
             # disk to find them; hashing, in parallel, needs the sort off. Back on after.
             cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(f"DROP TABLE IF EXISTS {RATING_SUMS}")
+        if extends is not None:
+            cursor.execute(f"DROP TABLE IF EXISTS {LATER_LINES}")
+            cursor.execute(
+                f"CREATE TEMP TABLE {LATER_LINES} AS SELECT * FROM {_LEDGER} l "
+                "WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s AND l.batch_id > %(since)s",
+                params,
+            )
         cursor.execute(f"CREATE TEMP TABLE {RATING_SUMS} AS {summed}", params)
         kept = ["day", "provider", "model", "unit", "service_tier", "tier", "context_band", "bucket"]
         if extends is not None:
@@ -318,6 +330,8 @@ def usage_rate_period(
                 # The allocation reads these next: its plan needs their numbers, not last run's.
                 cursor.execute(f'ANALYZE "{RatingSum._meta.db_table}"')
         cursor.execute(f"DROP TABLE {RATING_SUMS}")
+        if extends is not None:
+            cursor.execute(f"DROP TABLE {LATER_LINES}")
     totals = RatedUsage.objects.filter(run=run).aggregate(lines=Sum("line_count"), cost=Sum("cost"))
     unpriced = RatedUsage.objects.filter(run=run, price__isnull=True).aggregate(lines=Sum("line_count"))
     run.lines_rated = totals["lines"] or 0
@@ -351,9 +365,8 @@ def _requests_keep(
     cursor.execute("DROP TABLE IF EXISTS rating_requests")
     cursor.execute(
         f"CREATE TEMP TABLE rating_requests AS SELECT {outer}, COUNT(*) AS requests "
-        f'FROM (SELECT DISTINCT {columns}l.batch_id, l.event_id FROM "{UsageLine._meta.db_table}" l '
-        f"WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s"
-        f"{_LATER_BATCHES if extends is not None else ''}) d GROUP BY {outer}",
+        f"FROM (SELECT DISTINCT {columns}l.batch_id, l.event_id FROM {_LEDGER if extends is None else LATER_LINES} l "
+        f"WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s) d GROUP BY {outer}",
         params,
     )
     if extends is not None:
