@@ -11,7 +11,10 @@ alternating and repeated, it times:
                       WHERE occurred_at in the month GROUP BY 1, 2
 * the allocation run: allocation_run_execute(period=...), in a fresh process
                       each time, so that its peak RSS (ru_maxrss) is its own;
-                      each run supersedes the previous one
+                      each run supersedes the previous one; three kinds: the
+                      month rated ahead (as rate_usage does nightly), after a
+                      batch has landed since that rating, and with no rating
+                      standing (the run rates the whole month)
 
 and prints medians, the ratio, the phases of the run (by wrapping the engine's
 steps; SQL time by a database execute wrapper), peak memory at two ledger
