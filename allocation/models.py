@@ -245,6 +245,7 @@ class RatingRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     thresholds = models.JSONField(default=list, help_text="Request-size bucket edges of the kept sums")
+    price_cuts = models.JSONField(default=list, help_text="Moments (ISO 8601) the kept sums' price segments start at")
     sum_fields = models.JSONField(default=list, help_text="Ledger tags the kept sums are by; none kept when empty")
     request_fields = models.JSONField(
         null=True, blank=True, help_text="Tags the kept request counts are by; none kept when empty"

@@ -218,6 +218,16 @@ def _kept(fields: Sequence[str], kept: Sequence[str], known: Sequence[str]) -> s
     return ", ".join(f"{field}" if field in kept else ("FALSE" if field == "is_untagged" else "''") for field in fields)
 
 
+def _price_edges(versions, start: datetime, end: datetime) -> tuple[list[int], list[datetime]]:
+    """Where the prices of `versions` cut a period's usage: every band edge in the books
+    (the request-size buckets need no rules yet) and the midnights where a price starts
+    or ends (the price segments)."""
+    thresholds = sorted(
+        set(Price.objects.filter(version__in=versions, context_above__gt=0).values_list("context_above", flat=True))
+    )
+    return thresholds, price_change_moments(versions=versions, start=start, end=end)
+
+
 def _ledger_mark() -> tuple[int | None, bool]:
     """The newest usage batch, and whether none is loading: read before the ledger, so
     that a batch which lands while the rating reads makes the rating stale, not wrong."""
@@ -246,13 +256,17 @@ def usage_rate_period(
 
     `extends`: a standing rating of the period (see `rating_run_standing`) whose kept
     rows stand for the batches up to its mark. Only the lines of later batches are
-    read and summed, and added to its rows: batches are written once and never
-    change, so the result is the full rating's, for a read of the new lines only.
+    read and summed, cut as its rows are, and added to them; the sums are then priced
+    at the prices in force now. Batches are written once and never change, and its
+    cuts are at least as fine as the prices now need, so the result is a full
+    rating's, for a read of the new lines only.
     """
     start, end = period_bounds(period)
     versions = latest_price_book_versions()
+    thresholds, moments = _price_edges(versions, start, end)
     if extends is not None:
         sum_fields, request_fields = extends.sum_fields, extends.request_fields
+        thresholds, moments = extends.thresholds, [datetime.fromisoformat(m) for m in extends.price_cuts]
     batch_high, settled = _ledger_mark()
     run = RatingRun.objects.create(
         period=period,
@@ -261,14 +275,12 @@ def usage_rate_period(
         request_fields=None if request_fields is None else list(request_fields),
         ledger_batch_high=batch_high,
         ledger_settled=settled,
+        thresholds=thresholds,
+        price_cuts=[moment.isoformat() for moment in moments],
     )
     run.price_book_versions.set(versions)
-    # Every band edge in the books: the request-size buckets need no rules yet.
-    run.thresholds = sorted(
-        set(Price.objects.filter(version__in=versions, context_above__gt=0).values_list("context_above", flat=True))
-    )
     columns = ", ".join(["run_id", "day", *RATED_KEYS, "price_id", "quantity", "line_count", "cost"])
-    segment, cuts = _segment_sql(start, price_change_moments(versions=versions, start=start, end=end))
+    segment, cuts = _segment_sql(start, moments)
     summed, priced = _rating_sql(
         run.thresholds,
         segment,
@@ -388,9 +400,10 @@ def rating_run_standing(
     *, period: str, sum_fields: Sequence[str], request_fields: Sequence[str] | None
 ) -> RatingRun | None:
     """The period's newest rating if its kept rows still stand for the batches it read
-    (none was loading then), the price books in force are the ones it used, and it
-    kept sums (and request counts, if asked) by at least the tags asked for; else None.
-    Whether later batches have come since is `rating_run_is_current`."""
+    (none was loading then), are cut at least as finely as the prices in force need
+    (every band edge and price change day of theirs is one of its cuts), and are by
+    at least the tags asked for (and request counts, if asked); else None. Whether it
+    is current, with no batch since and the same prices, is `rating_run_is_current`."""
     run = RatingRun.objects.filter(period=period, status="completed").order_by("-pk").first()
     if run is None or not run.ledger_settled or not run.sum_fields:
         return None
@@ -399,23 +412,31 @@ def rating_run_standing(
     asked_requests = set(request_fields or ())
     if request_fields is not None and (run.request_fields is None or not asked_requests <= set(run.request_fields)):
         return None
-    in_force = {version.pk for version in latest_price_book_versions()}
-    if in_force != set(run.price_book_versions.values_list("pk", flat=True)):
+    start, end = period_bounds(period)
+    thresholds, moments = _price_edges(latest_price_book_versions(), start, end)
+    if not set(thresholds) <= set(run.thresholds):
+        return None
+    if not {moment.isoformat() for moment in moments} <= set(run.price_cuts):
         return None
     return run
 
 
 def rating_run_is_current(run: RatingRun) -> bool:
-    """No usage batch has come since the rating read the ledger."""
-    return UsageBatch.objects.aggregate(high=Max("pk"))["high"] == run.ledger_batch_high
+    """No usage batch has come since the rating read the ledger, and the price books in
+    force are the ones it used."""
+    if UsageBatch.objects.aggregate(high=Max("pk"))["high"] != run.ledger_batch_high:
+        return False
+    in_force = {version.pk for version in latest_price_book_versions()}
+    return in_force == set(run.price_book_versions.values_list("pk", flat=True))
 
 
 def usage_rate_kept(
     *, period: str, created_by=None, sum_fields: Sequence[str], request_fields: Sequence[str] | None
 ) -> RatingRun:
     """The period's rating with the kept rows asked for: the standing rating as it is
-    when no batch has come since; else a new one, which extends the standing rating
-    with the later batches' lines when there is one, or reads the period's ledger."""
+    when it is current; else a new one, which extends the standing rating (the lines
+    of later batches added, its sums priced at the prices in force) when there is one,
+    or reads the period's ledger."""
     standing = rating_run_standing(period=period, sum_fields=sum_fields, request_fields=request_fields)
     if standing is not None and rating_run_is_current(standing):
         return standing

@@ -11,10 +11,11 @@ alternating and repeated, it times:
                       WHERE occurred_at in the month GROUP BY 1, 2
 * the allocation run: allocation_run_execute(period=...), in a fresh process
                       each time, so that its peak RSS (ru_maxrss) is its own;
-                      each run supersedes the previous one; three kinds: the
+                      each run supersedes the previous one; four kinds: the
                       month rated ahead (as rate_usage does nightly), after a
-                      batch has landed since that rating, and with no rating
-                      standing (the run rates the whole month)
+                      batch has landed since that rating, after a price
+                      correction, and with no rating standing (the run rates
+                      the whole month)
 
 and prints medians, the ratio, the phases of the run (by wrapping the engine's
 steps; SQL time by a database execute wrapper), peak memory at two ledger
@@ -60,6 +61,7 @@ MONTH = ("2026-10-01 00:00:00+00", "2026-11-01 00:00:00+00")
 KINDS = {
     "run": "rated ahead",
     "batch": "a batch since the rating",
+    "prices": "new prices since",
     "full": "no rating stands",
 }
 
@@ -238,6 +240,23 @@ COMMIT_PHASE = "commit"
 OTHER_PHASE = "other (reads, supersede, run row)"
 
 
+def price_correction() -> None:
+    """A contract price for one model's input, for the whole month, loaded as finance
+    would at the close: a new version of the bench's contract book (one cent up each
+    time), which cuts the month no finer than the books already do."""
+    from decimal import Decimal
+
+    from pricing.models import PriceBook
+    from pricing.services.price_books import PriceRow, price_book_version_create
+
+    book, _ = PriceBook.objects.get_or_create(
+        code="bench-contract", defaults={"name": "bench/allocate contract", "kind": "contract"}
+    )
+    amount = Decimal("2.40") + Decimal("0.01") * book.versions.count()
+    row = PriceRow("bench/allocate", "openai", "gpt-4.1", "input_token", amount, 1_000_000)
+    price_book_version_create(book=book, rows=[row], source="bench/allocate: a price correction")
+
+
 def rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -248,7 +267,9 @@ def rss_mb() -> float:
 def child_run(kind: str = "run") -> None:
     """One timed allocation run; its figures as JSON on the last line. `kind` "batch": a
     usage batch (empty) lands first, so that the run extends the period's rating with
-    the later batches' lines (it reads the month's ledger for them); "full": the
+    the later batches' lines (it reads the month's ledger for them); "prices": a price
+    correction is loaded first (`price_correction`), so that the run prices the kept
+    sums at the new prices without reading the ledger's lines; "full": the
     period's ratings are marked as read while a batch was loading, so that none stands
     and the run rates the whole ledger itself."""
     import gc
@@ -264,6 +285,8 @@ def child_run(kind: str = "run") -> None:
         UsageBatch.objects.create(
             source_format="csv", source_name="bench/allocate: a batch since the rating", status="completed"
         )
+    elif kind == "prices":
+        price_correction()
     elif kind == "full":
         RatingRun.objects.filter(period=PERIOD).update(ledger_settled=False)
     newest_rating = RatingRun.objects.aggregate(newest=Max("pk"))["newest"] or 0
@@ -432,6 +455,7 @@ def summary(result: dict, kind: str = "run") -> dict:
 KIND_NOTES = {
     "run": "the run prices the rating's kept sums",
     "batch": "the run reads the lines of the later batches and adds them to the kept sums",
+    "prices": "the run prices the kept sums at the new prices",
     "full": "the run rates the month's whole ledger",
 }
 
@@ -482,8 +506,8 @@ def report(main: dict, small: dict | None) -> None:
             f"{f['groups']:,} groups, {f['allocation_lines']:,} allocation lines"
             + (f"; run {f['seconds']:.2f} s, scan {f['scan']:.2f} s ({f['ratio']:.1f}x)" if size != lines else "")
         )
-    print("\ntargets (the run on the rated ledger; [a batch since the rating | no rating standing])")
-    others = [figures["batch"], figures["full"]]
+    print("\ntargets (the run on the rated ledger; [a batch since | new prices since | no rating standing])")
+    others = [figures["batch"], figures["prices"], figures["full"]]
     print(
         f"  {verdict(warm['seconds'] < TARGET_SECONDS)}  run under {TARGET_SECONDS:.0f} s: {warm['seconds']:.2f} s  ["
         + " | ".join(f"{verdict(f['seconds'] < TARGET_SECONDS)} {f['seconds']:.2f} s" for f in others)

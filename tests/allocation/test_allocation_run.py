@@ -2,6 +2,7 @@
 
 import json
 from collections import defaultdict
+from datetime import date
 from decimal import Decimal
 from io import StringIO
 
@@ -543,20 +544,56 @@ def test_a_batch_loading_while_the_ledger_was_read_makes_the_rating_stale(world)
     assert run.rating_run.ledger_settled
 
 
-def test_a_new_price_book_version_makes_the_rating_stale(world):
+def test_new_prices_reprice_the_kept_sums_or_rate_anew_when_they_cut_finer(world):
+    """A new price version that cuts no finer (no new band edge or change day) prices the
+    kept sums again without reading the ledger's lines; one that starts mid-month needs
+    finer segments, so the month is rated anew. Either way, a full rating's cents."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     first = allocation_run_execute(period=PERIOD)
-    rows = [
-        PriceRow("list", "acme-ai", "acme-1", "input_token", Decimal("2.00"), 1_000_000),
-        PriceRow("list", "acme-ai", "acme-1", "cached_input_token", Decimal("0.50"), 1_000_000),
-        PriceRow("list", "acme-ai", "acme-1", "output_token", Decimal("2.00"), 1_000_000),
-    ]
-    price_book_version_create(book=PriceBook.objects.get(code="LIST-ACME"), rows=rows, source="test")
+    book = PriceBook.objects.get(code="LIST-ACME")
 
-    second = allocation_run_execute(period=PERIOD)
+    def new_prices(input_price: str, changes_on: date | None = None) -> None:
+        """A new version of the list book: input at `input_price`, from `changes_on` (the
+        old 1.00 before it) or for the whole month."""
+        acme = ("list", "acme-ai", "acme-1")
+        if changes_on is None:
+            inputs = [PriceRow(*acme, "input_token", Decimal(input_price), 1_000_000)]
+        else:
+            inputs = [
+                PriceRow(*acme, "input_token", Decimal("1.00"), 1_000_000, effective_to=changes_on),
+                PriceRow(*acme, "input_token", Decimal(input_price), 1_000_000, effective_from=changes_on),
+            ]
+        rows = [
+            *inputs,
+            PriceRow(*acme, "cached_input_token", Decimal("0.50"), 1_000_000),
+            PriceRow(*acme, "output_token", Decimal("2.00"), 1_000_000),
+        ]
+        price_book_version_create(book=book, rows=rows, source="test")
 
-    assert second.rating_run_id != first.rating_run_id
-    assert second.rating_run.cost > first.rating_run.cost
-    assert second.allocated + second.unallocated == second.invoice_total
+    new_prices("2.00")
+    with CaptureQueriesContext(connection) as queries:
+        repriced = allocation_run_execute(period=PERIOD)
+    assert any("l.batch_id >" in query["sql"] for query in queries.captured_queries)
+    assert repriced.rating_run_id != first.rating_run_id
+    assert repriced.rating_run.price_cuts == first.rating_run.price_cuts == []
+    assert repriced.rating_run.cost > first.rating_run.cost
+    assert repriced.allocated + repriced.unallocated == repriced.invoice_total
+    repriced_centers = by_center(repriced)
+    RatingRun.objects.filter(period=PERIOD).update(ledger_settled=False)  # no rating stands: read it all
+    full = allocation_run_execute(period=PERIOD)
+    assert full.rating_run.cost == repriced.rating_run.cost
+    assert by_center(full) == repriced_centers
+    assert full.fingerprint == repriced.fingerprint
+
+    # The scenario's calls are on 2026-10-14: a price from the 10th cuts the month.
+    new_prices("3.00", changes_on=date(2026, 10, 10))
+    with CaptureQueriesContext(connection) as queries:
+        cut = allocation_run_execute(period=PERIOD)
+    assert not any("l.batch_id >" in query["sql"] for query in queries.captured_queries)
+    assert cut.rating_run.price_cuts == ["2026-10-10T00:00:00+00:00"]
+    assert cut.rating_run.cost > full.rating_run.cost
 
 
 def test_a_mapping_reading_another_tag_rates_again(world, tmp_path):
