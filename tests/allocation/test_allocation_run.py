@@ -681,3 +681,16 @@ def test_a_batch_since_the_rating_is_read_alone_and_added_to_the_kept_sums(world
     assert kept_extended == kept(full)
     assert by_center(extended) == by_center(full) != by_center(first)
     assert extended.fingerprint == full.fingerprint
+
+
+def test_postgresql_finds_the_later_batches_lines_by_a_brin_index(world):
+    """Lines are written batch after batch; the block-range index on the batch lets a
+    rating that extends another read the later batches' lines, not the month."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a BRIN index is PostgreSQL's; on SQLite the rating reads the period's lines")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_line_batch_brin'")
+        (definition,) = cursor.fetchone()
+    assert "USING brin (batch_id)" in definition
