@@ -348,7 +348,8 @@ def child_run(kind: str = "run") -> None:
 
 
 def child_profile() -> None:
-    """EXPLAIN ANALYZE of the run's ledger scans, then a cProfile of one run."""
+    """EXPLAIN ANALYZE of the run's statements over the kept sums and the later batches'
+    lines, then a cProfile of one run."""
     import cProfile
     import io
     import pstats
@@ -357,41 +358,34 @@ def child_profile() -> None:
 
     import allocation.services.allocation as engine
     from allocation.choices import AllocationRunStatus
-    from allocation.models import AllocationRun, UsageLine
-    from allocation.selectors import period_bounds, rated_lines_params, rated_lines_sql
+    from allocation.models import AllocationRun
+    from allocation.selectors import period_bounds, rated_lines_params
+    from allocation.services.rating import LATER_LINES, priced_sums_sql
 
     current = AllocationRun.objects.get(period=PERIOD, status=AllocationRunStatus.COMPLETED)
-    rules = list(current.mapping_version.rules.order_by("position"))
-    fields = engine._group_fields(rules)
+    rating = current.rating_run
+    fields = engine._group_fields(list(current.mapping_version.rules.order_by("position")))
     start, end = period_bounds(PERIOD)
-    tag_fields = [f for f in fields if f not in ("unit", "service_tier", "tier", "is_untagged")]
-    columns = ", ".join(f"l.{f}" for f in tag_fields)
-    adapt = connection.ops.adapt_datetimefield_value
+    later = rated_lines_params(run_id=rating.pk, start=start, end=end) | {"since": rating.ledger_batch_high or 0}
     statements = [
         (
-            "grouped scan (rated_lines_sql, work_mem 256MB as _ledger_groups sets it)",
-            rated_lines_sql(fields),
-            rated_lines_params(run_id=current.rating_run_id, start=start, end=end),
+            "pricing the kept sums (priced_sums_sql, as _ledger_groups runs it)",
+            priced_sums_sql(fields, rating.thresholds),
+            {"run": rating.pk},
         ),
         (
-            "requests driver (the statement of _request_counts)",
-            f'SELECT {columns}, COUNT(DISTINCT l.event_id) FROM "{UsageLine._meta.db_table}" l '
-            f"WHERE l.occurred_at >= %s AND l.occurred_at < %s GROUP BY {columns}",
-            [adapt(start), adapt(end)],
+            f"the later batches' lines (into {LATER_LINES}, when a rating extends another)",
+            'SELECT * FROM "allocation_usageline" l WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s '
+            "AND l.batch_id > %(since)s",
+            later,
         ),
     ]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '256MB'")
+        cursor.execute("SET LOCAL enable_sort = off")
         for title, sql, params in statements:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
             print(f"\n--- EXPLAIN ANALYZE: {title}\n" + "\n".join(row[0] for row in cursor.fetchall()))
-    batch_ids = (
-        UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-        .order_by()
-        .values_list("batch_id", flat=True)
-        .distinct()
-    )
-    print("\n--- EXPLAIN ANALYZE: ledger batch ids (_usage_batch_ids)\n" + batch_ids.explain(analyze=True))
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.enable()
