@@ -263,8 +263,9 @@ def usage_rate_period(
     """
     start, end = period_bounds(period)
     versions = latest_price_book_versions()
-    thresholds, moments = _price_edges(versions, start, end)
-    if extends is not None:
+    if extends is None:
+        thresholds, moments = _price_edges(versions, start, end)
+    else:
         sum_fields, request_fields = extends.sum_fields, extends.request_fields
         thresholds, moments = extends.thresholds, [datetime.fromisoformat(m) for m in extends.price_cuts]
     batch_high, settled = _ledger_mark()

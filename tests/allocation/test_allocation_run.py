@@ -449,21 +449,26 @@ def test_unpriced_gpu_seconds_still_drive_a_gpu_pool(world, tmp_path):
     assert run.allocated + run.unallocated == run.invoice_total
 
 
-@pytest.mark.parametrize("rated_ahead", [False, True], ids=["rated-in-the-run", "rated-ahead"])
-def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_path, rated_ahead):
-    """Calls, not lines: search made web-1 (two lines) and rerank rr-1 as caller; support
-    made sum-1 (its failed sum-2 does not count); research eval-1 and embed em-1. Counted
-    by the run's own rating, or kept by `rate_usage` ahead and reused: the same split."""
+def support_pool_by_requests(tmp_path, approver) -> None:
+    """A mapping version with a support plan pool split by requests, and its invoice."""
     requests_pool = MAPPING + (
         '  - code: support\n    name: Support plan\n    match: {sku: "support-plan"}\n'
         "    method: proportional\n    driver: requests\n    cost_centers: [CC-110, CC-120, CC-130]\n"
     )
-    build_mapping(tmp_path, world["approver"], requests_pool)
+    build_mapping(tmp_path, approver, requests_pool)
     load_invoice(
         tmp_path,
         "SUP-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,purchase,support-plan,Support,,,50.00,50.00,,USD\n",
         name="support.csv",
     )
+
+
+@pytest.mark.parametrize("rated_ahead", [False, True], ids=["rated-in-the-run", "rated-ahead"])
+def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_path, rated_ahead):
+    """Calls, not lines: search made web-1 (two lines) and rerank rr-1 as caller; support
+    made sum-1 (its failed sum-2 does not count); research eval-1 and embed em-1. Counted
+    by the run's own rating, or kept by `rate_usage` ahead and reused: the same split."""
+    support_pool_by_requests(tmp_path, world["approver"])
     ahead = None
     if rated_ahead:
         out = StringIO()
@@ -641,16 +646,7 @@ def test_a_batch_since_the_rating_is_read_alone_and_added_to_the_kept_sums(world
 
     from allocation.models import RatingRequestCount
 
-    requests_pool = MAPPING + (
-        '  - code: support\n    name: Support plan\n    match: {sku: "support-plan"}\n'
-        "    method: proportional\n    driver: requests\n    cost_centers: [CC-110, CC-120, CC-130]\n"
-    )
-    build_mapping(tmp_path, world["approver"], requests_pool)
-    load_invoice(
-        tmp_path,
-        "SUP-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,purchase,support-plan,Support,,,50.00,50.00,,USD\n",
-        name="support.csv",
-    )
+    support_pool_by_requests(tmp_path, world["approver"])
     first = allocation_run_execute(period=PERIOD)
     load_usage(
         [
