@@ -230,9 +230,11 @@ class RatingRun(models.Model):
 
     A rating made for an allocation also keeps its sums by the mapping's tags
     (RatingSum) and, when a pool is driven by requests, the requests per payer's
-    tags (RatingRequestCount): an allocation run reuses them, instead of reading
-    the ledger again, while no usage batch has come since and the price books
-    in force are the same (`ledger_batch_high`, `ledger_settled`).
+    tags (RatingRequestCount). An allocation run uses them instead of reading the
+    ledger again: as they are while no usage batch has come since and the price
+    books are the same, or extended by a new rating with the later batches' lines
+    and priced at the new prices, while its cuts (`thresholds`, `price_cuts`) are
+    as fine as the prices need (`ledger_batch_high`, `ledger_settled`).
     """
 
     period = models.CharField(max_length=7, help_text="YYYY-MM")

@@ -756,12 +756,15 @@ def _reconcile(
     return result
 
 
+def _split_by_requests(pools: list[SharedCostPool]) -> bool:
+    return any(pool.method == PoolMethod.PROPORTIONAL and pool.driver == PoolDriver.REQUESTS for pool in pools)
+
+
 def _rating_needs(rules: list[MappingRule], pools: list[SharedCostPool]) -> tuple[list[str], list[str] | None]:
     """The tags an allocation by these rules and pools needs kept: the sums', and the
     request counts' (None when no pool is driven by requests)."""
     sum_fields = [f for f in _group_fields(rules) if f not in RATED_KEYS]
-    by_requests = any(p.method == PoolMethod.PROPORTIONAL and p.driver == PoolDriver.REQUESTS for p in pools)
-    return sum_fields, _request_fields(rules) if by_requests else None
+    return sum_fields, _request_fields(rules) if _split_by_requests(pools) else None
 
 
 def _rating_for(*, period: str, actor, rules: list[MappingRule], pools: list[SharedCostPool]) -> RatingRun:
@@ -909,7 +912,7 @@ def _execute(
             drivers=drivers,
             provider=provider,
         )
-    if any(pool.method == PoolMethod.PROPORTIONAL and pool.driver == PoolDriver.REQUESTS for pool in pools):
+    if _split_by_requests(pools):
         drivers[PoolDriver.REQUESTS] = _request_counts(rating_run=rating_run, mapper=mapper, team_centers=team_centers)
 
     report(period, step="shared pools and true-up", percent=70)

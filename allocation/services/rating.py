@@ -210,12 +210,12 @@ def _rating_sql(
     return summed, priced
 
 
-def _kept(fields: Sequence[str], kept: Sequence[str], known: Sequence[str]) -> str:
-    """The columns `known` of a kept row, from `fields` where kept and empty otherwise."""
-    unknown = set(kept) - set(known)
+def _kept(columns: Sequence[str], kept: Sequence[str]) -> str:
+    """The values of a kept row's `columns`: the column where it is `kept`, else empty."""
+    unknown = set(kept) - set(columns)
     if unknown:
-        raise ValueError(f"cannot keep by {sorted(unknown)}: the kept rows have {list(known)}")
-    return ", ".join(f"{field}" if field in kept else ("FALSE" if field == "is_untagged" else "''") for field in fields)
+        raise ValueError(f"cannot keep by {sorted(unknown)}: the kept rows have {list(columns)}")
+    return ", ".join(column if column in kept else ("FALSE" if column == "is_untagged" else "''") for column in columns)
 
 
 def _price_edges(versions, start: datetime, end: datetime) -> tuple[list[int], list[datetime]]:
@@ -228,10 +228,15 @@ def _price_edges(versions, start: datetime, end: datetime) -> tuple[list[int], l
     return thresholds, price_change_moments(versions=versions, start=start, end=end)
 
 
+def _batch_high() -> int | None:
+    """The newest usage batch."""
+    return UsageBatch.objects.aggregate(high=Max("pk"))["high"]
+
+
 def _ledger_mark() -> tuple[int | None, bool]:
     """The newest usage batch, and whether none is loading: read before the ledger, so
     that a batch which lands while the rating reads makes the rating stale, not wrong."""
-    high = UsageBatch.objects.aggregate(high=Max("pk"))["high"]
+    high = _batch_high()
     loading = UsageBatch.objects.filter(status__in=[UsageBatchStatus.PENDING, UsageBatchStatus.RUNNING]).exists()
     return high, not loading
 
@@ -335,7 +340,7 @@ def usage_rate_period(
             cursor.execute(
                 f'INSERT INTO "{RatingSum._meta.db_table}" (run_id, {", ".join(kept)}, {", ".join(SUM_TAGS)}, '
                 f"batch_id, quantity, line_count) "
-                f"SELECT %(run)s, {', '.join(kept)}, {_kept(SUM_TAGS, sum_fields, SUM_TAGS)}, "
+                f"SELECT %(run)s, {', '.join(kept)}, {_kept(SUM_TAGS, sum_fields)}, "
                 f"batch_id, quantity, line_count FROM {RATING_SUMS}",
                 params,
             )
@@ -390,7 +395,7 @@ def _requests_keep(
         )
     cursor.execute(
         f'INSERT INTO "{RatingRequestCount._meta.db_table}" (run_id, {", ".join(REQUEST_TAGS)}, requests) '
-        f"SELECT %(run)s, {_kept(REQUEST_TAGS, request_fields, REQUEST_TAGS)}, SUM(requests) "
+        f"SELECT %(run)s, {_kept(REQUEST_TAGS, request_fields)}, SUM(requests) "
         f"FROM rating_requests GROUP BY {names}",
         params,
     )
@@ -425,7 +430,7 @@ def rating_run_standing(
 def rating_run_is_current(run: RatingRun) -> bool:
     """No usage batch has come since the rating read the ledger, and the price books in
     force are the ones it used."""
-    if UsageBatch.objects.aggregate(high=Max("pk"))["high"] != run.ledger_batch_high:
+    if _batch_high() != run.ledger_batch_high:
         return False
     in_force = {version.pk for version in latest_price_book_versions()}
     return in_force == set(run.price_book_versions.values_list("pk", flat=True))
