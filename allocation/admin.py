@@ -16,10 +16,8 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from pricing.models import Unit
-
-from .choices import Environment
-from .models import (
+from allocation.choices import Environment
+from allocation.models import (
     CostCenter,
     Feature,
     InvoiceBatch,
@@ -36,6 +34,7 @@ from .models import (
     UsageLine,
     UsageRejection,
 )
+from pricing.models import Unit
 
 __all__ = [
     "CostCenterAdmin",

@@ -2,8 +2,8 @@
 
 import django_filters
 
-from .choices import UsageBatchStatus, UsageSourceFormat
-from .models import UsageBatch
+from allocation.choices import UsageBatchStatus, UsageSourceFormat
+from allocation.models import UsageBatch
 
 __all__ = ["UsageBatchFilterSet"]
 

@@ -2,8 +2,8 @@
 
 from celery import shared_task
 
-from .models import UsageBatch
-from .services.ingest import usage_batch_ingest_file
+from allocation.models import UsageBatch
+from allocation.services.ledger import usage_batch_ingest_file
 
 __all__ = ["allocation_run_task", "usage_batch_ingest_task", "usage_rate_open_periods_task", "usage_rate_period_task"]
 
@@ -21,7 +21,7 @@ def usage_rate_period_task(period: str, user_id: int | None = None) -> dict:
     """Rate a period; a repeat makes a newer run, which reports then use."""
     from django.contrib.auth import get_user_model
 
-    from .services.allocation import allocation_usage_rate
+    from allocation.services.runs.run import allocation_usage_rate
 
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     run = allocation_usage_rate(period=period, actor=user)
@@ -32,7 +32,7 @@ def usage_rate_period_task(period: str, user_id: int | None = None) -> dict:
 def usage_rate_open_periods_task() -> list[dict]:
     """Nightly (beat): rate this month and the last, so that their allocation runs at the
     close price kept sums; a month whose rating still stands is left as it is."""
-    from .services.allocation import allocation_usage_rate, open_periods
+    from allocation.services.runs.run import allocation_usage_rate, open_periods
 
     return [
         {"period": period, "rating_run": run.pk, "lines_rated": run.lines_rated}
@@ -47,7 +47,7 @@ def allocation_run_task(period: str, user_id: int | None = None) -> dict:
     a retry: the service's transaction leaves nothing behind."""
     from django.contrib.auth import get_user_model
 
-    from .services.allocation import allocation_run_execute
+    from allocation.services.runs.run import allocation_run_execute
 
     user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
     run = allocation_run_execute(period=period, actor=user)

@@ -5,12 +5,13 @@ unit only on statements and journal entries.
 """
 
 from collections.abc import Hashable, Mapping
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 
 __all__ = [
     "CENT",
     "QUANTITY_MAX_DIGITS",
     "QUANTITY_DECIMAL_PLACES",
+    "decimal_from_db",
     "decimal_text",
     "largest_remainder",
     "parse_decimal",
@@ -104,3 +105,18 @@ def _sort_key(key: Hashable) -> tuple:
     if isinstance(key, tuple):
         return tuple(_sort_key(k) for k in key)
     return ("" if key is None else type(key).__name__, "" if key is None else str(key))
+
+
+def decimal_from_db(value, places: int = QUANTITY_DECIMAL_PLACES) -> Decimal:
+    """A Decimal from what the database returns.
+
+    SQLite sums decimals as floats, good to 15 significant digits: rounding to
+    those, and to the column's places, undoes the float noise
+    (176707.59999999998 is 176707.6). PostgreSQL returns exact decimals.
+    """
+    if value is None:
+        return Decimal(0)
+    if isinstance(value, Decimal):
+        return value
+    significant = Context(prec=15).create_decimal(repr(value))
+    return quantize(significant, Decimal(1).scaleb(-places)).normalize()

@@ -15,7 +15,7 @@ from django.db.models import Sum
 
 from allocation.choices import UsageBatchStatus
 from allocation.models import UsageBatch, UsageLine, UsageRejection
-from allocation.services.ingest import usage_batch_create
+from allocation.services.ledger import usage_batch_create
 from allocation.tasks import usage_batch_ingest_task
 
 GOOD_ROWS = 1000
@@ -113,10 +113,10 @@ def test_allocation_task_through_a_real_worker_gives_the_in_process_fingerprint(
     """The worker reads the committed world, allocates in its own transaction, and gets the
     same fingerprint as the same run made in this process: reproducible across processes."""
     from allocation.models import AllocationRun
-    from allocation.services.allocation import allocation_run_execute
+    from allocation.services.runs.run import allocation_run_execute
     from allocation.tasks import allocation_run_task
 
-    from .allocation.allocation_world import (
+    from .allocation.runs_world import (
         PERIOD,
         SCENARIO_INVOICE,
         build_mapping,

@@ -1,7 +1,7 @@
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from . import views
+from allocation.api import views
 
 # No trailing slashes anywhere in the API: `/api/v1/usage/summary`, `/api/v1/teams/3`.
 router = DefaultRouter(trailing_slash=False)

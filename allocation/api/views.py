@@ -10,15 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from allocation.models import CostCenter, Feature, Team, Tenant
-from allocation.selectors import tag_coverage, usage_batches, usage_rejection_rows, usage_summary
-from allocation.selectors_allocation import allocation_run_summary, allocation_runs
-from allocation.services.allocation import allocation_progress, allocation_run_queue
-from allocation.services.ingest import usage_ingest_events, usage_upload_queue
-from allocation.views import csv_download
-from pricing.money import decimal_text
-
-from .serializers import (
+from allocation.api.serializers import (
     AllocationRunSerializer,
     AllocationRunStartSerializer,
     CostCenterSerializer,
@@ -31,6 +23,14 @@ from .serializers import (
     UsageSummaryInputSerializer,
     usage_summary_json,
 )
+from allocation.models import CostCenter, Feature, Team, Tenant
+from allocation.selectors.ledger import tag_coverage, usage_batches, usage_rejection_rows
+from allocation.selectors.rating import usage_summary
+from allocation.selectors.runs import allocation_run_summary, allocation_runs
+from allocation.services.ledger import usage_ingest_events, usage_upload_queue
+from allocation.services.runs.run import allocation_progress, allocation_run_queue
+from allocation.views.ledger import csv_download
+from pricing.money import decimal_text
 
 __all__ = [
     "AllocationRunViewSet",

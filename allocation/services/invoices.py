@@ -70,7 +70,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from allocation.choices import ChargeCategory, InvoiceSourceFormat, UsageBatchStatus
-from allocation.models import (
+from allocation.models.invoices import (
     INVOICE_MONEY_DECIMAL_PLACES,
     INVOICE_MONEY_MAX_DIGITS,
     INVOICE_QUANTITY_DECIMAL_PLACES,
@@ -80,11 +80,10 @@ from allocation.models import (
     InvoiceRejection,
     ProviderInvoice,
 )
+from allocation.services.ledger.parsers.json_documents import usage_buckets, whole_number
+from allocation.services.ledger.records import RejectedRecord, RowError, SourceFormatError, parse_occurred_at
 from pricing.errors import NotFound, ValidationFailed
 from pricing.money import parse_decimal, quantize
-
-from .ingest.parsers.json_documents import usage_buckets, whole_number
-from .ingest.records import RejectedRecord, RowError, SourceFormatError, parse_occurred_at
 
 __all__ = ["INVOICE_FORMATS", "SourceFormatError", "invoice_ingest_file"]
 

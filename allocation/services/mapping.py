@@ -40,7 +40,7 @@ from allocation.models import (
     ProviderInvoice,
     SharedCostPool,
 )
-from allocation.selectors import period_bounds, usage_lines_in_period
+from allocation.selectors.ledger import period_bounds, usage_lines_in_period
 from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, has_role
 from pricing.choices import PriceBookKind
 from pricing.config_files import yaml_parse

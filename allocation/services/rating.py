@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from allocation.choices import UsageBatchStatus
 from allocation.models import RatedUsage, RatingRequestCount, RatingRule, RatingRun, RatingSum, UsageBatch, UsageLine
-from allocation.selectors import period_bounds, rated_lines_params
+from allocation.selectors.ledger import period_bounds
+from allocation.selectors.rating import rated_lines_params
 from pricing.models import Price
 from pricing.selectors import (
     context_band_floor,

@@ -140,7 +140,7 @@ def child_prepare(lines: int, rebuild: bool = False) -> None:
 
     from allocation.choices import AllocationRunStatus
     from allocation.models import AllocationRun, RatingRun, UsageBatch
-    from allocation.services.allocation import allocation_run_execute
+    from allocation.services.runs.run import allocation_run_execute
 
     call_command("migrate", verbosity=0)
     if rebuild or not UsageBatch.objects.filter(source_name=world_signature(lines)).exists():
@@ -175,7 +175,7 @@ def rate_ahead() -> None:
     """The month rated ahead of its close, as `rate_usage` does nightly (a rating that
     still stands is kept as it is): the ledger's lines are rated when the close runs."""
     from allocation.models import RatingRun
-    from allocation.services.allocation import allocation_usage_rate
+    from allocation.services.runs.run import allocation_usage_rate
 
     newest = RatingRun.objects.order_by("-pk").values_list("pk", flat=True).first()
     started = time.perf_counter()
@@ -278,7 +278,7 @@ def child_run(kind: str = "run") -> None:
     from django.db import connection
     from django.db.models import Max
 
-    import allocation.services.allocation as engine
+    import allocation.services.runs.run as engine
     from allocation.models import AllocationLine, RatingRun, UsageBatch
 
     if kind == "batch":
@@ -356,10 +356,11 @@ def child_profile() -> None:
 
     from django.db import connection, transaction
 
-    import allocation.services.allocation as engine
+    import allocation.services.runs.run as engine
     from allocation.choices import AllocationRunStatus
     from allocation.models import AllocationRun
-    from allocation.selectors import period_bounds, rated_lines_params
+    from allocation.selectors.ledger import period_bounds
+    from allocation.selectors.rating import rated_lines_params
     from allocation.services.rating import LATER_LINES, priced_sums_sql
 
     current = AllocationRun.objects.get(period=PERIOD, status=AllocationRunStatus.COMPLETED)

@@ -27,7 +27,7 @@ from pricing.config_files import yaml_parse
 from pricing.errors import ValidationFailed
 from tests.page_reading import page_text, table_rows
 
-from .allocation_world import (
+from .runs_world import (
     PERIOD,
     SCENARIO_INVOICE,
     build_mapping,
@@ -41,7 +41,7 @@ from .allocation_world import (
 
 pytestmark = pytest.mark.django_db
 
-SEARCH_RULE = 5  # {team: search} -> CC-110, direct, in allocation_world.MAPPING
+SEARCH_RULE = 5  # {team: search} -> CC-110, direct, in runs_world.MAPPING
 
 
 def _member(django_user_model, username: str, *groups: str):

@@ -13,7 +13,7 @@ from django.contrib.admin.sites import site as admin_site
 from django.urls import reverse
 
 from allocation.models import RatingRun
-from allocation.services.ingest import usage_ingest_events
+from allocation.services.ledger import usage_ingest_events
 from allocation.services.rating import usage_rate_period
 from pricing.choices import PriceBookKind
 from pricing.models import AiModel, Price, PriceBook, PriceBookVersion, Provider

@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, connection
 
 from allocation.models import RatedUsage
-from allocation.selectors import usage_summary
-from allocation.services.ingest import usage_ingest_events
+from allocation.selectors.rating import usage_summary
+from allocation.services.ledger import usage_ingest_events
 from allocation.services.rating import usage_rate_period
 from pricing.models import AiModel, Price, PriceBook, PriceBookVersion, Provider
 from pricing.selectors import rate_event

@@ -25,8 +25,9 @@ from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices
 from genai_prices.units import _get_registry
 
 from allocation.models import RatedUsage
-from allocation.selectors import period_bounds, rated_lines_params, rated_lines_sql
-from allocation.services.ingest import usage_ingest_events
+from allocation.selectors.ledger import period_bounds
+from allocation.selectors.rating import rated_lines_params, rated_lines_sql
+from allocation.services.ledger import usage_ingest_events
 from allocation.services.rating import usage_rate_period
 from pricing.models import AiModel, ModelAlias, PriceBook, PriceBookVersion, Provider
 from pricing.selectors import latest_price_book_versions, rate_event

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from allocation.services.focus_export import focus_export_file
+from allocation.services.runs.focus_export import focus_export_file
 from pricing.errors import ApplicationError
 
 

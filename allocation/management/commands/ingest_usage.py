@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from allocation.choices import UsageBatchStatus
 from allocation.models import UsageBatch
-from allocation.services.ingest import FILE_FORMATS, usage_ingest_file
+from allocation.services.ledger import FILE_FORMATS, usage_ingest_file
 from pricing.errors import ApplicationError
 
 

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from allocation.services.activity import activity_counts_load_file
+from allocation.services.runs.activity import activity_counts_load_file
 from pricing.errors import ApplicationError
 
 

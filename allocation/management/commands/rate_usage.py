@@ -5,7 +5,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from allocation.services.allocation import allocation_usage_rate
+from allocation.services.runs.run import allocation_usage_rate
 from pricing.errors import ApplicationError
 from pricing.money import decimal_text
 

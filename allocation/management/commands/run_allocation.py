@@ -6,8 +6,8 @@ from decimal import Decimal, InvalidOperation
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from allocation.selectors_allocation import allocation_run_summary
-from allocation.services.allocation import allocation_run_execute
+from allocation.selectors.runs import allocation_run_summary
+from allocation.services.runs.run import allocation_run_execute
 from pricing.errors import ApplicationError
 
 

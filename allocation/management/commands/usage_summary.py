@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.core.serializers.json import DjangoJSONEncoder
 
 from allocation.api.serializers import usage_summary_json
-from allocation.selectors import usage_summary
+from allocation.selectors.rating import usage_summary
 from pricing.errors import ApplicationError
 
 

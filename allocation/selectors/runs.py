@@ -1,0 +1,201 @@
+"""Reads of allocation runs: the run's summary per provider, invoice and cost center."""
+
+from collections import defaultdict
+from decimal import Decimal
+
+from django.db.models import QuerySet, Sum
+
+from allocation.choices import AllocationRunStatus, Treatment, UnallocatedReason
+from allocation.models import AllocationLine, AllocationRun, InvoiceLine
+from pricing.money import CENT, quantize
+
+__all__ = ["allocation_run_current", "allocation_run_summary", "allocation_runs"]
+
+
+def allocation_runs(*, period: str | None = None) -> QuerySet[AllocationRun]:
+    runs = AllocationRun.objects.select_related("mapping_version", "created_by")
+    return runs.filter(period=period) if period else runs
+
+
+def allocation_run_current(*, period: str) -> AllocationRun | None:
+    """The period's run that reports and statements use: the one not superseded."""
+    return allocation_runs(period=period).filter(status=AllocationRunStatus.COMPLETED).first()
+
+
+def _money(value: Decimal | None) -> str:
+    return str(quantize(value or Decimal(0), CENT))
+
+
+def allocation_run_summary(*, run: AllocationRun, cost_centers: bool = True) -> dict:
+    """The run's totals: per provider its invoices, allocated (chargeback and showback),
+    unallocated by reason, and the reconciliation; per cost center when asked.
+
+    Amounts are decimal strings in the invoice currency, to the cent.
+    """
+    lines = AllocationLine.objects.filter(run=run)
+    per_invoice = defaultdict(lambda: {"allocated": Decimal(0), "unallocated": Decimal(0)})
+    per_provider = defaultdict(
+        lambda: {
+            "allocated": Decimal(0),
+            "chargeback": Decimal(0),
+            "showback": Decimal(0),
+            "reasons": defaultdict(Decimal),
+        }
+    )
+    rows = lines.values("provider", "invoice_id", "reason", "treatment", "cost_center_id").annotate(
+        amount=Sum("amount")
+    )
+    for row in rows:
+        amount = row["amount"] or Decimal(0)
+        if not row["provider"]:
+            continue  # internal transfers (fixed fees) net to zero and belong to no invoice
+        provider = per_provider[row["provider"]]
+        side = "allocated" if row["cost_center_id"] is not None else "unallocated"
+        if row["invoice_id"] is not None:
+            per_invoice[row["invoice_id"]][side] += amount
+        if side == "allocated":
+            provider["allocated"] += amount
+            provider["showback" if row["treatment"] == Treatment.SHOWBACK else "chargeback"] += amount
+        else:
+            provider["reasons"][row["reason"]] += amount
+    invoice_sums = {
+        row["invoice_id"]: row
+        for row in InvoiceLine.objects.filter(invoice__in=run.invoices.all())
+        .values("invoice_id")
+        .annotate(billed=Sum("billed_cost"), effective=Sum("effective_cost"))
+    }
+    reconciliation = {(r.provider, r.model): r for r in run.reconciliation.all()}
+    invoices_by_provider = defaultdict(list)
+    for invoice in run.invoices.order_by("provider", "invoice_id"):
+        invoices_by_provider[invoice.provider].append(invoice)
+    providers = []
+    for provider in sorted(set(per_provider) | set(invoices_by_provider) | {p for p, _ in reconciliation}):
+        totals = per_provider[provider]
+        invoices = [
+            {
+                "invoice_id": invoice.invoice_id,
+                "currency": invoice.currency,
+                "billing_period_start": invoice.billing_period_start.date().isoformat(),
+                "total": _money(invoice_sums.get(invoice.pk, {}).get("effective")),
+                "billed_total": _money(invoice_sums.get(invoice.pk, {}).get("billed")),
+                "allocated": _money(per_invoice[invoice.pk]["allocated"]),
+                "unallocated": _money(per_invoice[invoice.pk]["unallocated"]),
+            }
+            for invoice in invoices_by_provider[provider]
+        ]
+        invoice_total = sum((Decimal(i["total"]) for i in invoices), Decimal(0))
+        unallocated_total = sum(totals["reasons"].values(), Decimal(0))
+        check = reconciliation.get((provider, ""))
+        providers.append(
+            {
+                "provider": provider,
+                "invoice_total": _money(invoice_total),
+                "billed_total": _money(sum((Decimal(i["billed_total"]) for i in invoices), Decimal(0))),
+                "allocated": _money(totals["allocated"]),
+                "chargeback": _money(totals["chargeback"]),
+                "showback": _money(totals["showback"]),
+                "unallocated": {
+                    "total": _money(unallocated_total),
+                    "by_reason": {
+                        reason: _money(totals["reasons"][reason])
+                        for reason in UnallocatedReason.values
+                        if reason in totals["reasons"]
+                    },
+                },
+                "rated_usage": str(quantize(check.rated_cost, CENT)) if check else "0.00",
+                "invoiced_usage": str(quantize(check.invoice_cost, CENT)) if check else "0.00",
+                "variance": str(quantize(check.variance, CENT)) if check else "0.00",
+                "variance_share": str(check.variance_share) if check and check.variance_share is not None else None,
+                "within_tolerance": check.within_tolerance if check else True,
+                "invoices": invoices,
+                "reconciliation": [
+                    {
+                        "model": r.model,
+                        "invoiced": str(quantize(r.invoice_cost, CENT)),
+                        "rated": str(quantize(r.rated_cost, CENT)),
+                        "variance": str(quantize(r.variance, CENT)),
+                        "variance_share": str(r.variance_share) if r.variance_share is not None else None,
+                        "within_tolerance": r.within_tolerance,
+                    }
+                    for (p, model), r in sorted(reconciliation.items())
+                    if p == provider and model
+                ],
+            }
+        )
+    reasons: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in per_provider.values():
+        for reason, amount in entry["reasons"].items():
+            reasons[reason] += amount
+    summary = {
+        "run": run.pk,
+        "period": run.period,
+        "status": run.status,
+        "fingerprint": run.fingerprint,
+        "created_at": run.created_at.isoformat(timespec="seconds"),
+        "created_by": run.created_by.get_username() if run.created_by else None,
+        "seconds": str(run.seconds),
+        "mapping_version": run.mapping_version.number,
+        "rating_run": run.rating_run_id,
+        "tolerance": str(run.tolerance),
+        "flagged": run.is_flagged,
+        "closed": run.closed_at is not None,
+        "invoice_total": _money(run.invoice_total),
+        "allocated": _money(run.allocated),
+        "chargeback": _money(sum((Decimal(p["chargeback"]) for p in providers), Decimal(0))),
+        "showback": _money(sum((Decimal(p["showback"]) for p in providers), Decimal(0))),
+        "unallocated": {
+            "total": _money(run.unallocated),
+            "by_reason": {r: _money(reasons[r]) for r in UnallocatedReason.values if r in reasons},
+        },
+        "providers": providers,
+    }
+    if cost_centers:
+        summary["cost_centers"] = allocation_run_cost_centers(run=run)
+    return summary
+
+
+def allocation_run_cost_centers(*, run: AllocationRun) -> list[dict]:
+    """Per cost center: chargeback, showback and total, internal transfers included."""
+    rows = (
+        AllocationLine.objects.filter(run=run, cost_center__isnull=False)
+        .values("cost_center__code", "cost_center__name", "treatment")
+        .annotate(amount=Sum("amount"))
+    )
+    centers: dict[str, dict] = {}
+    for row in rows:
+        entry = centers.setdefault(
+            row["cost_center__code"],
+            {
+                "code": row["cost_center__code"],
+                "name": row["cost_center__name"],
+                "chargeback": Decimal(0),
+                "showback": Decimal(0),
+            },
+        )
+        entry["showback" if row["treatment"] == Treatment.SHOWBACK else "chargeback"] += row["amount"] or 0
+    return [
+        {
+            "code": entry["code"],
+            "name": entry["name"],
+            "chargeback": _money(entry["chargeback"]),
+            "showback": _money(entry["showback"]),
+            "total": _money(entry["chargeback"] + entry["showback"]),
+        }
+        for entry in sorted(centers.values(), key=lambda e: e["code"])
+    ]
+
+
+def allocation_line_list(*, run: AllocationRun, cost_center=None, reason: str = "") -> QuerySet[AllocationLine]:
+    """A run's lines, in a stable order: one cost center's, one unallocated reason's
+    (`unallocated`: every reason's), or all."""
+    lines = AllocationLine.objects.filter(run=run)
+    if cost_center is not None:
+        lines = lines.filter(cost_center=cost_center)
+    elif reason == "unallocated":
+        lines = lines.filter(cost_center__isnull=True)
+    elif reason:
+        lines = lines.filter(cost_center__isnull=True, reason=reason)
+    return lines.order_by("cost_center__code", "reason", "provider", "team", "feature", "model", "unit", "id")
+
+
+__all__ += ["allocation_line_list", "allocation_run_cost_centers"]

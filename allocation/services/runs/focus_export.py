@@ -1,0 +1,424 @@
+"""Allocated cost as a FOCUS 1.2 cost and usage CSV: the one service behind `export_focus`.
+
+One row per allocation line of the period's current run whose amount or
+quantity is not zero, streamed from the database. The columns:
+
+* the 21 columns FOCUS 1.2 requires of every dataset, and the conditional or
+  recommended ones we can fill truthfully: ConsumedQuantity, ConsumedUnit,
+  InvoiceId, ServiceSubcategory, SkuId, SkuMeter, Tags;
+* the allocation in `x_` columns (FOCUS ColumnHandling: custom columns carry
+  the `x_` prefix and come after the FOCUS columns).
+
+Money. BilledCost = EffectiveCost = ListCost = ContractedCost = the line's
+allocated amount, in the invoice currency. The run splits each invoice's
+effective (amortized) cost, so the file sums to the run's invoice total; for
+an invoice with a prepayment (billed now, effective later) BilledCost is the
+amortized share, not the cash billed. We emit no unit price columns, and
+FOCUS then asks ListCost and ContractedCost of a charge to match its
+BilledCost (ListCost-C-008-C, ContractedCost-C-008-C); no discount is claimed.
+
+Who pays. A chargeback line and a showback line are both rows with their
+cost, told apart by `x_Treatment` (showback is reported, never journalled): a
+consumer that wants only what is charged filters `x_Treatment = chargeback`.
+The unallocated bucket is rows with `x_CostCenter` null and
+`x_UnallocatedReason` saying why; `x_AllocationMethod` is `unallocated`. An
+internal fixed-fee transfer is two rows that net to zero (payer +fee, service
+owner -fee), with the service owner as ProviderName and no InvoiceId.
+
+Quantities. A line with a ledger unit is priced in that unit's FOCUS unit
+(`FOCUS_UNITS`: `1000000 Tokens`, `Seconds`, `Images` ...): ConsumedQuantity
+is the ledger quantity, PricingQuantity the same over the pricing quantum. A
+line without one (a share of a shared-cost pool, a fixed fee) is a lump sum:
+PricingQuantity is its share of the pooled charge in `Units` (of a fee, in
+`Months`), signed as its cost. Companion lines (margins, rate-card spreads)
+carry their unit with quantity 0: their tokens are counted on the paying row.
+Tax rows have no quantity, unit or SKU (FOCUS asks them null); Credit and
+Adjustment rows neither. ChargeClass is always null: a run restates its own
+period, it never corrects an invoiced one.
+
+Format. Date/times `YYYY-MM-DDTHH:mm:ssZ` in UTC, decimals in plain notation
+(no exponent), currency ISO 4217, Tags a JSON object; a null is an empty
+field and no non-null value is ever empty.
+"""
+
+import csv
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, localcontext
+from pathlib import Path
+from typing import TextIO
+
+from allocation.choices import AllocationMethod, ChargeCategory, UnallocatedReason
+from allocation.models import AllocationLine, AllocationRun, CostCenter
+from allocation.selectors.ledger import period_bounds
+from allocation.selectors.runs import allocation_run_current
+from pricing.errors import NotFound
+from pricing.models import Provider, Unit
+from pricing.money import CENT, QUANTITY_DECIMAL_PLACES, decimal_text, quantize
+
+__all__ = [
+    "FOCUS_COLUMNS",
+    "FOCUS_UNITS",
+    "FocusExportResult",
+    "FocusUnit",
+    "X_COLUMNS",
+    "focus_export",
+    "focus_export_file",
+]
+
+
+@dataclass(frozen=True)
+class FocusUnit:
+    """A ledger unit as FOCUS UnitFormat says it: the plural base unit and the pricing quantum."""
+
+    name: str
+    quantum: int = 1
+
+    @property
+    def pricing(self) -> str:
+        """`<unit-quantity> <plural-units>` when priced per block (`1000000 Tokens`), else the unit."""
+        return f"{self.quantum} {self.name}" if self.quantum > 1 else self.name
+
+
+# Ledger unit (pricing.units.UNIT_CATALOG) -> its FOCUS unit. Quanta follow how
+# providers publish prices: tokens and characters per million, tool calls and
+# requests per thousand. A unit missing here is exported in `Units` (a test
+# keeps the table complete).
+_TOKENS = FocusUnit("Tokens", 1_000_000)
+FOCUS_UNITS: dict[str, FocusUnit] = {
+    "input_token": _TOKENS,
+    "cached_input_token": _TOKENS,
+    "cache_write_token": _TOKENS,
+    "cache_write_1h_token": _TOKENS,
+    "output_token": _TOKENS,
+    "reasoning_token": _TOKENS,
+    "audio_input_token": _TOKENS,
+    "cached_audio_input_token": _TOKENS,
+    "audio_output_token": _TOKENS,
+    "image_input_token": _TOKENS,
+    "cached_image_input_token": _TOKENS,
+    "image_output_token": _TOKENS,
+    "embedding_token": _TOKENS,
+    "character": FocusUnit("Characters", 1_000_000),
+    "audio_input_second": FocusUnit("Seconds"),
+    "audio_output_second": FocusUnit("Seconds"),
+    "transcription_second": FocusUnit("Seconds"),
+    "realtime_second": FocusUnit("Seconds"),
+    "gpu_second": FocusUnit("Seconds"),
+    "image_tile": FocusUnit("Tiles"),
+    "image": FocusUnit("Images"),
+    "vector_query": FocusUnit("Queries"),
+    "vector_gb_day": FocusUnit("GB-Days"),
+    "vector_gb_month": FocusUnit("GB-Months"),
+    "gb_month": FocusUnit("GB-Months"),
+    "tool_call": FocusUnit("Calls", 1000),
+    "container_session": FocusUnit("Sessions"),
+    "request": FocusUnit("Requests", 1000),
+}
+_UNKNOWN_UNIT = FocusUnit("Units")
+# Lump sums: a share of a pooled charge, and a fixed monthly fee.
+_SHARE_UNIT = "Units"
+_FEE_UNIT = "Months"
+
+# FOCUS columns first, alphabetically; then ours (ColumnHandling-A-013-O).
+FOCUS_COLUMNS: tuple[str, ...] = (
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceId",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+    "ServiceSubcategory",
+    "SkuId",
+    "SkuMeter",
+    "Tags",
+)
+X_COLUMNS: tuple[str, ...] = (
+    "x_CostCenter",
+    "x_Team",
+    "x_Feature",
+    "x_Environment",
+    "x_Modality",
+    "x_Model",
+    "x_AllocationMethod",
+    "x_Treatment",
+    "x_UnallocatedReason",
+    "x_AllocationRunId",
+)
+
+SERVICE_CATEGORY = "AI and Machine Learning"
+SERVICE_SUBCATEGORY = "Generative AI"
+# The price books' default currency (pricing.Price.currency): the currency of
+# internal transfers when the run's invoices do not agree on one.
+DEFAULT_CURRENCY = "USD"
+# The usage tags that are user-defined tags in FOCUS terms (one scheme, so no key prefix: Tags-C-016-C).
+TAG_KEYS: tuple[str, ...] = ("team", "feature", "environment")
+_QUANTITY_CONTEXT_PRECISION = 60
+# A lump sum's share is kept to the ledger's quantity precision.
+_SHARE_QUANTUM = Decimal(1).scaleb(-QUANTITY_DECIMAL_PLACES)
+
+
+@dataclass(frozen=True)
+class FocusExportResult:
+    run_id: int
+    period: str
+    rows: int
+
+
+def focus_export(*, period: str, stream: TextIO) -> FocusExportResult:
+    """Write the period's current allocation run to `stream` as FOCUS 1.2 CSV; nothing when refused.
+
+    Raises ValidationFailed for a period not written YYYY-MM and NotFound when
+    the period has no current run, before anything is written.
+    """
+    start, end = period_bounds(period)
+    run = allocation_run_current(period=period)
+    if run is None:
+        raise NotFound(
+            f"period {period} has no current allocation run: run `python manage.py run_allocation "
+            f"--period {period}` first",
+            code="no_current_run",
+            extra={"period": period},
+        )
+    writer = csv.writer(stream)
+    writer.writerow(FOCUS_COLUMNS + X_COLUMNS)
+    rows = 0
+    for row in _rows(run, start, end):
+        writer.writerow(["" if value is None else value for value in row])
+        rows += 1
+    return FocusExportResult(run_id=run.pk, period=period, rows=rows)
+
+
+def focus_export_file(*, period: str, path: str | os.PathLike) -> FocusExportResult:
+    """`focus_export` into `path`, replaced whole only when the export succeeds."""
+    path = Path(path)
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
+            result = focus_export(period=period, stream=stream)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return result
+
+
+# --- rows ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Context:
+    run: AllocationRun
+    start: str
+    end: str
+    currency: str
+    providers: dict[str, str]
+    units: dict[str, str]
+    pool_totals: dict[tuple, Decimal]
+
+
+def _rows(run: AllocationRun, start: datetime, end: datetime) -> Iterator[list]:
+    context = _Context(
+        run=run,
+        start=_datetime(start),
+        end=_datetime(end),
+        currency=_run_currency(run),
+        providers=dict(Provider.objects.values_list("code", "name")),
+        units=dict(Unit.objects.values_list("code", "name")),
+        pool_totals=_pool_totals(run),
+    )
+    lines = (
+        AllocationLine.objects.filter(run=run)
+        .exclude(amount=0, quantity=0)
+        .select_related("invoice", "cost_center", "pool", "rule__cost_center", "rule__service_owner")
+        .order_by("id")
+    )
+    for line in lines.iterator(chunk_size=2000):
+        yield _row(line, context)
+
+
+def _run_currency(run: AllocationRun) -> str:
+    currencies = set(run.invoices.values_list("currency", flat=True))
+    return currencies.pop() if len(currencies) == 1 else DEFAULT_CURRENCY
+
+
+def _pool_totals(run: AllocationRun) -> dict[tuple, Decimal]:
+    """Each pooled charge (invoice, pool, category) in all: a pool line's quantity is its share of it.
+
+    Summed from the Decimals here, exact on SQLite too; pool lines are few (pools x cost centers).
+    """
+    totals: dict[tuple, Decimal] = defaultdict(Decimal)
+    pooled = AllocationLine.objects.filter(run=run, pool__isnull=False).values_list(
+        "invoice_id", "pool_id", "category", "amount"
+    )
+    for invoice_id, pool_id, category, amount in pooled:
+        totals[(invoice_id, pool_id, category)] += amount
+    return dict(totals)
+
+
+def _row(line: AllocationLine, context: _Context) -> list:
+    invoice = line.invoice
+    fee_owner = _fee_owner(line)
+    if fee_owner is not None:
+        provider_name = fee_owner.name
+        account = f"internal:{fee_owner.code}"
+        service = f"{fee_owner.name} AI service"
+    else:
+        provider_name = (invoice.issuer if invoice else "") or context.providers.get(line.provider) or line.provider
+        account = (invoice.billing_account if invoice else "") or line.provider
+        service = f"{provider_name} API"
+    category = ChargeCategory(line.category)
+    cost = _money(line.amount)
+    quantity, pricing_unit, consumed, consumed_unit, sku, meter = _quantities(line, category, fee_owner, context)
+    if category != ChargeCategory.USAGE:
+        consumed = consumed_unit = None  # ConsumedQuantity-C-004-C: only Usage rows are consumption
+    tags = {key: getattr(line, key) for key in TAG_KEYS if getattr(line, key)}
+    focus = {
+        "BilledCost": cost,
+        "BillingAccountId": account,
+        "BillingAccountName": None,
+        "BillingCurrency": invoice.currency if invoice else context.currency,
+        "BillingPeriodEnd": _datetime(invoice.billing_period_end) if invoice else context.end,
+        "BillingPeriodStart": _datetime(invoice.billing_period_start) if invoice else context.start,
+        "ChargeCategory": category.label,
+        "ChargeClass": None,
+        "ChargeDescription": _description(line, category, provider_name, fee_owner, context),
+        "ChargePeriodEnd": context.end,
+        "ChargePeriodStart": context.start,
+        "ConsumedQuantity": consumed,
+        "ConsumedUnit": consumed_unit,
+        "ContractedCost": cost,
+        "EffectiveCost": cost,
+        "InvoiceId": invoice.invoice_id if invoice else None,
+        "InvoiceIssuerName": provider_name,
+        "ListCost": cost,
+        "PricingQuantity": quantity,
+        "PricingUnit": pricing_unit,
+        "ProviderName": provider_name,
+        "PublisherName": provider_name,
+        "ServiceCategory": SERVICE_CATEGORY,
+        "ServiceName": service,
+        "ServiceSubcategory": SERVICE_SUBCATEGORY,
+        "SkuId": sku,
+        "SkuMeter": meter,
+        "Tags": json.dumps(tags, sort_keys=True, ensure_ascii=False) if tags else None,
+    }
+    custom = {
+        "x_CostCenter": line.cost_center.code if line.cost_center else None,
+        "x_Team": line.team or None,
+        "x_Feature": line.feature or None,
+        "x_Environment": line.environment or None,
+        "x_Modality": line.modality or None,
+        "x_Model": line.model or None,
+        "x_AllocationMethod": line.method,
+        "x_Treatment": line.treatment or None,
+        "x_UnallocatedReason": line.reason or None,
+        "x_AllocationRunId": str(context.run.pk),
+    }
+    return [focus[name] for name in FOCUS_COLUMNS] + [custom[name] for name in X_COLUMNS]
+
+
+def _fee_owner(line: AllocationLine) -> CostCenter | None:
+    """The service owner of an internal fixed-fee transfer (the rule's cost center when it names none)."""
+    if line.method != AllocationMethod.FIXED_FEE or line.rule is None:
+        return None
+    return line.rule.service_owner or line.rule.cost_center
+
+
+def _quantities(
+    line: AllocationLine, category: ChargeCategory, fee_owner: CostCenter | None, context: _Context
+) -> tuple:
+    """(PricingQuantity, PricingUnit, ConsumedQuantity, ConsumedUnit, SkuId, SkuMeter) of a line.
+
+    Only Usage and Purchase rows are priced: FOCUS asks PricingQuantity,
+    PricingUnit and SkuId null on Tax rows and lets Credit and Adjustment rows
+    leave them null, which they do.
+    """
+    if category not in (ChargeCategory.USAGE, ChargeCategory.PURCHASE):
+        return None, None, None, None, None, None
+    if line.unit:
+        unit = FOCUS_UNITS.get(line.unit, _UNKNOWN_UNIT)
+        priced = _quantity(_divide(line.quantity, Decimal(unit.quantum)))
+        sku = "/".join(part for part in (line.provider, line.model, line.unit) if part)
+        meter = context.units.get(line.unit, line.unit)
+        return priced, unit.pricing, _quantity(line.quantity), unit.name, sku, meter
+    if fee_owner is not None:
+        share = _quantity(_share(line.amount, line.rule.fixed_fee))
+        return share, _FEE_UNIT, share, _FEE_UNIT, f"internal/{fee_owner.code}/fixed-fee", "Fixed monthly fee"
+    if line.pool is not None:
+        total = context.pool_totals.get((line.invoice_id, line.pool_id, line.category), Decimal(0))
+        share = _quantity(_share(line.amount, total))
+        return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/pool/{line.pool.code}", line.pool.name
+    share = _quantity(_share(line.amount, line.amount))
+    return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/{line.category}", category.label
+
+
+def _share(amount: Decimal, total: Decimal | None) -> Decimal:
+    """A lump-sum line's part of the charge it comes from, signed as its cost (-1 for a fee recovered)."""
+    if not total:
+        return Decimal(-1) if amount < 0 else Decimal(1)
+    return quantize(_divide(amount, abs(total)), _SHARE_QUANTUM)
+
+
+def _divide(value: Decimal, by: Decimal) -> Decimal:
+    with localcontext() as decimal_context:
+        decimal_context.prec = _QUANTITY_CONTEXT_PRECISION
+        return value / by
+
+
+def _description(
+    line: AllocationLine, category: ChargeCategory, provider: str, fee_owner: CostCenter | None, context: _Context
+) -> str:
+    if fee_owner is not None:
+        return f"Fixed monthly fee of the {fee_owner.name} AI service (internal transfer)"
+    if line.pool is not None:
+        subject = f"{provider} {line.pool.name}"
+    elif line.unit:
+        subject = " ".join(part for part in (provider, line.model, context.units.get(line.unit, line.unit)) if part)
+    else:
+        subject = f"{provider} {category.label.lower()}"
+    if category not in (ChargeCategory.USAGE, ChargeCategory.PURCHASE):
+        subject = f"{category.label} on {subject}"
+    text = f"{subject}: {AllocationMethod(line.method).label.lower()}"
+    if line.reason:
+        text += f" ({UnallocatedReason(line.reason).label.lower()})"
+    return text
+
+
+def _money(value: Decimal) -> str:
+    """Plain decimal text to the cent, never `-0.00` (NumericFormat: no sign on a value not negative)."""
+    value = quantize(value, CENT)
+    return f"{abs(value) if value.is_zero() else value:f}"
+
+
+def _quantity(value: Decimal) -> str:
+    text = decimal_text(value)
+    return "0" if text in ("-0", "") else text
+
+
+def _datetime(value: datetime) -> str:
+    """ISO 8601 extended format in UTC with the `Z` designator (DateTimeFormat-A-003-M)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,580 @@
+"""Pages of allocation runs, mounted at /allocation/: run a month, follow it, review it.
+
+Thin like the other pages: runs are read through selectors_allocation and
+started through `allocation_run_queue`; this module only shapes figures for
+display (Decimals become text here, never floats).
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import QuerySet, Sum
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.vary import vary_on_headers
+
+from allocation.choices import AllocationMethod, AllocationRunStatus, ChargeCategory, Treatment, UnallocatedReason
+from allocation.models import AllocationLine, AllocationRun, CostCenter
+from allocation.selectors.ledger import period_bounds, usage_latest_period
+from allocation.selectors.runs import (
+    allocation_line_list,
+    allocation_run_current,
+    allocation_run_summary,
+    allocation_runs,
+)
+from allocation.services.roles import has_role
+from allocation.services.runs.run import ALLOCATION_RUNNERS, allocation_progress, allocation_run_queue
+from allocation.views.ledger import csv_download, format_quantity
+from pricing.errors import ApplicationError, ValidationFailed
+from pricing.money import CENT, decimal_text, quantize
+
+__all__ = [
+    "Money",
+    "allocation_run_detail",
+    "allocation_run_lines",
+    "allocation_run_lines_csv",
+    "allocation_run_list",
+]
+
+# States of a run in progress: the period's page polls while the cache says one of these.
+LIVE_STATES = frozenset({"queued", "running"})
+POLL_MILLISECONDS = 3000
+LINES_PER_PAGE = 100
+FINGERPRINT_SHOWN = 12
+MINUS = "\u2212"  # a true minus sign: wider than a hyphen and read out as "minus"
+CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
+# Every line of a run, one CSV row each; amounts in the invoice currency.
+LINE_CSV_HEADER = [
+    "run",
+    "period",
+    "provider",
+    "invoice_id",
+    "cost_center",
+    "cost_center_name",
+    "unallocated_reason",
+    "treatment",
+    "method",
+    "category",
+    "team",
+    "feature",
+    "environment",
+    "modality",
+    "model",
+    "unit",
+    "rule",
+    "pool",
+    "line_count",
+    "quantity",
+    "rated_cost",
+    "amount",
+]
+
+# Short names of allocation methods for the lines table, where the choices' labels are too long.
+METHOD_SHORT = {
+    AllocationMethod.RATE_CARD: "Rate card",
+    AllocationMethod.CARD_SPREAD: "Card spread",
+    AllocationMethod.MARGIN: "Margin",
+    AllocationMethod.FIXED_FEE: "Fixed fee",
+    AllocationMethod.FEE_ABSORBED: "Under a fixed fee",
+    AllocationMethod.POOL_PROPORTIONAL: "Pool, by driver",
+    AllocationMethod.POOL_ACTIVITY: "Pool, by activity",
+    AllocationMethod.POOL_EVEN: "Pool, even",
+}
+
+# What each unallocated reason means, and what clears it, for a finance reader.
+REASON_EXPLANATIONS: dict[str, tuple[str, str]] = {
+    UnallocatedReason.UNTAGGED: (
+        "Usage that carries no team, feature or environment tag, so no mapping rule can say who pays for it.",
+        "Tag these calls at the gateway or the SDK, or add a mapping rule for them, then run again.",
+    ),
+    UnallocatedReason.UNMAPPED: (
+        "Usage that is tagged, but no rule of the mapping version in force matches its tags.",
+        "Add a rule (or widen one) in a new mapping version, sign it off, then run again.",
+    ),
+    UnallocatedReason.UNPRICED: (
+        "Usage that no price book prices, so its share of the invoice cannot be attributed by cost.",
+        "Load a price for the model and unit (see unpriced usage), then run again.",
+    ),
+    UnallocatedReason.FAILED_OR_MODERATED: (
+        "Calls to a shared service that failed or were moderated: the provider bills them, "
+        "but the service does not charge its callers for them.",
+        "They stay with the service that made them; its owner decides whether to absorb them.",
+    ),
+    UnallocatedReason.TRUE_UP_GAP: (
+        "The part of the invoice beyond the reconciliation tolerance: rated usage and the invoice differ "
+        "by more than the tolerance allows, so the difference is not spread over the teams.",
+        "Check the invoice and the prices against each other; correct the one that is wrong, then run again.",
+    ),
+    UnallocatedReason.POOL_WITHOUT_DRIVER: (
+        "A shared-cost pool (a platform fee, a vector store …) for which no driver was measured this month: "
+        "no tokens, spend or activity counts of its cost centers, so it could not be split.",
+        "Record the pool's activity counts for the month, or widen its cost centers, then run again.",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    """An amount shown to the cent: a minus sign (not a hyphen) when below zero, and a flag
+    the template uses to style negatives, so that neither colour nor a hyphen carries it alone."""
+
+    value: Decimal
+    symbol: str = "$"
+
+    @property
+    def cents(self) -> Decimal:
+        return quantize(self.value, CENT)
+
+    @property
+    def negative(self) -> bool:
+        return self.cents < 0
+
+    def __str__(self) -> str:
+        text = f"{self.symbol}{abs(self.cents):,}"
+        return f"{MINUS}{text}" if self.negative else text
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A signed share (0.02 = 2%) shown as a percentage with two decimals."""
+
+    value: Decimal
+
+    @property
+    def negative(self) -> bool:
+        return self.value < 0
+
+    def __str__(self) -> str:
+        text = f"{abs(self.value) * 100:.2f}%"
+        return f"{MINUS}{text}" if self.negative else text
+
+
+def _money(value: Decimal | str | None, symbol: str = "$") -> Money:
+    return Money(Decimal(value or 0), symbol)
+
+
+def _share(value: str | Decimal | None) -> Share | None:
+    return None if value is None else Share(Decimal(value))
+
+
+def _symbol(run: AllocationRun) -> str:
+    """The currency symbol of the run's invoices when they share one; else the code as a prefix."""
+    currencies = sorted({invoice.currency for invoice in run.invoices.all()})
+    if len(currencies) != 1:
+        return "$"
+    return CURRENCY_SYMBOLS.get(currencies[0], f"{currencies[0]} ")
+
+
+def _period(text: str) -> str:
+    """A period written YYYY-MM, normalized ('2026-1' is '2026-01'); the selector's message otherwise."""
+    start, _ = period_bounds(text.strip())
+    return f"{start:%Y-%m}"
+
+
+def _runs_url(period: str | None = None) -> str:
+    url = reverse("allocation-runs")
+    return f"{url}?{urlencode({'period': period})}" if period else url
+
+
+def _person(user) -> str:
+    return (user.get_full_name() or user.get_username()) if user is not None else ""
+
+
+def _started(progress: dict) -> datetime | None:
+    try:
+        return datetime.fromisoformat(progress.get("started_at") or "")
+    except ValueError:
+        return None
+
+
+# --- the period: run it, follow it, list its runs -------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+@vary_on_headers("X-Requested-With")
+def allocation_run_list(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        return _allocation_run_start(request)
+    try:
+        period = _period(request.GET.get("period", "") or usage_latest_period())
+    except ValidationFailed as error:
+        context = {"period": request.GET.get("period", ""), "error": error.message}
+        return render(request, "allocation/runs/allocation_runs.html", context, status=400)
+    context = _period_context(request, period)
+    # The page's poll asks again every few seconds: answer with the live region alone.
+    template = (
+        "allocation/runs/_allocation_period.html" if _is_poll(request) else "allocation/runs/allocation_runs.html"
+    )
+    return render(request, template, context)
+
+
+def _is_poll(request: HttpRequest) -> bool:
+    return request.headers.get("X-Requested-With") == "fetch"
+
+
+def _allocation_run_start(request: HttpRequest) -> HttpResponse:
+    """Queue a run of the posted period; with eager Celery it has run when this returns."""
+    try:
+        period = _period(request.POST.get("period", ""))
+    except ValidationFailed as error:
+        messages.error(request, error.message)
+        return redirect(_runs_url())
+    try:
+        allocation_run_queue(period=period, actor=request.user)
+    except ApplicationError as error:
+        reason = error.message[:1].upper() + error.message[1:]
+        messages.error(request, f"The allocation of {period} did not run. {reason.rstrip('.')}.")
+        return redirect(_runs_url(period))
+    progress = allocation_progress(period=period) or {}
+    run = None
+    if progress.get("state") == "completed" and progress.get("run_id"):
+        run = AllocationRun.objects.filter(pk=progress["run_id"]).first()
+    if run is None:
+        messages.info(request, f"The allocation of {period} is queued; its progress shows below.")
+    else:
+        symbol = _symbol(run)
+        text = (
+            f"Allocated {period} as run #{run.pk}: {_money(run.invoice_total, symbol)} invoiced, "
+            f"{_money(run.allocated, symbol)} on cost centers, {_money(run.unallocated, symbol)} unallocated."
+        )
+        if run.is_flagged:
+            messages.warning(request, f"{text} The run is flagged: a variance is beyond the tolerance.")
+        else:
+            messages.success(request, text)
+    return redirect(_runs_url(period))
+
+
+def _period_context(request: HttpRequest, period: str) -> dict:
+    start, end = period_bounds(period)
+    runs = list(allocation_runs(period=period).prefetch_related("invoices"))
+    current = next((run for run in runs if run.status == AllocationRunStatus.COMPLETED), None)
+    progress = allocation_progress(period=period) or {}
+    live = progress.get("state") in LIVE_STATES
+    headline = None
+    if current is not None:
+        symbol = _symbol(current)
+        summary = allocation_run_summary(run=current, cost_centers=False)
+        headline = {
+            "invoice_total": _money(summary["invoice_total"], symbol),
+            "chargeback": _money(summary["chargeback"], symbol),
+            "showback": _money(summary["showback"], symbol),
+            "unallocated": _money(summary["unallocated"]["total"], symbol),
+            "allocated": _money(summary["allocated"], symbol),
+            "flagged": summary["flagged"],
+            "tolerance": _share(summary["tolerance"]),
+        }
+    return {
+        "period": period,
+        "previous_period": f"{start - timedelta(days=1):%Y-%m}",
+        "next_period": f"{end:%Y-%m}",
+        "runs": [_run_row(run) for run in runs],
+        "current": current,
+        "headline": headline,
+        "closed": current is not None and current.closed_at is not None,
+        "can_run": has_role(request.user, ALLOCATION_RUNNERS),
+        "progress": {**progress, "started": _started(progress)} if live else None,
+        "failure": _failure(request, progress, current),
+        "live": live,
+        "poll_milliseconds": POLL_MILLISECONDS,
+    }
+
+
+def _failure(request: HttpRequest, progress: dict, current: AllocationRun | None) -> dict | None:
+    """The period's last attempt, when it failed after the current run was made, unless a
+    message on this page already says the same (an eager run fails within the POST)."""
+    if progress.get("state") != "failed":
+        return None
+    started = _started(progress)
+    if current is not None and (started is None or started < current.created_at.replace(microsecond=0)):
+        return None
+    error = progress.get("error") or "no reason was recorded"
+    if any(error.lower() in str(message).lower() for message in messages.get_messages(request)):
+        return None
+    return {**progress, "error": error, "started": started}
+
+
+def _run_row(run: AllocationRun) -> dict:
+    symbol = _symbol(run)
+    return {
+        "run": run,
+        "by": _person(run.created_by),
+        "invoice_total": _money(run.invoice_total, symbol),
+        "allocated": _money(run.allocated, symbol),
+        "unallocated": _money(run.unallocated, symbol),
+        "fingerprint": run.fingerprint[:FINGERPRINT_SHOWN],
+    }
+
+
+# --- one run -------------------------------------------------------------------
+
+
+def _run_or_404(run_id: int) -> AllocationRun:
+    return get_object_or_404(allocation_runs().select_related("superseded_by", "rating_run"), pk=run_id)
+
+
+@login_required
+@require_GET
+def allocation_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    summary = allocation_run_summary(run=run)
+    symbol = _symbol(run)
+    providers = [_provider_row(entry, symbol) for entry in summary["providers"]]
+    current = allocation_run_current(period=run.period) if run.status == AllocationRunStatus.SUPERSEDED else None
+    context = {
+        "run": run,
+        "summary": summary,
+        "by": _person(run.created_by),
+        "invoice_total": _money(summary["invoice_total"], symbol),
+        "allocated": _money(summary["allocated"], symbol),
+        "chargeback": _money(summary["chargeback"], symbol),
+        "showback": _money(summary["showback"], symbol),
+        "unallocated": _money(summary["unallocated"]["total"], symbol),
+        "tolerance": _share(summary["tolerance"]),
+        "providers": providers,
+        "provider_totals": _provider_totals(summary["providers"], symbol) if len(providers) > 1 else None,
+        "invoices": [invoice for provider in providers for invoice in provider["invoices"]],
+        "reasons": _reason_rows(summary["unallocated"]["by_reason"], symbol),
+        "cost_centers": [
+            {
+                **center,
+                "chargeback": _money(center["chargeback"], symbol),
+                "showback": _money(center["showback"], symbol),
+                "total": _money(center["total"], symbol),
+            }
+            for center in summary["cost_centers"]
+        ],
+        "cost_center_total": _money(sum((Decimal(c["total"]) for c in summary["cost_centers"]), Decimal(0)), symbol),
+        "reconciliation": [row for provider in providers for row in provider["reconciliation"]],
+        "inputs": _inputs(run),
+        "newer": run.superseded_by,
+        "current": current,
+    }
+    return render(request, "allocation/runs/allocation_run.html", context)
+
+
+def _provider_row(entry: dict, symbol: str) -> dict:
+    return {
+        "provider": entry["provider"],
+        "invoice_total": _money(entry["invoice_total"], symbol),
+        "billed_total": _money(entry["billed_total"], symbol),
+        "invoiced_usage": _money(entry["invoiced_usage"], symbol),
+        "rated_usage": _money(entry["rated_usage"], symbol),
+        "variance": _money(entry["variance"], symbol),
+        "variance_share": _share(entry["variance_share"]),
+        "within_tolerance": entry["within_tolerance"],
+        "allocated": _money(entry["allocated"], symbol),
+        "chargeback": _money(entry["chargeback"], symbol),
+        "showback": _money(entry["showback"], symbol),
+        "unallocated": _money(entry["unallocated"]["total"], symbol),
+        "invoices": [
+            {
+                **invoice,
+                "provider": entry["provider"],
+                "total": _money(invoice["total"], symbol),
+                "billed_total": _money(invoice["billed_total"], symbol),
+                "allocated": _money(invoice["allocated"], symbol),
+                "unallocated": _money(invoice["unallocated"], symbol),
+            }
+            for invoice in entry["invoices"]
+        ],
+        "reconciliation": [
+            {
+                **row,
+                "provider": entry["provider"],
+                "invoiced": _money(row["invoiced"], symbol),
+                "rated": _money(row["rated"], symbol),
+                "variance": _money(row["variance"], symbol),
+                "variance_share": _share(row["variance_share"]),
+            }
+            for row in entry["reconciliation"]
+        ],
+    }
+
+
+def _provider_totals(entries: list[dict], symbol: str) -> dict:
+    def total(pick) -> Money:
+        return _money(sum((Decimal(pick(entry)) for entry in entries), Decimal(0)), symbol)
+
+    return {
+        "invoice_total": total(lambda e: e["invoice_total"]),
+        "billed_total": total(lambda e: e["billed_total"]),
+        "invoiced_usage": total(lambda e: e["invoiced_usage"]),
+        "rated_usage": total(lambda e: e["rated_usage"]),
+        "variance": total(lambda e: e["variance"]),
+        "allocated": total(lambda e: e["allocated"]),
+        "unallocated": total(lambda e: e["unallocated"]["total"]),
+    }
+
+
+def _reason_rows(by_reason: dict[str, str], symbol: str) -> list[dict]:
+    return [
+        {
+            "code": reason,
+            "label": UnallocatedReason(reason).label,
+            "meaning": REASON_EXPLANATIONS[reason][0],
+            "remedy": REASON_EXPLANATIONS[reason][1],
+            "amount": _money(amount, symbol),
+        }
+        for reason, amount in by_reason.items()
+    ]
+
+
+def _inputs(run: AllocationRun) -> dict:
+    """The run's recorded inputs (stable identities and checksums), for reading."""
+    inputs = run.inputs or {}
+    ledger = inputs.get("ledger") or {}
+    return {
+        "mapping_version": (inputs.get("mapping_version") or {}).get("number", run.mapping_version.number),
+        "mapping_hash": (inputs.get("mapping_version") or {}).get("content_hash", ""),
+        "price_book_versions": [
+            {"book": book, "number": number, "checksum": checksum}
+            for book, number, checksum in inputs.get("price_book_versions", [])
+        ],
+        "rate_card_versions": [
+            {"book": book, "number": number, "checksum": checksum}
+            for book, number, checksum in inputs.get("rate_card_versions", [])
+        ],
+        "invoices": inputs.get("invoices", []),
+        "usage_batches": inputs.get("usage_batches", []),
+        "lines_rated": ledger.get("lines_rated"),
+        "lines_unpriced": ledger.get("lines_unpriced"),
+        "rated_cost": _money(ledger["rated_cost"]) if ledger.get("rated_cost") is not None else None,
+        "activity_counts": [
+            {"driver": driver.replace("_", " "), "cost_center": center, "count": format_quantity(Decimal(count))}
+            for driver, center, count in inputs.get("activity_counts", [])
+        ],
+        "tolerance": _share(inputs.get("tolerance") or run.tolerance),
+    }
+
+
+# --- a run's lines: the drill-down behind a cost center or an unallocated reason ------
+
+
+@dataclass(frozen=True, slots=True)
+class _LineFilter:
+    """Which of a run's lines a page or CSV shows: one cost center, one unallocated
+    reason (`unallocated` for every reason), or all."""
+
+    cost_center: CostCenter | None = None
+    reason: str = ""
+
+    @property
+    def query(self) -> dict[str, str]:
+        if self.cost_center is not None:
+            return {"cost_center": self.cost_center.code}
+        return {"reason": self.reason} if self.reason else {}
+
+    @property
+    def slug(self) -> str:
+        return self.cost_center.code if self.cost_center is not None else self.reason or "all"
+
+
+def _line_filter(request: HttpRequest) -> _LineFilter:
+    """The filter a query names; an unknown cost center or reason is a page that does not exist."""
+    code = request.GET.get("cost_center", "").strip()
+    reason = request.GET.get("reason", "").strip()
+    if code:
+        return _LineFilter(cost_center=get_object_or_404(CostCenter, code=code))
+    if reason and reason != "unallocated" and reason not in UnallocatedReason.values:
+        raise Http404(f"no unallocated reason {reason!r}")
+    return _LineFilter(reason=reason)
+
+
+def _lines(run: AllocationRun, line_filter: _LineFilter) -> QuerySet[AllocationLine]:
+    return allocation_line_list(run=run, cost_center=line_filter.cost_center, reason=line_filter.reason)
+
+
+@login_required
+@require_GET
+def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
+    run = _run_or_404(run_id)
+    line_filter = _line_filter(request)
+    lines = _lines(run, line_filter).select_related("cost_center", "invoice", "rule", "pool")
+    totals = lines.aggregate(amount=Sum("amount"), rated_cost=Sum("rated_cost"))
+    page = Paginator(lines, LINES_PER_PAGE).get_page(request.GET.get("page"))
+    symbol = _symbol(run)
+    methods, treatments = {**dict(AllocationMethod.choices), **METHOD_SHORT}, dict(Treatment.choices)
+    categories = dict(ChargeCategory.choices)
+    context = {
+        "run": run,
+        "filter": line_filter,
+        "reason_label": UnallocatedReason(line_filter.reason).label
+        if line_filter.reason in UnallocatedReason.values
+        else "",
+        "page": page,
+        "rows": [
+            {
+                "line": line,
+                "quantity": format_quantity(line.quantity),
+                "rated_cost": _money(line.rated_cost, symbol),
+                "amount": _money(line.amount, symbol),
+                "method": methods.get(line.method, line.method),
+                "treatment": treatments.get(line.treatment, line.treatment).split(" (")[0],
+                "category": categories.get(line.category, line.category),
+                "reason": UnallocatedReason(line.reason).label if line.reason else "",
+            }
+            for line in page
+        ],
+        "count": page.paginator.count,
+        "total": _money(totals["amount"], symbol),
+        "rated_total": _money(totals["rated_cost"], symbol),
+        "csv_query": urlencode(line_filter.query),
+    }
+    return render(request, "allocation/runs/allocation_run_lines.html", context)
+
+
+@login_required
+@require_GET
+def allocation_run_lines_csv(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+    run = _run_or_404(run_id)
+    line_filter = _line_filter(request)
+    filename = f"allocation-run-{run.pk}-{run.period}-lines"
+    if line_filter.query:
+        filename += f"-{line_filter.slug}"
+    return csv_download(_line_rows(run, line_filter), filename=f"{filename}.csv")
+
+
+def _line_rows(run: AllocationRun, line_filter: _LineFilter) -> Iterator[list]:
+    yield LINE_CSV_HEADER
+    rows = _lines(run, line_filter).values_list(
+        "provider",
+        "invoice__invoice_id",
+        "cost_center__code",
+        "cost_center__name",
+        "reason",
+        "treatment",
+        "method",
+        "category",
+        "team",
+        "feature",
+        "environment",
+        "modality",
+        "model",
+        "unit",
+        "rule__position",
+        "pool__code",
+        "line_count",
+        "quantity",
+        "rated_cost",
+        "amount",
+    )
+    for row in rows.iterator(chunk_size=2000):
+        *keys, line_count, quantity, rated_cost, amount = row
+        yield [
+            run.pk,
+            run.period,
+            *("" if value is None else value for value in keys),
+            line_count,
+            decimal_text(quantity),
+            decimal_text(rated_cost),
+            quantize(amount, CENT),
+        ]
