@@ -153,10 +153,10 @@ def api_client(user):
 def allocation_progress_per_test(monkeypatch):
     """Each test its own allocation progress keys: with Redis as the cache, a marker left
     by one test (or an earlier session) must not refuse another test's run."""
-    from allocation.services.runs import run as allocation
+    from allocation.services.runs import progress
 
     prefix = uuid.uuid4().hex[:12]
-    monkeypatch.setattr(allocation, "_progress_key", lambda period: f"test-{prefix}:allocation-run:{period}")
+    monkeypatch.setattr(progress, "_progress_key", lambda period: f"test-{prefix}:allocation-run:{period}")
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,8 @@ from allocation.selectors.ledger import tag_coverage, usage_batches, usage_rejec
 from allocation.selectors.rating import usage_summary
 from allocation.selectors.runs import allocation_run_summary, allocation_runs
 from allocation.services.ledger import usage_ingest_events, usage_upload_queue
-from allocation.services.runs.run import allocation_progress, allocation_run_queue
+from allocation.services.runs.progress import allocation_progress
+from allocation.services.runs.run import allocation_run_queue
 from allocation.views.ledger import csv_download
 from pricing.money import decimal_text
 

@@ -28,7 +28,8 @@ from allocation.forms.mapping import (
 )
 from allocation.models import MappingRule, MappingVersion
 from allocation.selectors.ledger import usage_latest_period
-from allocation.services.mapping import (
+from allocation.selectors.mapping import mapping_preview_inputs, mapping_version_in_force, mapping_versions
+from allocation.services.mapping.drafts import (
     MAPPING_EDITOR_GROUPS,
     NotMappingEditor,
     SignedVersionImmutable,
@@ -37,15 +38,12 @@ from allocation.services.mapping import (
     mapping_draft_rule_delete,
     mapping_draft_rule_move,
     mapping_draft_rule_update,
-    mapping_export,
-    mapping_preview_inputs,
     mapping_sign,
     mapping_user_can_edit,
     mapping_user_can_sign,
-    mapping_version_in_force,
-    mapping_versions,
 )
-from allocation.services.runs.run import mapping_preview
+from allocation.services.mapping.files import mapping_export
+from allocation.services.mapping.preview import mapping_preview
 from pricing.errors import ApplicationError, ValidationFailed
 from pricing.money import CENT, quantize
 

@@ -31,7 +31,8 @@ from allocation.selectors.runs import (
     allocation_runs,
 )
 from allocation.services.roles import has_role
-from allocation.services.runs.run import ALLOCATION_RUNNERS, allocation_progress, allocation_run_queue
+from allocation.services.runs.progress import allocation_progress
+from allocation.services.runs.run import ALLOCATION_RUNNERS, allocation_run_queue
 from allocation.views.ledger import csv_download, format_quantity
 from pricing.errors import ApplicationError, ValidationFailed
 from pricing.money import CENT, decimal_text, quantize

@@ -222,18 +222,18 @@ class Phases:
 
 
 # Engine steps timed, in the order they run: (module attribute, phase name).
+# (engine module, the name it calls, the phase): each step is timed where it is called.
 PHASES = (
-    ("usage_rate_kept", "rating: kept, extended or read anew"),
-    ("_ledger_groups", "pricing the kept sums by the tags"),
-    ("_charge_provider", "charging the groups (Python)"),
-    ("_request_counts", "requests driver (kept counts)"),
-    ("_provider_lines", "splitting invoices into lines"),
-    ("_invoice_parts", "invoice parts and pools"),
-    ("largest_remainder", "rounding to cents"),
-    ("_allocation_line", "allocation line objects"),
-    ("_reconcile", "reconciliation"),
-    ("_usage_batch_ids", "ledger batch ids (3rd ledger scan)"),
-    ("_fingerprint", "fingerprint"),
+    ("engine", "usage_rate_kept", "rating: kept, extended or read anew"),
+    ("engine", "ledger_groups", "pricing the kept sums by the tags"),
+    ("engine", "charge_provider", "charging the groups (Python)"),
+    ("engine", "request_counts", "requests driver (kept counts)"),
+    ("engine", "provider_allocation_lines", "splitting invoices into lines"),
+    ("split", "_invoice_parts", "invoice parts and pools"),
+    ("split", "largest_remainder", "rounding to cents"),
+    ("split", "_allocation_line", "allocation line objects"),
+    ("engine", "reconcile_provider", "reconciliation"),
+    ("engine", "run_fingerprint", "fingerprint"),
 )
 WRITE_PHASE = "writing allocation lines"
 COMMIT_PHASE = "commit"
@@ -278,8 +278,8 @@ def child_run(kind: str = "run") -> None:
     from django.db import connection
     from django.db.models import Max
 
-    import allocation.services.runs.run as engine
     from allocation.models import AllocationLine, RatingRun, UsageBatch
+    from allocation.services.runs import engine, run, split
 
     if kind == "batch":
         UsageBatch.objects.create(
@@ -292,18 +292,20 @@ def child_run(kind: str = "run") -> None:
     newest_rating = RatingRun.objects.aggregate(newest=Max("pk"))["newest"] or 0
 
     phases = Phases()
-    for attribute, name in PHASES:
-        if hasattr(engine, attribute):  # the engine's steps may be renamed; the rest shows as "other"
-            setattr(engine, attribute, phases.wrap(name, getattr(engine, attribute)))
+    modules = {"engine": engine, "split": split}
+    for module_name, attribute, name in PHASES:
+        module = modules[module_name]
+        if hasattr(module, attribute):  # the engine's steps may be renamed; the rest shows as "other"
+            setattr(module, attribute, phases.wrap(name, getattr(module, attribute)))
     counts = {}
-    grouped = engine._ledger_groups
+    grouped = engine.ledger_groups
 
     def ledger_groups(**kwargs):
         result = grouped(**kwargs)
         counts["groups"] = sum(len(groups) for groups in result.values())
         return result
 
-    engine._ledger_groups = ledger_groups
+    engine.ledger_groups = ledger_groups
     manager = AllocationLine.objects  # the model's one manager instance: its attribute is what the engine calls
     bulk_create = manager.bulk_create
 
@@ -318,11 +320,11 @@ def child_run(kind: str = "run") -> None:
     baseline = rss_mb()
     with connection.execute_wrapper(phases.execute):
         started, cpu = time.perf_counter(), time.process_time()
-        run = engine.allocation_run_execute(period=PERIOD)
+        allocation_run = run.allocation_run_execute(period=PERIOD)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     phases.wall[OTHER_PHASE] = seconds - sum(phases.wall.values())
-    rating = run.rating_run
+    rating = allocation_run.rating_run
     print(
         json.dumps(
             {
@@ -332,15 +334,15 @@ def child_run(kind: str = "run") -> None:
                 "queries": sum(phases.queries.values()),
                 "baseline_mb": baseline,
                 "peak_mb": peak,
-                "run": run.pk,
+                "run": allocation_run.pk,
                 "rated_in_run": rating.pk > newest_rating,
                 "lines_rated": rating.lines_rated,
                 "lines_unpriced": rating.lines_unpriced,
                 "rated_cost": str(rating.cost),
-                "invoice_total": str(run.invoice_total),
-                "allocated": str(run.allocated),
-                "unallocated": str(run.unallocated),
-                "is_flagged": run.is_flagged,
+                "invoice_total": str(allocation_run.invoice_total),
+                "allocated": str(allocation_run.allocated),
+                "unallocated": str(allocation_run.unallocated),
+                "is_flagged": allocation_run.is_flagged,
                 **counts,
             }
         )
@@ -356,21 +358,22 @@ def child_profile() -> None:
 
     from django.db import connection, transaction
 
-    import allocation.services.runs.run as engine
     from allocation.choices import AllocationRunStatus
     from allocation.models import AllocationRun
     from allocation.selectors.ledger import period_bounds
     from allocation.selectors.rating import rated_lines_params
     from allocation.services.rating import LATER_LINES, priced_sums_sql
+    from allocation.services.runs.charging import group_fields
+    from allocation.services.runs.run import allocation_run_execute
 
     current = AllocationRun.objects.get(period=PERIOD, status=AllocationRunStatus.COMPLETED)
     rating = current.rating_run
-    fields = engine._group_fields(list(current.mapping_version.rules.order_by("position")))
+    fields = group_fields(list(current.mapping_version.rules.order_by("position")))
     start, end = period_bounds(PERIOD)
     later = rated_lines_params(run_id=rating.pk, start=start, end=end) | {"since": rating.ledger_batch_high or 0}
     statements = [
         (
-            "pricing the kept sums (priced_sums_sql, as _ledger_groups runs it)",
+            "pricing the kept sums (priced_sums_sql, as ledger_groups runs it)",
             priced_sums_sql(fields, rating.thresholds),
             {"run": rating.pk},
         ),
@@ -390,7 +393,7 @@ def child_profile() -> None:
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.enable()
-    engine.allocation_run_execute(period=PERIOD)
+    allocation_run_execute(period=PERIOD)
     profile.disable()
     print(f"\n--- cProfile of one run ({time.perf_counter() - started:.1f} s under the profiler)")
     for order in ("tottime", "cumulative"):

@@ -373,7 +373,8 @@ def mapping_ensure() -> None:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    from allocation.services.mapping import FINANCE_APPROVER_GROUP, mapping_load, mapping_sign
+    from allocation.services.mapping.drafts import FINANCE_APPROVER_GROUP, mapping_sign
+    from allocation.services.mapping.files import mapping_load
 
     user, _ = get_user_model().objects.get_or_create(username="bench-approver")
     user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER_GROUP)[0])

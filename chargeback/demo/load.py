@@ -62,16 +62,13 @@ from django.db.models.functions import TruncDate
 
 from allocation.models import ActivityCount, AllocationRun, MappingVersion, Team, UsageLine
 from allocation.selectors.ledger import period_bounds
+from allocation.selectors.mapping import mapping_version_in_force
 from allocation.selectors.rating import rating_run_current, usage_summary
 from allocation.selectors.runs import allocation_run_current, allocation_run_summary
 from allocation.services.invoices import invoice_ingest_file
 from allocation.services.ledger import usage_ingest_events
-from allocation.services.mapping import (
-    FINANCE_APPROVER_GROUP,
-    mapping_load,
-    mapping_sign,
-    mapping_version_in_force,
-)
+from allocation.services.mapping.drafts import FINANCE_APPROVER_GROUP, mapping_sign
+from allocation.services.mapping.files import mapping_load
 from allocation.services.org import OrgLoadResult, org_load_file
 from allocation.services.rating import usage_rate_period
 from allocation.services.runs.activity import activity_counts_load_file

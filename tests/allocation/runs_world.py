@@ -14,7 +14,8 @@ from django.contrib.auth.models import Group
 from allocation.models import CostCenter, Team
 from allocation.services.invoices import invoice_ingest_file
 from allocation.services.ledger import usage_ingest_events
-from allocation.services.mapping import mapping_load_file, mapping_sign
+from allocation.services.mapping.drafts import mapping_sign
+from allocation.services.mapping.files import mapping_load_file
 from pricing.models import AiModel, PriceBook, Provider
 from pricing.services.price_books import PriceRow, price_book_version_create
 

@@ -10,17 +10,15 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
 from allocation.models import CostCenter, MappingRule, MappingVersion, MappingVersionEvent, SharedCostPool
-from allocation.services.mapping import (
+from allocation.selectors.mapping import mapping_rule_for, mapping_version_in_force
+from allocation.services.mapping.drafts import (
     MappingAlreadySigned,
     NotFinanceApprover,
     SignedVersionImmutable,
     mapping_draft_rule_add,
-    mapping_load,
-    mapping_load_file,
-    mapping_rule_for,
     mapping_sign,
-    mapping_version_in_force,
 )
+from allocation.services.mapping.files import mapping_load, mapping_load_file
 from pricing.config_files import yaml_parse
 from pricing.errors import ValidationFailed
 from pricing.models import PriceBook
@@ -325,7 +323,7 @@ def test_admin_shows_a_signed_version_read_only_and_a_draft_editable(org, approv
 
 
 def test_a_draft_without_rules_cannot_be_signed(org, approver):
-    from allocation.services.mapping import mapping_draft_create
+    from allocation.services.mapping.drafts import mapping_draft_create
     from pricing.errors import ValidationFailed
 
     approver.groups.add(Group.objects.get_or_create(name="finance_analyst")[0])

@@ -16,13 +16,9 @@ from allocation.models import (
     MappingVersionEvent,
     SharedCostPool,
 )
-from allocation.services.mapping import (
-    mapping_content,
-    mapping_draft_rule_move,
-    mapping_load,
-    mapping_user_can_edit,
-    mapping_version_in_force,
-)
+from allocation.selectors.mapping import mapping_version_in_force
+from allocation.services.mapping.drafts import mapping_draft_rule_move, mapping_user_can_edit
+from allocation.services.mapping.files import mapping_content, mapping_load
 from pricing.config_files import yaml_parse
 from pricing.errors import ValidationFailed
 from tests.page_reading import page_text, table_rows

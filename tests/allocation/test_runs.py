@@ -324,8 +324,8 @@ def test_start_api_runs_the_period_and_reports_progress(world, api_client, user,
 
 
 def test_preview_shows_what_a_draft_moves_between_cost_centers(world, tmp_path):
-    from allocation.services.mapping import mapping_load_file
-    from allocation.services.runs.run import mapping_preview
+    from allocation.services.mapping.files import mapping_load_file
+    from allocation.services.mapping.preview import mapping_preview
 
     path = tmp_path / "draft.yaml"
     path.write_text(
@@ -353,7 +353,8 @@ def test_a_second_run_of_a_period_while_one_runs_is_refused_on_postgresql(world,
 
     from django.db import connection, connections
 
-    from allocation.services.runs import run as engine
+    from allocation.services.runs import engine
+    from allocation.services.runs.progress import AllocationRunning
 
     if connection.vendor != "postgresql":
         pytest.skip("the cross-process lock is PostgreSQL's advisory lock; SQLite is covered by the test below")
@@ -381,7 +382,7 @@ def test_a_second_run_of_a_period_while_one_runs_is_refused_on_postgresql(world,
     thread.start()
     try:
         assert started.wait(30), outcome
-        with pytest.raises(engine.AllocationRunning, match="already running .* by fiona"):
+        with pytest.raises(AllocationRunning, match="already running .* by fiona"):
             allocation_run_execute(period=PERIOD)
     finally:
         release.set()
@@ -394,17 +395,17 @@ def test_a_run_marked_running_refuses_another_on_the_embedded_default(world):
     """SQLite runs in one process: the run's progress marker is the lock."""
     from django.db import connection
 
-    from allocation.services.runs.run import AllocationRunning, _progress_set
+    from allocation.services.runs.progress import AllocationRunning, progress_set
 
     if connection.vendor != "sqlite":
         pytest.skip("PostgreSQL uses the advisory lock (test above)")
-    _progress_set(PERIOD, state="running", user="fiona", started_at="2026-11-01T10:00:00+00:00")
+    progress_set(PERIOD, state="running", user="fiona", started_at="2026-11-01T10:00:00+00:00")
     try:
         with pytest.raises(AllocationRunning, match="already running"):
             allocation_run_execute(period=PERIOD)
         assert not AllocationRun.objects.exists()
     finally:
-        _progress_set(PERIOD, state="completed")
+        progress_set(PERIOD, state="completed")
 
 
 def test_invoices_in_two_currencies_are_refused_rather_than_added_up(world, tmp_path):

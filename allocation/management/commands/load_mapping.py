@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from allocation.services.mapping import mapping_load_file
+from allocation.services.mapping.files import mapping_load_file
 from pricing.errors import ApplicationError
 
 

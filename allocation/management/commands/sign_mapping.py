@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from allocation.models import MappingVersion
-from allocation.services.mapping import mapping_sign
+from allocation.services.mapping.drafts import mapping_sign
 from pricing.errors import ApplicationError
 
 
