@@ -30,7 +30,7 @@ help:
 	@echo "make demo           set up, load demo data, serve on http://$(HOST):$(PORT)/ (login $(DEMO_USER) / $(DEMO_PASSWORD))"
 	@echo "make test           set up, run the whole test suite (SQLite, Celery eager)"
 	@echo "make test-postgres  the suite on PostgreSQL with a real Celery worker on Redis"
-	@echo "make lint           ruff check"
+	@echo "make lint           ruff check, ruff format --check and the import contracts (lint-imports)"
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "No python3.11 or python3 found on PATH" >&2; exit 1; }
@@ -64,3 +64,5 @@ test-postgres: venv
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports

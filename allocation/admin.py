@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
-from allocation.choices import Environment
+from allocation.choices import Environment, MappingVersionStatus
 from allocation.models import (
     CostCenter,
     Feature,
@@ -34,6 +34,7 @@ from allocation.models import (
     UsageLine,
     UsageRejection,
 )
+from pricing.admin import ReadOnlyAdmin
 from pricing.models import Unit
 
 __all__ = [
@@ -45,19 +46,6 @@ __all__ = [
     "UsageLineAdmin",
     "UsageRejectionAdmin",
 ]
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable by staff with the view permission; never added, changed or deleted here."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 class RejectionAdmin(ReadOnlyAdmin):
@@ -336,7 +324,7 @@ __all__ += ["InvoiceBatchAdmin", "InvoiceLineAdmin", "InvoiceRejectionAdmin", "P
 
 def _is_signed(obj) -> bool:
     version = obj if isinstance(obj, MappingVersion) else getattr(obj, "version", None)
-    return version is not None and version.status == "signed"
+    return version is not None and version.status == MappingVersionStatus.SIGNED
 
 
 class MappingRuleInline(admin.TabularInline):

@@ -142,6 +142,22 @@ class AllocationRunStatus(models.TextChoices):
     SUPERSEDED = "superseded", "Superseded"
 
 
+class AllocationProgressState(models.TextChoices):
+    """Where a period's allocation run is, as its progress marker (in the cache) says."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+class RatingRunStatus(models.TextChoices):
+    """A rating is written in one transaction; reports use the newest completed one."""
+
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+
+
 class AllocationMethod(models.TextChoices):
     """How an allocation line's amount came about (the `method` of DESIGN.md step 7)."""
 
@@ -173,4 +189,11 @@ class UnallocatedReason(models.TextChoices):
 # Usage outcomes (the `outcome` tag) a shared service does not charge its callers for.
 UNCHARGED_OUTCOMES: tuple[str, ...] = ("failed", "moderated")
 
-__all__ += ["AllocationRunStatus", "AllocationMethod", "UnallocatedReason", "UNCHARGED_OUTCOMES"]
+__all__ += [
+    "AllocationProgressState",
+    "AllocationRunStatus",
+    "AllocationMethod",
+    "RatingRunStatus",
+    "UnallocatedReason",
+    "UNCHARGED_OUTCOMES",
+]

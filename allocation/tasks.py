@@ -1,11 +1,23 @@
-"""Celery tasks of the allocation package: thin callers of services."""
+"""Celery tasks of the allocation app: thin callers of services.
+
+Each takes ids and text (JSON-serializable), parses them at this interface (a
+period with `Period.parse`), loads rows and calls one service. Services queue
+them by name through `pricing.task_queue`, never by importing this module.
+"""
 
 from celery import shared_task
+from django.contrib.auth import get_user_model
 
 from allocation.models import UsageBatch
 from allocation.services.ledger import usage_batch_ingest_file
+from allocation.services.runs.run import allocation_run_execute, allocation_usage_rate, open_periods
+from pricing.periods import Period
 
 __all__ = ["allocation_run_task", "usage_batch_ingest_task", "usage_rate_open_periods_task", "usage_rate_period_task"]
+
+
+def _user(user_id: int | None):
+    return get_user_model().objects.filter(pk=user_id).first() if user_id else None
 
 
 @shared_task(acks_late=True)
@@ -19,12 +31,7 @@ def usage_batch_ingest_task(batch_id: int, path: str) -> dict:
 @shared_task(acks_late=True)
 def usage_rate_period_task(period: str, user_id: int | None = None) -> dict:
     """Rate a period; a repeat makes a newer run, which reports then use."""
-    from django.contrib.auth import get_user_model
-
-    from allocation.services.runs.run import allocation_usage_rate
-
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
-    run = allocation_usage_rate(period=period, actor=user)
+    run = allocation_usage_rate(period=Period.parse(period), actor=_user(user_id))
     return {"rating_run": run.pk, "lines_rated": run.lines_rated, "lines_unpriced": run.lines_unpriced}
 
 
@@ -32,10 +39,8 @@ def usage_rate_period_task(period: str, user_id: int | None = None) -> dict:
 def usage_rate_open_periods_task() -> list[dict]:
     """Nightly (beat): rate this month and the last, so that their allocation runs at the
     close price kept sums; a month whose rating still stands is left as it is."""
-    from allocation.services.runs.run import allocation_usage_rate, open_periods
-
     return [
-        {"period": period, "rating_run": run.pk, "lines_rated": run.lines_rated}
+        {"period": str(period), "rating_run": run.pk, "lines_rated": run.lines_rated}
         for period in open_periods()
         for run in [allocation_usage_rate(period=period)]
     ]
@@ -45,10 +50,5 @@ def usage_rate_open_periods_task() -> list[dict]:
 def allocation_run_task(period: str, user_id: int | None = None) -> dict:
     """Allocate a period. A refusal (a run in progress, a closed period) is the answer, not
     a retry: the service's transaction leaves nothing behind."""
-    from django.contrib.auth import get_user_model
-
-    from allocation.services.runs.run import allocation_run_execute
-
-    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
-    run = allocation_run_execute(period=period, actor=user)
+    run = allocation_run_execute(period=Period.parse(period), actor=_user(user_id))
     return {"allocation_run": run.pk, "fingerprint": run.fingerprint, "flagged": run.is_flagged}

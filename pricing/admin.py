@@ -14,6 +14,7 @@ from django.utils.html import format_html
 from .models import AiModel, ModelAlias, Price, PriceBook, PriceBookVersion, Provider, Unit
 
 __all__ = [
+    "ReadOnlyAdmin",
     "AiModelAdmin",
     "ModelAliasAdmin",
     "PriceAdmin",
@@ -25,7 +26,10 @@ __all__ = [
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Viewable by staff with the view permission; never added, changed or deleted here."""
+    """Viewable by staff with the view permission; never added, changed or deleted here.
+
+    The one read-only base of every app's admin: what the system writes (ledgers,
+    invoices, price versions, audit rows) changes only through its services."""
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

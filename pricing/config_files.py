@@ -1,13 +1,16 @@
-"""Configuration kept as code (organization, mappings, price books): YAML read
-with the line of every entry, so a refusal names the line to fix."""
+"""Configuration kept as code (organization, mappings, price books, activity counts):
+YAML read with the line of every entry, and the one collector of a file's errors, so
+that a refusal names the file, the line, the entry and the field to fix.
+"""
 
+from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
 from .errors import ValidationFailed
 
-__all__ = ["yaml_parse"]
+__all__ = ["ConfigErrors", "yaml_parse"]
 
 
 class _TextDatesLoader(yaml.SafeLoader):
@@ -58,3 +61,53 @@ def yaml_parse(*, text: str, source: str, error_code: str) -> tuple[Any, dict[tu
     finally:
         loader.dispose()
     return document, _node_lines(node)
+
+
+class ConfigErrors:
+    """Every problem of one configuration file, in file order; a file with any is refused
+    whole (`refuse_if_any`), all of them listed in the error's `extra["errors"]`.
+
+    A message is placed at a line given outright (a CSV row) or looked up by its
+    (section, index, field) key in the lines `yaml_parse` found. An unlocated message
+    names the file, unless `name_unlocated` is off (a document built in code has no
+    file to name).
+    """
+
+    def __init__(
+        self, source: str, lines: Mapping[tuple, int] | None = None, *, code: str, name_unlocated: bool = True
+    ) -> None:
+        self.source = source
+        self.lines = lines or {}
+        self.code = code
+        self.name_unlocated = name_unlocated
+        self._found: list[tuple[float, int, str]] = []
+
+    def add(self, message: str, *, at: tuple | None = None, line: int | None = None) -> None:
+        """Record `message`; `at` is the (section, index, field) it is about."""
+        if line is None and at is not None:
+            section, index, field_name = at
+            line = self.lines.get((section, index, field_name)) or self.lines.get((section, index, None))
+        unlocated = f"{self.source}: " if self.name_unlocated else ""
+        prefix = f"{self.source}:{line}: " if line else unlocated
+        self._found.append((line or float("inf"), len(self._found), f"{prefix}{message}"))
+
+    @property
+    def messages(self) -> list[str]:
+        """In file order where lines are known, so a reader can walk down the file."""
+        return [message for *_, message in sorted(self._found)]
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def refuse_if_any(self) -> None:
+        """Raise the file's refusal, naming every problem, if there is any."""
+        if not self._found:
+            return
+        messages = self.messages
+        count = len(messages)
+        raise ValidationFailed(
+            f"{self.source}: refused, {count} error{'s' if count != 1 else ''}; nothing was written:\n"
+            + "\n".join(messages),
+            code=self.code,
+            extra={"errors": messages},
+        )

@@ -6,7 +6,7 @@ API renders it the same way: `{"code", "message", "extra"}`.
 
 from typing import Any
 
-__all__ = ["ApplicationError", "ValidationFailed", "NotFound", "Conflict"]
+__all__ = ["ApplicationError", "Conflict", "NotAllowed", "NotFound", "ValidationFailed"]
 
 
 class ApplicationError(Exception):
@@ -25,6 +25,14 @@ class ApplicationError(Exception):
 
 class ValidationFailed(ApplicationError):
     code = "validation_failed"
+
+
+class NotAllowed(ApplicationError):
+    """The actor lacks the role an action takes. One class for every role refusal; its
+    code may name the rule (`not_finance_approver`), its message who may instead."""
+
+    code = "not_allowed"
+    http_status = 403
 
 
 class NotFound(ApplicationError):

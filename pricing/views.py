@@ -2,10 +2,9 @@
 changed between two versions, and a version as a file to download.
 
 Views are thin: they read through selectors and only shape values for display
-(prices become "$2.50 per 1M input tokens" here, from Decimals, never floats).
+(prices become "$2.50 per 1M input tokens" through `pricing.formatting`, from
+Decimals, never floats).
 """
-
-from decimal import Decimal
 
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -14,8 +13,8 @@ from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET
 
 from .choices import PriceBookKind
+from .formatting import price_text
 from .models import PriceBook, PriceBookVersion
-from .money import decimal_text
 from .selectors import (
     price_book_overview,
     price_book_prices,
@@ -28,8 +27,6 @@ from .services.price_books import price_book_export
 
 __all__ = [
     "KIND_LABELS",
-    "format_change",
-    "format_price",
     "price_book_detail",
     "price_book_diff",
     "price_book_download",
@@ -49,54 +46,6 @@ EXPORT_FORMATS: dict[str, tuple[str, str]] = {
     "yaml": ("yaml", "application/yaml; charset=utf-8"),
     "csv": ("csv", "text/csv; charset=utf-8"),
 }
-_CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
-_QUANTUM_WORDS = ((1_000_000_000, "B"), (1_000_000, "M"), (1_000, "K"))
-
-
-def _money(amount: Decimal, currency: str) -> str:
-    """At least cents, and every further digit the price has: $2.50, $0.000125."""
-    text = decimal_text(amount)
-    whole, _, fraction = text.partition(".")
-    text = f"{int(whole):,}.{fraction.ljust(2, '0')}"
-    symbol = _CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{text}" if symbol else f"{text} {currency}"
-
-
-def _quantum(quantum: int) -> str:
-    for size, word in _QUANTUM_WORDS:
-        if quantum >= size and quantum % size == 0:
-            return f"{quantum // size:,}{word}"
-    return f"{quantum:,}"
-
-
-def _unit_noun(name: str, plural: bool) -> str:
-    """What a unit counts, from its catalog name: 'Cached input token' -> 'tokens',
-    'Cache write token (5 min)' -> 'tokens', 'Vector store GB-month' -> 'GB-month'."""
-    noun = name.partition(" (")[0].split()[-1] if name.strip() else name
-    if noun[1:2].islower():
-        noun = noun[:1].lower() + noun[1:]
-    if not plural or noun.endswith("s"):
-        return noun
-    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
-        return f"{noun[:-1]}ies"
-    return f"{noun}s"
-
-
-def format_price(*, amount: Decimal, quantum: int, currency: str, unit_name: str) -> str:
-    """A price as a person reads it: '$2.50 per 1M tokens', '$0.04 per image'.
-
-    The unit's full name stands in its own column; the price names only what it counts.
-    """
-    if quantum == 1:
-        return f"{_money(amount, currency)} per {_unit_noun(unit_name, plural=False)}"
-    return f"{_money(amount, currency)} per {_quantum(quantum)} {_unit_noun(unit_name, plural=True)}"
-
-
-def format_change(change: Decimal | None) -> str:
-    """A relative change as a signed percentage with one decimal: '+25.0%'."""
-    if change is None:
-        return "—"
-    return f"{change * 100:+.1f}%"
 
 
 def _book_row(entry: dict) -> dict:
@@ -124,7 +73,7 @@ def _price_rows(prices, names: dict[str, str]) -> list[dict]:
     return [
         {
             "price": price,
-            "amount": format_price(
+            "amount": price_text(
                 amount=price.amount,
                 quantum=price.quantum,
                 currency=price.currency,
@@ -181,7 +130,7 @@ def price_book_download(request: HttpRequest, code: str, number: int, file_forma
 def _diff_row(row: dict, names: dict[str, str]) -> dict:
     return {
         **row,
-        "amount_text": format_price(
+        "amount_text": price_text(
             amount=row["amount"],
             quantum=row["quantum"],
             currency=row["currency"],
@@ -221,7 +170,6 @@ def price_book_diff(request: HttpRequest, code: str) -> HttpResponse:
             **row,
             "old_text": _diff_row(row["old"], names)["amount_text"],
             "new_text": _diff_row(row["new"], names)["amount_text"],
-            "change_text": format_change(row["change"]),
             "direction": "" if not row["change"] else ("up" if row["change"] > 0 else "down"),
         }
         for row in diff["changed"][:DIFF_ROWS_SHOWN]

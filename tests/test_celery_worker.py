@@ -117,6 +117,7 @@ def test_allocation_task_through_a_real_worker_gives_the_in_process_fingerprint(
     from allocation.tasks import allocation_run_task
 
     from .allocation.runs_world import (
+        MONTH,
         PERIOD,
         SCENARIO_INVOICE,
         build_mapping,
@@ -134,7 +135,7 @@ def test_allocation_task_through_a_real_worker_gives_the_in_process_fingerprint(
     build_mapping(tmp_path, approver)
     load_usage(scenario_events())
     load_invoice(tmp_path, SCENARIO_INVOICE)
-    in_process = allocation_run_execute(period=PERIOD, actor=approver)
+    in_process = allocation_run_execute(period=MONTH, actor=approver)
 
     result = allocation_run_task.delay(PERIOD, approver.pk)
     assert not isinstance(result, EagerResult), "the task ran in-process, not on the worker"

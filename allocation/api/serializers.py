@@ -5,6 +5,7 @@ from rest_framework import serializers
 from allocation.choices import UsageSourceFormat
 from allocation.models import AllocationRun, CostCenter, Feature, Team, Tenant, UsageBatch
 from pricing.money import decimal_text
+from pricing.periods import PeriodSerializerField
 
 __all__ = [
     "CostCenterSerializer",
@@ -105,7 +106,7 @@ class UsageEventsInputSerializer(serializers.Serializer):
 
 
 class UsageSummaryInputSerializer(serializers.Serializer):
-    period = serializers.RegexField(r"^\d{4}-\d{2}$")
+    period = PeriodSerializerField()
     group_by = serializers.CharField(default="provider,model,unit")
 
     def validate_group_by(self, value: str) -> list[str]:
@@ -151,7 +152,7 @@ class AllocationRunSerializer(serializers.ModelSerializer):
 
 
 class AllocationRunStartSerializer(serializers.Serializer):
-    period = serializers.RegexField(r"^\d{4}-(0[1-9]|1[0-2])$", help_text="YYYY-MM")
+    period = PeriodSerializerField()
 
 
 __all__ += ["AllocationRunSerializer", "AllocationRunStartSerializer"]

@@ -161,7 +161,7 @@ class AllocationRunViewSet(viewsets.ReadOnlyModelViewSet):
         period = payload.validated_data["period"]
         allocation_run_queue(period=period, actor=request.user)
         return Response(
-            {"period": period, "progress": allocation_progress(period=period)}, status=status.HTTP_202_ACCEPTED
+            {"period": str(period), "progress": allocation_progress(period=period)}, status=status.HTTP_202_ACCEPTED
         )
 
     @extend_schema(responses={200: dict})
@@ -177,4 +177,4 @@ class AllocationRunViewSet(viewsets.ReadOnlyModelViewSet):
         params = AllocationRunStartSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         period = params.validated_data["period"]
-        return Response({"period": period, "progress": allocation_progress(period=period)})
+        return Response({"period": str(period), "progress": allocation_progress(period=period)})

@@ -1,7 +1,7 @@
 """Forms of the usage pages: they carry input to selectors and services.
 
-Validation of periods and group keys stays in the selectors (one way to check
-them); the forms only gather the values and show the selectors' messages.
+The period is parsed by `PeriodFormField` (one parser for every interface);
+group keys are checked by the selector, whose message the page shows.
 """
 
 from django import forms
@@ -9,6 +9,7 @@ from django import forms
 from allocation.choices import UsageSourceFormat
 from allocation.selectors.rating import SUMMARY_GROUP_KEYS
 from allocation.services.ledger import FILE_FORMATS
+from pricing.periods import PeriodFormField
 
 __all__ = ["DEFAULT_GROUP_BY", "UsageSummaryForm", "UsageUploadForm"]
 
@@ -40,11 +41,9 @@ class _UncheckedMultipleChoiceField(forms.MultipleChoiceField):
 
 
 class UsageSummaryForm(forms.Form):
-    period = forms.CharField(
+    period = PeriodFormField(
         label="Period",
-        max_length=7,
         help_text="Month as YYYY-MM, in UTC.",
-        widget=forms.TextInput(attrs={"type": "month", "pattern": r"\d{4}-\d{2}", "placeholder": "YYYY-MM"}),
         error_messages={"required": "Enter a period as YYYY-MM."},
     )
     group_by = _UncheckedMultipleChoiceField(
@@ -53,13 +52,6 @@ class UsageSummaryForm(forms.Form):
         choices=[(key, group_label(key)) for key in SUMMARY_GROUP_KEYS],
         widget=forms.CheckboxSelectMultiple,
     )
-
-    def add_error(self, field: str | None, error) -> None:
-        super().add_error(field, error)
-        if field == "period":
-            # A month input cannot hold a malformed value; browsers blank it.
-            # Plain text shows the user what they typed next to the message.
-            self.fields["period"].widget.input_type = "text"
 
 
 class UsageUploadForm(forms.Form):

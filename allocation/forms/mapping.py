@@ -6,7 +6,6 @@ services' rule, one way to check it, and its messages are put next to the field.
 """
 
 import datetime
-import re
 
 from django import forms
 
@@ -15,6 +14,7 @@ from allocation.models import CostCenter, MappingRule, MappingVersion
 from allocation.models.mapping import FEE_DECIMAL_PLACES, FEE_MAX_DIGITS, MARGIN_DECIMAL_PLACES, MARGIN_MAX_DIGITS
 from pricing.choices import PriceBookKind
 from pricing.models import PriceBook
+from pricing.periods import PeriodFormField
 
 __all__ = [
     "MATCH_FIELD_PREFIX",
@@ -26,8 +26,6 @@ __all__ = [
 ]
 
 MATCH_FIELD_PREFIX = "match_"
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
-_MONTH_WIDGET = {"type": "month", "pattern": r"\d{4}-\d{2}", "placeholder": "YYYY-MM"}
 # Short enough for a select; the rules table explains each in full on hover.
 CHARGE_MODEL_CHOICES = [
     (ChargeModel.DIRECT, "Direct attribution"),
@@ -50,41 +48,16 @@ class _RateCardChoice(forms.ModelChoiceField):
         return f"{obj.code} · {obj.name}"
 
 
-def _month(value: str) -> datetime.date:
-    """The first day of a month written YYYY-MM."""
-    found = _MONTH.fullmatch(value.strip())
-    if found is None:
-        raise forms.ValidationError("Enter a month as YYYY-MM.")
-    try:
-        return datetime.date(int(found[1]), int(found[2]), 1)
-    except ValueError:
-        raise forms.ValidationError(f"{value} is not a month; enter it as YYYY-MM.") from None
-
-
-class _MonthField(forms.CharField):
-    """A month as YYYY-MM; plain text once it holds an error, so the user sees what they typed."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 7)
-        kwargs.setdefault("widget", forms.TextInput(attrs=dict(_MONTH_WIDGET)))
-        super().__init__(**kwargs)
-
-
-class _MonthForm(forms.Form):
-    def full_clean(self) -> None:
-        super().full_clean()
-        for name in self.errors:
-            if name in self.fields and isinstance(self.fields[name], _MonthField):
-                # A month input cannot hold a malformed value; browsers blank it.
-                self.fields[name].widget.input_type = "text"
-
-
-class MappingDraftForm(_MonthForm):
+class MappingDraftForm(forms.Form):
     name = forms.CharField(label="Name", max_length=200, error_messages={"required": "Enter a name for the draft."})
-    effective_from = _MonthField(
+    effective_from = PeriodFormField(
         label="First month it applies to",
         help_text="YYYY-MM. A mapping takes effect at a month's start only.",
-        error_messages={"required": "Enter the first month as YYYY-MM."},
+        error_messages={
+            "required": "Enter the first month as YYYY-MM.",
+            "invalid": "Enter a month as YYYY-MM.",
+            "not_a_month": "%(value)s is not a month; enter it as YYYY-MM.",
+        },
     )
     copy_from = forms.ChoiceField(label="Start from")
 
@@ -99,7 +72,7 @@ class MappingDraftForm(_MonthForm):
         self._versions = {str(v.number): v for v in versions}
 
     def clean_effective_from(self) -> datetime.date:
-        return _month(self.cleaned_data["effective_from"])
+        return self.cleaned_data["effective_from"].first_day
 
     def clean_copy_from(self) -> MappingVersion | None:
         value = self.cleaned_data["copy_from"]
@@ -208,11 +181,15 @@ class MappingSignForm(forms.Form):
     )
 
 
-class MappingPreviewForm(_MonthForm):
-    period = _MonthField(label="Month", error_messages={"required": "Enter a month as YYYY-MM."})
-
-    def clean_period(self) -> str:
-        return f"{_month(self.cleaned_data['period']):%Y-%m}"
+class MappingPreviewForm(forms.Form):
+    period = PeriodFormField(
+        label="Month",
+        error_messages={
+            "required": "Enter a month as YYYY-MM.",
+            "invalid": "Enter a month as YYYY-MM.",
+            "not_a_month": "%(value)s is not a month; enter it as YYYY-MM.",
+        },
+    )
 
 
 def service_errors_to_form(form: forms.Form, extra: dict, fallback: str) -> None:

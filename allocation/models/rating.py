@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from allocation.choices import RatingRunStatus
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = ["RatingRun", "RatingRule", "KeptTags", "RatingSum", "RatingRequestCount", "RatedUsage"]
@@ -27,7 +28,7 @@ class RatingRun(models.Model):
     """
 
     period = models.CharField(max_length=7, help_text="YYYY-MM")
-    status = models.CharField(max_length=16, default="running")
+    status = models.CharField(max_length=16, default=RatingRunStatus.RUNNING)
     price_book_versions = models.ManyToManyField("pricing.PriceBookVersion", related_name="rating_runs")
     lines_rated = models.BigIntegerField(default=0)
     lines_unpriced = models.BigIntegerField(default=0)

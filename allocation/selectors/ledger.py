@@ -1,19 +1,14 @@
 """Reads of the usage ledger: summaries by any tag, tag coverage, batches and their rejections."""
 
-import calendar
-import re
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
-from django.utils import timezone
 
 from allocation.choices import CORE_TAGS, TAG_FIELDS
 from allocation.models import UsageBatch, UsageLine
-from pricing.errors import ValidationFailed
+from pricing.periods import Period
 
 __all__ = [
-    "period_bounds",
     "tag_coverage",
     "usage_batches",
     "usage_latest_period",
@@ -22,27 +17,11 @@ __all__ = [
 ]
 
 
-_PERIOD = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+def usage_lines_in_period(period: Period) -> QuerySet[UsageLine]:
+    return UsageLine.objects.filter(occurred_at__gte=period.start, occurred_at__lt=period.end)
 
 
-def period_bounds(period: str) -> tuple[datetime, datetime]:
-    """[start, end) in UTC of a period written YYYY-MM."""
-    # Strict: "2026-1" would name the same month as "2026-01" and slip past keys on the text.
-    if not isinstance(period, str) or not _PERIOD.fullmatch(period):
-        raise ValidationFailed(f"period {period!r} is not YYYY-MM", code="invalid_period")
-    year, month = (int(part) for part in period.split("-"))
-    start = datetime(year, month, 1, tzinfo=UTC)
-    days = calendar.monthrange(year, month)[1]
-    end = start.replace(day=days) + (datetime(2000, 1, 2) - datetime(2000, 1, 1))
-    return start, end
-
-
-def usage_lines_in_period(period: str) -> QuerySet[UsageLine]:
-    start, end = period_bounds(period)
-    return UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
-
-
-def tag_coverage(*, period: str) -> list[dict]:
+def tag_coverage(*, period: Period) -> list[dict]:
     """Per source format: the share of lines and of quantity carrying each core tag.
 
     Quantity shares are taken per unit family as summed; they show where the
@@ -100,7 +79,7 @@ def usage_rejection_rows(*, batch: UsageBatch):
         yield (batch.pk, batch.source_name, line, field, reason, raw)
 
 
-def usage_latest_period() -> str:
+def usage_latest_period() -> Period:
     """The latest month holding usage (one indexed MAX), else the current month (UTC)."""
     latest = UsageLine.objects.aggregate(latest=Max("occurred_at"))["latest"]
-    return f"{latest or timezone.now():%Y-%m}"
+    return Period.of(latest) if latest is not None else Period.current()

@@ -1,7 +1,6 @@
 """Reads of mapping versions: the list, the version in force for a period, the rule a
 usage line's tags take, and what a preview of a period can compare."""
 
-import datetime
 from collections.abc import Mapping
 from fnmatch import fnmatchcase
 
@@ -15,26 +14,16 @@ from allocation.models import (
     MappingVersion,
     ProviderInvoice,
 )
-from allocation.selectors.ledger import period_bounds, usage_lines_in_period
-from pricing.errors import ValidationFailed
+from allocation.selectors.ledger import usage_lines_in_period
+from pricing.periods import Period
 
 __all__ = ["mapping_preview_inputs", "mapping_rule_for", "mapping_version_in_force", "mapping_versions"]
 
 
-def _period_start(period: datetime.date | str) -> datetime.date:
-    if isinstance(period, str):
-        try:
-            year, month = (int(part) for part in period.split("-"))
-            return datetime.date(year, month, 1)
-        except ValueError:
-            raise ValidationFailed(f"period {period!r} is not YYYY-MM", code="period_invalid") from None
-    return period.replace(day=1)
-
-
-def mapping_version_in_force(*, period: datetime.date | str) -> MappingVersion | None:
+def mapping_version_in_force(*, period: Period) -> MappingVersion | None:
     """The signed version with the latest effective_from on or before the period's start."""
     return (
-        MappingVersion.objects.filter(status=MappingVersionStatus.SIGNED, effective_from__lte=_period_start(period))
+        MappingVersion.objects.filter(status=MappingVersionStatus.SIGNED, effective_from__lte=period.first_day)
         .order_by("-effective_from", "-number")
         .first()
     )
@@ -57,10 +46,11 @@ def mapping_versions() -> QuerySet[MappingVersion]:
     )
 
 
-def mapping_preview_inputs(*, period: str) -> dict[str, bool]:
+def mapping_preview_inputs(*, period: Period) -> dict[str, bool]:
     """Whether a period holds the invoices and usage a preview needs to show money."""
-    start, end = period_bounds(period)
-    invoices = ProviderInvoice.objects.filter(billing_period_start__gte=start, billing_period_start__lt=end)
+    invoices = ProviderInvoice.objects.filter(
+        billing_period_start__gte=period.start, billing_period_start__lt=period.end
+    )
     return {
         "invoices": invoices.exists(),
         "usage": usage_lines_in_period(period).exists(),

@@ -11,11 +11,12 @@ from decimal import Decimal
 from django.db import connection
 from django.db.models import Count, Sum
 
-from allocation.choices import TAG_FIELDS
+from allocation.choices import TAG_FIELDS, RatingRunStatus
 from allocation.models import RatedUsage, RatingRule, RatingRun, UsageLine
-from allocation.selectors.ledger import period_bounds, usage_lines_in_period
+from allocation.selectors.ledger import usage_lines_in_period
 from pricing.errors import ValidationFailed
 from pricing.money import decimal_from_db
+from pricing.periods import Period
 from pricing.selectors import model_resolve
 
 __all__ = [
@@ -28,7 +29,6 @@ __all__ = [
     "unpriced_usage",
 ]
 
-RATING_COMPLETED = "completed"
 # Why a usage key has no price, as a code and as a sentence a user can act on.
 UNPRICED_REASONS: dict[str, str] = {
     "unknown_model": "model not in the catalog",
@@ -36,24 +36,24 @@ UNPRICED_REASONS: dict[str, str] = {
 }
 
 
-def rating_run_current(*, period: str) -> RatingRun | None:
+def rating_run_current(*, period: Period) -> RatingRun | None:
     """The newest completed rating run of a period: the one reports use."""
     return (
-        RatingRun.objects.filter(period=period, status=RATING_COMPLETED)
+        RatingRun.objects.filter(period=period, status=RatingRunStatus.COMPLETED)
         .select_related("created_by")
         .order_by("-created_at", "-id")
         .first()
     )
 
 
-def unpriced_usage(*, period: str) -> dict:
+def unpriced_usage(*, period: Period) -> dict:
     """The usage the period's newest completed rating run left unpriced.
 
     Grouped by provider, model, unit, service tier and unit tier, largest
     line count first, each with its reason: the model is not in the catalog,
     or the catalog has the model but no price in force for that unit and
     tier. Also the ledger's line count for the period, so a page can tell
-    when usage arrived after the run. Raises ValidationFailed for a bad period.
+    when usage arrived after the run.
     """
     ledger_lines = usage_lines_in_period(period).count()
     run = rating_run_current(period=period)
@@ -147,7 +147,7 @@ def _group_fields(group_by: list[str]) -> list[str]:
     return [SUMMARY_GROUP_KEYS[key] for key in group_by]
 
 
-def usage_summary(*, period: str, group_by: list[str]) -> list[dict]:
+def usage_summary(*, period: Period, group_by: list[str]) -> list[dict]:
     """Quantity, line count, rated cost and unpriced line count per group of a period.
 
     Cost comes from the period's current rating run (None before any rating);
@@ -155,7 +155,7 @@ def usage_summary(*, period: str, group_by: list[str]) -> list[dict]:
     different units are summed only if the caller groups by something else.
     """
     fields = _group_fields(group_by)
-    start, end = period_bounds(period)
+    start, end = period.bounds
     run = rating_run_current(period=period)
     keys = ", ".join(f"rated.{field}" for field in fields)
     sql = (

@@ -7,23 +7,20 @@ from django.db.models import QuerySet, Sum
 
 from allocation.choices import AllocationRunStatus, Treatment, UnallocatedReason
 from allocation.models import AllocationLine, AllocationRun, InvoiceLine
-from pricing.money import CENT, quantize
+from pricing.formatting import money_plain
+from pricing.periods import Period
 
 __all__ = ["allocation_run_current", "allocation_run_summary", "allocation_runs"]
 
 
-def allocation_runs(*, period: str | None = None) -> QuerySet[AllocationRun]:
+def allocation_runs(*, period: Period | None = None) -> QuerySet[AllocationRun]:
     runs = AllocationRun.objects.select_related("mapping_version", "created_by")
     return runs.filter(period=period) if period else runs
 
 
-def allocation_run_current(*, period: str) -> AllocationRun | None:
+def allocation_run_current(*, period: Period) -> AllocationRun | None:
     """The period's run that reports and statements use: the one not superseded."""
     return allocation_runs(period=period).filter(status=AllocationRunStatus.COMPLETED).first()
-
-
-def _money(value: Decimal | None) -> str:
-    return str(quantize(value or Decimal(0), CENT))
 
 
 def allocation_run_summary(*, run: AllocationRun, cost_centers: bool = True) -> dict:
@@ -76,10 +73,10 @@ def allocation_run_summary(*, run: AllocationRun, cost_centers: bool = True) -> 
                 "invoice_id": invoice.invoice_id,
                 "currency": invoice.currency,
                 "billing_period_start": invoice.billing_period_start.date().isoformat(),
-                "total": _money(invoice_sums.get(invoice.pk, {}).get("effective")),
-                "billed_total": _money(invoice_sums.get(invoice.pk, {}).get("billed")),
-                "allocated": _money(per_invoice[invoice.pk]["allocated"]),
-                "unallocated": _money(per_invoice[invoice.pk]["unallocated"]),
+                "total": money_plain(invoice_sums.get(invoice.pk, {}).get("effective")),
+                "billed_total": money_plain(invoice_sums.get(invoice.pk, {}).get("billed")),
+                "allocated": money_plain(per_invoice[invoice.pk]["allocated"]),
+                "unallocated": money_plain(per_invoice[invoice.pk]["unallocated"]),
             }
             for invoice in invoices_by_provider[provider]
         ]
@@ -89,31 +86,31 @@ def allocation_run_summary(*, run: AllocationRun, cost_centers: bool = True) -> 
         providers.append(
             {
                 "provider": provider,
-                "invoice_total": _money(invoice_total),
-                "billed_total": _money(sum((Decimal(i["billed_total"]) for i in invoices), Decimal(0))),
-                "allocated": _money(totals["allocated"]),
-                "chargeback": _money(totals["chargeback"]),
-                "showback": _money(totals["showback"]),
+                "invoice_total": money_plain(invoice_total),
+                "billed_total": money_plain(sum((Decimal(i["billed_total"]) for i in invoices), Decimal(0))),
+                "allocated": money_plain(totals["allocated"]),
+                "chargeback": money_plain(totals["chargeback"]),
+                "showback": money_plain(totals["showback"]),
                 "unallocated": {
-                    "total": _money(unallocated_total),
+                    "total": money_plain(unallocated_total),
                     "by_reason": {
-                        reason: _money(totals["reasons"][reason])
+                        reason: money_plain(totals["reasons"][reason])
                         for reason in UnallocatedReason.values
                         if reason in totals["reasons"]
                     },
                 },
-                "rated_usage": str(quantize(check.rated_cost, CENT)) if check else "0.00",
-                "invoiced_usage": str(quantize(check.invoice_cost, CENT)) if check else "0.00",
-                "variance": str(quantize(check.variance, CENT)) if check else "0.00",
+                "rated_usage": money_plain(check.rated_cost if check else None),
+                "invoiced_usage": money_plain(check.invoice_cost if check else None),
+                "variance": money_plain(check.variance if check else None),
                 "variance_share": str(check.variance_share) if check and check.variance_share is not None else None,
                 "within_tolerance": check.within_tolerance if check else True,
                 "invoices": invoices,
                 "reconciliation": [
                     {
                         "model": r.model,
-                        "invoiced": str(quantize(r.invoice_cost, CENT)),
-                        "rated": str(quantize(r.rated_cost, CENT)),
-                        "variance": str(quantize(r.variance, CENT)),
+                        "invoiced": money_plain(r.invoice_cost),
+                        "rated": money_plain(r.rated_cost),
+                        "variance": money_plain(r.variance),
                         "variance_share": str(r.variance_share) if r.variance_share is not None else None,
                         "within_tolerance": r.within_tolerance,
                     }
@@ -139,13 +136,13 @@ def allocation_run_summary(*, run: AllocationRun, cost_centers: bool = True) -> 
         "tolerance": str(run.tolerance),
         "flagged": run.is_flagged,
         "closed": run.closed_at is not None,
-        "invoice_total": _money(run.invoice_total),
-        "allocated": _money(run.allocated),
-        "chargeback": _money(sum((Decimal(p["chargeback"]) for p in providers), Decimal(0))),
-        "showback": _money(sum((Decimal(p["showback"]) for p in providers), Decimal(0))),
+        "invoice_total": money_plain(run.invoice_total),
+        "allocated": money_plain(run.allocated),
+        "chargeback": money_plain(sum((Decimal(p["chargeback"]) for p in providers), Decimal(0))),
+        "showback": money_plain(sum((Decimal(p["showback"]) for p in providers), Decimal(0))),
         "unallocated": {
-            "total": _money(run.unallocated),
-            "by_reason": {r: _money(reasons[r]) for r in UnallocatedReason.values if r in reasons},
+            "total": money_plain(run.unallocated),
+            "by_reason": {r: money_plain(reasons[r]) for r in UnallocatedReason.values if r in reasons},
         },
         "providers": providers,
     }
@@ -177,9 +174,9 @@ def allocation_run_cost_centers(*, run: AllocationRun) -> list[dict]:
         {
             "code": entry["code"],
             "name": entry["name"],
-            "chargeback": _money(entry["chargeback"]),
-            "showback": _money(entry["showback"]),
-            "total": _money(entry["chargeback"] + entry["showback"]),
+            "chargeback": money_plain(entry["chargeback"]),
+            "showback": money_plain(entry["showback"]),
+            "total": money_plain(entry["chargeback"] + entry["showback"]),
         }
         for entry in sorted(centers.values(), key=lambda e: e["code"])
     ]

@@ -17,7 +17,7 @@ from typing import Any
 from django.db import models, transaction
 
 from allocation.models import CostCenter, Feature, Team, Tenant
-from pricing.config_files import yaml_parse
+from pricing.config_files import ConfigErrors, yaml_parse
 from pricing.errors import NotFound, ValidationFailed
 
 __all__ = ["OrgKindCounts", "OrgLoadResult", "org_load", "org_load_file", "org_parse"]
@@ -80,27 +80,18 @@ class OrgLoadResult:
         }
 
 
-class _Errors:
-    """Collects messages naming the entry and field, with the file line when known."""
+class _Errors(ConfigErrors):
+    """An organization file's problems: "cost_centers[1] (code=CC-201): active_from is not a date"."""
 
     def __init__(self, source: str, lines: Mapping[tuple, int] | None):
-        self.source = source
-        self.lines = lines or {}
-        self._found: list[tuple[float, int, str]] = []
+        super().__init__(source, lines, code="org_invalid", name_unlocated=False)
 
-    @property
-    def messages(self) -> list[str]:
-        """In file order where lines are known, so a reader can walk down the file."""
-        return [message for *_, message in sorted(self._found)]
-
-    def add(self, section: str, index: int | None, entry: Any, field_name: str | None, message: str) -> None:
+    def add_at(self, section: str, index: int | None, entry: Any, field_name: str | None, message: str) -> None:
         where = section if index is None else f"{section}[{index}]"
         if isinstance(entry, Mapping) and isinstance(entry.get("code"), str):
             where += f" (code={entry['code']})"
-        line = self.lines.get((section, index, field_name)) or self.lines.get((section, index, None))
-        prefix = f"{self.source}:{line}: " if line else ""
         text = f"{field_name} {message}" if field_name else message
-        self._found.append((line or float("inf"), len(self._found), f"{prefix}{where}: {text}"))
+        self.add(f"{where}: {text}", at=(section, index, field_name))
 
 
 def _max_length(model: type[models.Model], name: str) -> int | None:
@@ -141,45 +132,47 @@ def _validate_entries(document: Mapping, errors: _Errors) -> dict[str, list[dict
     cleaned: dict[str, list[dict]] = {s: [] for s in SECTIONS}
     for key in document:
         if key not in SECTIONS:
-            errors.add(str(key), None, None, None, f"unknown section; sections are {', '.join(SECTIONS)}")
+            errors.add_at(str(key), None, None, None, f"unknown section; sections are {', '.join(SECTIONS)}")
     for section in SECTIONS:
         entries = document.get(section)
         if entries is None:
             continue
         if not isinstance(entries, list):
-            errors.add(section, None, None, None, f"must be a list of entries, got {type(entries).__name__}")
+            errors.add_at(section, None, None, None, f"must be a list of entries, got {type(entries).__name__}")
             continue
         schema = _SCHEMA[section]
         model = _MODELS[section]
         seen: dict[str, int] = {}
         for index, entry in enumerate(entries):
             if not isinstance(entry, Mapping):
-                errors.add(section, index, None, None, f"must be a mapping of fields, got {type(entry).__name__}")
+                errors.add_at(section, index, None, None, f"must be a mapping of fields, got {type(entry).__name__}")
                 continue
             # A field that fails its check is None here; the entry is kept so the
             # reference checks still see its other fields.
             clean: dict[str, Any] = {"_index": index, "_entry": entry}
             for key in entry:
                 if key not in schema:
-                    errors.add(section, index, entry, str(key), f"is not a known field; fields are {', '.join(schema)}")
+                    errors.add_at(
+                        section, index, entry, str(key), f"is not a known field; fields are {', '.join(schema)}"
+                    )
             for name, (required, kind) in schema.items():
                 value = entry.get(name)
                 if value is None or (isinstance(value, str) and not value.strip() and not required):
                     if required:
-                        errors.add(section, index, entry, name, "is required")
+                        errors.add_at(section, index, entry, name, "is required")
                     clean[name] = None
                     continue
                 value, problem = _check_value(value, kind, _max_length(model, name))
                 if problem:
-                    errors.add(section, index, entry, name, problem)
+                    errors.add_at(section, index, entry, name, problem)
                 clean[name] = value
             start, end = clean.get("active_from"), clean.get("active_to")
             if start and end and end < start:
-                errors.add(section, index, entry, "active_to", f"{end} is before active_from {start}")
+                errors.add_at(section, index, entry, "active_to", f"{end} is before active_from {start}")
             code = clean.get("code")
             if code is not None:
                 if code in seen:
-                    errors.add(section, index, entry, "code", f"{code!r} is also defined at {section}[{seen[code]}]")
+                    errors.add_at(section, index, entry, "code", f"{code!r} is also defined at {section}[{seen[code]}]")
                     continue
                 seen[code] = index
             cleaned[section].append(clean)
@@ -206,7 +199,7 @@ def _validate_references(cleaned: dict[str, list[dict]], raw: Mapping, errors: _
         for entry in cleaned[section]:
             value = entry.get(name)
             if value and value not in known:
-                errors.add(
+                errors.add_at(
                     section,
                     entry["_index"],
                     entry["_entry"],
@@ -232,7 +225,7 @@ def _validate_references(cleaned: dict[str, list[dict]], raw: Mapping, errors: _
             cycle = path[path.index(node) :]
             if entry["code"] in cycle and not reported.intersection(cycle):
                 reported.update(cycle)
-                errors.add(
+                errors.add_at(
                     "cost_centers",
                     entry["_index"],
                     entry["_entry"],
@@ -303,14 +296,7 @@ def org_load(*, document: Any, source: str, lines: Mapping[tuple, int] | None = 
     with transaction.atomic():
         cleaned = _validate_entries(document, errors)
         _validate_references(cleaned, document, errors)
-        if errors.messages:
-            count = len(errors.messages)
-            raise ValidationFailed(
-                f"{source}: refused, {count} error{'s' if count != 1 else ''}; nothing was written. "
-                f"First: {errors.messages[0]}",
-                code="org_invalid",
-                extra={"errors": errors.messages},
-            )
+        errors.refuse_if_any()
         cost_centers: dict[str, CostCenter] = {}
         for entry in _parent_first(cleaned["cost_centers"]):
             parent = None

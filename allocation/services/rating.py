@@ -16,11 +16,11 @@ from django.db import connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from allocation.choices import UsageBatchStatus
+from allocation.choices import RatingRunStatus, UsageBatchStatus
 from allocation.models import RatedUsage, RatingRequestCount, RatingRule, RatingRun, RatingSum, UsageBatch, UsageLine
-from allocation.selectors.ledger import period_bounds
 from allocation.selectors.rating import rated_lines_params
 from pricing.models import Price
+from pricing.periods import Period
 from pricing.selectors import (
     context_band_floor,
     latest_price_book_versions,
@@ -245,7 +245,7 @@ def _ledger_mark() -> tuple[int | None, bool]:
 @transaction.atomic
 def usage_rate_period(
     *,
-    period: str,
+    period: Period,
     created_by=None,
     sum_fields: Sequence[str] = (),
     request_fields: Sequence[str] | None = None,
@@ -267,7 +267,7 @@ def usage_rate_period(
     cuts are at least as fine as the prices now need, so the result is a full
     rating's, for a read of the new lines only.
     """
-    start, end = period_bounds(period)
+    start, end = period.bounds
     versions = latest_price_book_versions()
     if extends is None:
         thresholds, moments = _price_edges(versions, start, end)
@@ -276,7 +276,7 @@ def usage_rate_period(
         thresholds, moments = extends.thresholds, [datetime.fromisoformat(m) for m in extends.price_cuts]
     batch_high, settled = _ledger_mark()
     run = RatingRun.objects.create(
-        period=period,
+        period=str(period),
         created_by=created_by,
         sum_fields=list(sum_fields),
         request_fields=None if request_fields is None else list(request_fields),
@@ -356,7 +356,7 @@ def usage_rate_period(
     run.lines_rated = totals["lines"] or 0
     run.lines_unpriced = unpriced["lines"] or 0
     run.cost = totals["cost"] or Decimal(0)
-    run.status = "completed"
+    run.status = RatingRunStatus.COMPLETED
     run.finished_at = timezone.now()
     run.save()
     # As stored, so that a run reading it now and one reusing it later see the same values.
@@ -404,14 +404,14 @@ def _requests_keep(
 
 
 def rating_run_standing(
-    *, period: str, sum_fields: Sequence[str], request_fields: Sequence[str] | None
+    *, period: Period, sum_fields: Sequence[str], request_fields: Sequence[str] | None
 ) -> RatingRun | None:
     """The period's newest rating if its kept rows still stand for the batches it read
     (none was loading then), are cut at least as finely as the prices in force need
     (every band edge and price change day of theirs is one of its cuts), and are by
     at least the tags asked for (and request counts, if asked); else None. Whether it
     is current, with no batch since and the same prices, is `rating_run_is_current`."""
-    run = RatingRun.objects.filter(period=period, status="completed").order_by("-pk").first()
+    run = RatingRun.objects.filter(period=period, status=RatingRunStatus.COMPLETED).order_by("-pk").first()
     if run is None or not run.ledger_settled or not run.sum_fields:
         return None
     if not set(sum_fields) <= set(run.sum_fields):
@@ -419,8 +419,7 @@ def rating_run_standing(
     asked_requests = set(request_fields or ())
     if request_fields is not None and (run.request_fields is None or not asked_requests <= set(run.request_fields)):
         return None
-    start, end = period_bounds(period)
-    thresholds, moments = _price_edges(latest_price_book_versions(), start, end)
+    thresholds, moments = _price_edges(latest_price_book_versions(), period.start, period.end)
     if not set(thresholds) <= set(run.thresholds):
         return None
     if not {moment.isoformat() for moment in moments} <= set(run.price_cuts):
@@ -438,7 +437,7 @@ def rating_run_is_current(run: RatingRun) -> bool:
 
 
 def usage_rate_kept(
-    *, period: str, created_by=None, sum_fields: Sequence[str], request_fields: Sequence[str] | None
+    *, period: Period, created_by=None, sum_fields: Sequence[str], request_fields: Sequence[str] | None
 ) -> RatingRun:
     """The period's rating with the kept rows asked for: the standing rating as it is
     when it is current; else a new one, which extends the standing rating (the lines

@@ -1,13 +1,12 @@
 """The roles of DESIGN.md, as Django groups, and the one check every service uses."""
 
-from pricing.errors import ApplicationError
+from pricing.errors import NotAllowed
 
 __all__ = [
     "FINANCE_ANALYST",
     "FINANCE_APPROVER",
     "PLATFORM_ADMIN",
     "TEAM_MEMBER",
-    "NotAllowed",
     "has_role",
     "require_role",
 ]
@@ -18,11 +17,6 @@ PLATFORM_ADMIN = "platform_admin"
 TEAM_MEMBER = "team_member"
 
 
-class NotAllowed(ApplicationError):
-    code = "not_allowed"
-    http_status = 403
-
-
 def has_role(actor, roles: tuple[str, ...]) -> bool:
     """Whether an active user holds one of the roles. Roles are groups only: a superuser
     (an administrator of the site) signs off nothing without being a finance approver."""
@@ -31,11 +25,15 @@ def has_role(actor, roles: tuple[str, ...]) -> bool:
     return actor.groups.filter(name__in=roles).exists()
 
 
-def require_role(actor, roles: tuple[str, ...], *, doing: str) -> None:
-    """Refuse a user without one of the roles, naming what they tried and who may."""
+def require_role(
+    actor, roles: tuple[str, ...], *, doing: str, code: str = NotAllowed.code, message: str | None = None
+) -> None:
+    """Refuse a user without one of the roles (`NotAllowed`), naming what they tried and who
+    may; `code` and `message` word a refusal its pages and tests know by name."""
     if not has_role(actor, roles):
         who = getattr(actor, "username", None) or "anonymous"
         raise NotAllowed(
-            f"{who} may not {doing}: it takes the role {' or '.join(roles)}",
-            extra={"roles": list(roles)},
+            message or f"{who} may not {doing}: it takes the role {' or '.join(roles)}",
+            code=code,
+            extra={"roles": list(roles), "actor": who},
         )

@@ -1,12 +1,12 @@
 """Web pages of the usage ledger and cost objects.
 
 Views are thin: they read through selectors, write through services, and only
-shape values for display (Decimals become strings here, never floats).
+shape values for display: figures go to the templates as Decimals and become text
+through the `money` template filters (`pricing.formatting`), never floats.
 """
 
 import csv
 from collections.abc import Iterable
-from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -21,7 +21,6 @@ from allocation.choices import CORE_TAGS, UsageBatchStatus, UsageSourceFormat
 from allocation.filtersets import UsageBatchFilterSet
 from allocation.forms.ledger import DEFAULT_GROUP_BY, UsageSummaryForm, UsageUploadForm, group_label
 from allocation.selectors.ledger import (
-    period_bounds,
     tag_coverage,
     usage_batches,
     usage_latest_period,
@@ -30,15 +29,11 @@ from allocation.selectors.ledger import (
 from allocation.selectors.rating import rating_run_current, usage_summary
 from allocation.services.ledger import usage_upload_queue
 from pricing.errors import ValidationFailed
-from pricing.money import quantize
 
 __all__ = [
-    "format_percent",
-    "format_quantity",
+    "csv_download",
     "usage_batch_detail",
     "usage_batch_list",
-    "csv_download",
-    "format_cost",
     "usage_batch_rejections_csv",
     "usage_overview",
 ]
@@ -53,37 +48,8 @@ BATCHES_PER_PAGE = 50
 SUMMARY_ROWS_SHOWN = 1000
 
 
-def format_quantity(value: Decimal) -> str:
-    """Thousands separators, no trailing zeros, exact (Decimal formatting, no float)."""
-    return format(value.normalize(), ",f")
-
-
-CENT = Decimal("0.01")
-MICRO_DOLLAR = Decimal("0.000001")
-
-
-def format_cost(cost: Decimal | None) -> str:
-    """Dollars to the cent, unless that would show a real cost as $0.00; empty when unrated."""
-    if cost is None:
-        return ""
-    cents = quantize(cost, CENT)
-    if cost and not cents:
-        return f"${format_quantity(quantize(cost, MICRO_DOLLAR))}"
-    return f"${cents:,}"
-
-
-def format_percent(share: Decimal) -> str:
-    """A share 0..1 as a percentage with one decimal."""
-    return f"{share * 100:.1f}%"
-
-
 def _field_for(error: ValidationFailed) -> str | None:
     return {"invalid_period": "period", "invalid_group_by": "group_by"}.get(error.code)
-
-
-def _adjacent_periods(period: str) -> tuple[str, str]:
-    start, end = period_bounds(period)
-    return f"{start - timedelta(days=1):%Y-%m}", f"{end:%Y-%m}"
 
 
 @login_required
@@ -107,7 +73,7 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
         except ValidationFailed as error:
             form.add_error(_field_for(error), error.message)
         else:
-            previous_period, next_period = _adjacent_periods(period)
+            previous_period, next_period = str(period.previous), str(period.next)
             context.update(
                 period=period,
                 group_by=group_by,
@@ -115,9 +81,9 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
                 summary=[
                     {
                         "keys": [row[key] for key in group_by],
-                        "quantity": format_quantity(row["quantity"]),
+                        "quantity": row["quantity"],
                         "line_count": row["line_count"],
-                        "cost": format_cost(row["cost"]),
+                        "cost": row["cost"],
                         "unpriced": row["unpriced_line_count"],
                     }
                     for row in summary[:SUMMARY_ROWS_SHOWN]
@@ -126,7 +92,7 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
                 rows_shown=min(len(summary), SUMMARY_ROWS_SHOWN),
                 total_lines=sum(row["line_count"] for row in summary),
                 rated=rating_run_current(period=period) is not None,
-                total_cost=format_cost(sum((row["cost"] or Decimal(0) for row in summary), Decimal(0))),
+                total_cost=sum((row["cost"] or Decimal(0) for row in summary), Decimal(0)),
                 total_unpriced=sum(row["unpriced_line_count"] for row in summary),
                 mixes_units="unit" not in group_by,
                 coverage=[_coverage_row(entry) for entry in coverage],
@@ -144,15 +110,11 @@ def _coverage_row(entry: dict) -> dict:
         "source": SOURCE_LABELS.get(entry["source"], entry["source"]),
         "lines": entry["lines"],
         "tags": [
-            {
-                "lines": format_percent(entry[f"{tag}_line_share"]),
-                "quantity": format_percent(entry[f"{tag}_quantity_share"]),
-            }
-            for tag in CORE_TAGS
+            {"lines": entry[f"{tag}_line_share"], "quantity": entry[f"{tag}_quantity_share"]} for tag in CORE_TAGS
         ],
         "untagged_lines": entry["untagged_lines"],
-        "untagged_share": format_percent(entry["untagged_line_share"]),
-        "untagged_quantity": format_quantity(entry["untagged_quantity"]),
+        "untagged_share": entry["untagged_line_share"],
+        "untagged_quantity": entry["untagged_quantity"],
         "has_untagged": entry["untagged_lines"] > 0,
     }
 

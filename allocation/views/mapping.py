@@ -3,7 +3,8 @@ editing of a draft, what a draft would move in a month, and the sign-off.
 
 Views are thin: they read through selectors and write through the mapping
 services, which check roles and drafts; views only shape values for display
-(money becomes "$27.55" here, from Decimals, never floats).
+(money goes to the templates as Decimals and becomes "$27.55" through the `money`
+template filters of `pricing.formatting`, never floats).
 """
 
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.mapping import mapping_preview_inputs, mapping_version_in_force, mapping_versions
 from allocation.services.mapping.drafts import (
     MAPPING_EDITOR_GROUPS,
-    NotMappingEditor,
+    NOT_MAPPING_EDITOR,
     SignedVersionImmutable,
     mapping_draft_create,
     mapping_draft_rule_add,
@@ -44,12 +45,10 @@ from allocation.services.mapping.drafts import (
 )
 from allocation.services.mapping.files import mapping_export
 from allocation.services.mapping.preview import mapping_preview
-from pricing.errors import ApplicationError, ValidationFailed
-from pricing.money import CENT, quantize
+from pricing.errors import ApplicationError, NotAllowed, ValidationFailed
+from pricing.periods import Period
 
 __all__ = [
-    "format_change",
-    "format_money",
     "mapping_rule_add",
     "mapping_rule_delete",
     "mapping_rule_edit",
@@ -73,20 +72,6 @@ UNALLOCATED_PREFIX = "unallocated:"
 EDITORS_TEXT = "finance approvers, finance analysts and platform admins"
 
 
-def format_money(amount: Decimal) -> str:
-    """Dollars to the cent with a real minus sign: $1,234.50, −$8.47."""
-    cents = quantize(amount, CENT)
-    return f"−${-cents:,}" if cents < 0 else f"${cents:,}"
-
-
-def format_change(amount: Decimal) -> str:
-    """A change in money, signed: +$27.55, −$27.55; no change reads as a dash."""
-    cents = quantize(amount, CENT)
-    if not cents:
-        return "—"
-    return f"+${cents:,}" if cents > 0 else f"−${-cents:,}"
-
-
 def _where_label(code: str, names: dict[str, str]) -> str:
     """A cost center as "CC-110 Search"; an unallocated bucket by its reason."""
     if code.startswith(UNALLOCATED_PREFIX):
@@ -107,9 +92,10 @@ def _refused(request: HttpRequest, error: ApplicationError, version: MappingVers
 
 
 def _not_an_editor(request: HttpRequest, version: MappingVersion | None) -> HttpResponse:
-    error = NotMappingEditor(
+    error = NotAllowed(
         f"{request.user.get_username()} may not edit mapping drafts: that is for {EDITORS_TEXT} "
-        f"(groups {', '.join(MAPPING_EDITOR_GROUPS)})."
+        f"(groups {', '.join(MAPPING_EDITOR_GROUPS)}).",
+        code=NOT_MAPPING_EDITOR,
     )
     return _refused(request, error, version)
 
@@ -134,7 +120,7 @@ def _rule_row(rule: MappingRule) -> dict:
         "charge_model_long": rule.get_charge_model_display(),
         "treatment": rule.treatment.capitalize(),
         "margin": f"{rule.margin_percent.normalize():f}%" if rule.margin_percent is not None else "",
-        "fee": format_money(rule.fixed_fee) if rule.fixed_fee is not None else "",
+        "fee": rule.fixed_fee,
     }
 
 
@@ -153,16 +139,6 @@ def _version_or_404(number: int) -> MappingVersion:
     return get_object_or_404(MappingVersion.objects.select_related("signed_by", "created_by"), number=number)
 
 
-def _this_month() -> str:
-    return f"{timezone.now():%Y-%m}"
-
-
-def _next_month() -> str:
-    """The usual first month of a new draft: no month is re-mapped while it runs."""
-    today = timezone.now().date()
-    return f"{today.year + today.month // 12}-{today.month % 12 + 1:02d}"
-
-
 # --- The versions ---------------------------------------------------------------------
 
 
@@ -170,7 +146,7 @@ def _next_month() -> str:
 @require_http_methods(["GET", "POST"])
 def mapping_version_list(request: HttpRequest) -> HttpResponse:
     versions = list(mapping_versions())
-    in_force = mapping_version_in_force(period=_this_month())
+    in_force = mapping_version_in_force(period=Period.current())
     can_edit = mapping_user_can_edit(user=request.user)
     if request.method == "POST" and not can_edit:
         return _not_an_editor(request, None)
@@ -179,7 +155,8 @@ def mapping_version_list(request: HttpRequest) -> HttpResponse:
         versions=versions,
         in_force=in_force,
         initial={
-            "effective_from": _next_month(),
+            # The usual first month of a new draft: no month is re-mapped while it runs.
+            "effective_from": Period.current().next,
             **({"copy_from": request.GET["from"]} if "from" in request.GET else {}),
         },
     )
@@ -224,7 +201,7 @@ def _detail_context(
     user_can_edit = mapping_user_can_edit(user=request.user)
     can_edit = is_draft and user_can_edit
     rules = list(version.rules.select_related("cost_center", "service_owner", "rate_card").order_by("position"))
-    in_force = mapping_version_in_force(period=_this_month())
+    in_force = mapping_version_in_force(period=Period.current())
     return {
         "version": version,
         "is_draft": is_draft,
@@ -234,7 +211,7 @@ def _detail_context(
         "in_force": in_force,
         "is_in_force": in_force is not None and in_force.pk == version.pk,
         # A draft for a month already begun would re-map it at its next run: say so before sign-off.
-        "starts_before_next_month": is_draft and f"{version.effective_from:%Y-%m}" <= _this_month(),
+        "starts_before_next_month": is_draft and Period.of(version.effective_from) <= Period.current(),
         "rules": [_rule_row(rule) for rule in rules],
         "rule_count": len(rules),
         "pools": [_pool_row(pool) for pool in version.pools.prefetch_related("target_cost_centers").order_by("code")],
@@ -380,7 +357,7 @@ def mapping_sign_off(request: HttpRequest, number: int) -> HttpResponse:
 # --- Preview --------------------------------------------------------------------------
 
 
-def _preview_context(version: MappingVersion, period: str) -> dict:
+def _preview_context(version: MappingVersion, period: Period) -> dict:
     inputs = mapping_preview_inputs(period=period)
     context: dict = {"inputs": inputs, "period": period}
     if not inputs["invoices"]:
@@ -396,9 +373,9 @@ def _preview_context(version: MappingVersion, period: str) -> dict:
             "label": _where_label(row["code"], names),
             "code": row["code"],
             "unallocated": row["code"].startswith(UNALLOCATED_PREFIX),
-            "current": format_money(row["current"]),
-            "draft": format_money(row["draft"]),
-            "change": format_change(row["change"]),
+            "current": row["current"],
+            "draft": row["draft"],
+            "change": row["change"],
             "direction": "" if not row["change"] else ("up" if row["change"] > 0 else "down"),
         }
         for row in preview["cost_centers"]
@@ -412,14 +389,14 @@ def _preview_context(version: MappingVersion, period: str) -> dict:
             {
                 "from": _where_label(move["from"], names),
                 "to": _where_label(move["to"], names),
-                "amount": format_money(move["amount"]),
+                "amount": move["amount"],
             }
             for move in preview["moves"]
         ],
-        moved_total=format_money(moved),
-        total_current=format_money(sum((row["current"] for row in preview["cost_centers"]), Decimal(0))),
-        total_draft=format_money(sum((row["draft"] for row in preview["cost_centers"]), Decimal(0))),
-        total_change=format_change(sum((row["change"] for row in preview["cost_centers"]), Decimal(0))),
+        moved_total=moved,
+        total_current=sum((row["current"] for row in preview["cost_centers"]), Decimal(0)),
+        total_draft=sum((row["draft"] for row in preview["cost_centers"]), Decimal(0)),
+        total_change=sum((row["change"] for row in preview["cost_centers"]), Decimal(0)),
         same_version=preview["current_version"] == version.number,
     )
     return context
@@ -434,7 +411,7 @@ def mapping_version_preview(request: HttpRequest, number: int) -> HttpResponse:
     if form.is_valid():
         period = form.cleaned_data["period"]
         context.update(_preview_context(version, period))
-        context["takes_effect_later"] = f"{version.effective_from:%Y-%m}" > period
+        context["takes_effect_later"] = Period.of(version.effective_from) > period
     return render(
         request, "allocation/mapping/mapping_version_preview.html", context, status=400 if form.errors else 200
     )

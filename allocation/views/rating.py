@@ -4,7 +4,6 @@ It sits with the pricing pages for users, but lives in allocation: it reads
 the rated ledger, which pricing (the lowest layer) never imports.
 """
 
-from datetime import timedelta
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -14,31 +13,30 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from allocation.selectors.ledger import period_bounds, usage_latest_period
+from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.rating import unpriced_usage
 from allocation.tasks import usage_rate_period_task
-from allocation.views.ledger import format_cost, format_quantity
 from pricing.errors import ValidationFailed
+from pricing.periods import Period
 
 __all__ = ["unpriced_usage_report"]
 
 
-def _report_url(period: str) -> str:
-    return f"{reverse('unpriced-usage')}?{urlencode({'period': period})}"
+def _report_url(period: Period) -> str:
+    return f"{reverse('unpriced-usage')}?{urlencode({'period': str(period)})}"
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def unpriced_usage_report(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        period = request.POST.get("period", "").strip()
         try:
-            period_bounds(period)
+            period = Period.parse(request.POST.get("period", "").strip())
         except ValidationFailed as error:
             messages.error(request, error.message)
             return redirect("unpriced-usage")
         # A large month takes a while: the worker rates it; without a broker it runs here.
-        result = usage_rate_period_task.delay(period, request.user.pk)
+        result = usage_rate_period_task.delay(str(period), request.user.pk)
         if result.ready():
             outcome = result.get()
             messages.success(
@@ -50,21 +48,19 @@ def unpriced_usage_report(request: HttpRequest) -> HttpResponse:
             messages.info(request, f"Rating {period} in the background; reload this page to see the new run.")
         return redirect(_report_url(period))
 
-    period = request.GET.get("period", "").strip() or usage_latest_period()
-    context: dict = {"period": period}
+    text = request.GET.get("period", "").strip()
     try:
-        report = unpriced_usage(period=period)
+        period = Period.parse(text) if text else usage_latest_period()
     except ValidationFailed as error:
-        context["error"] = error.message
+        context = {"period": text, "error": error.message}
         return render(request, "allocation/rating/unpriced_usage.html", context, status=400)
-    start, end = period_bounds(period)
+    report = unpriced_usage(period=period)
+    context: dict = {"period": period}
     context.update(
-        previous_period=f"{start - timedelta(days=1):%Y-%m}",
-        next_period=f"{end:%Y-%m}",
+        previous_period=period.previous,
+        next_period=period.next,
         report=report,
         run=report["run"],
-        cost_text=format_cost(report["run"].cost) if report["run"] else "",
-        cost_exact=format_quantity(report["run"].cost) if report["run"] else "",
-        rows=[{**row, "quantity_text": format_quantity(row["quantity"])} for row in report["rows"]],
+        rows=report["rows"],
     )
     return render(request, "allocation/rating/unpriced_usage.html", context)

@@ -1,13 +1,13 @@
 """Pages of allocation runs, mounted at /allocation/: run a month, follow it, review it.
 
-Thin like the other pages: runs are read through selectors_allocation and
+Thin like the other pages: runs are read through `allocation.selectors.runs` and
 started through `allocation_run_queue`; this module only shapes figures for
-display (Decimals become text here, never floats).
+display (Decimals become `Money` and `Share` of `pricing.formatting`, never floats).
 """
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -21,9 +21,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from allocation.choices import AllocationMethod, AllocationRunStatus, ChargeCategory, Treatment, UnallocatedReason
+from allocation.choices import (
+    AllocationMethod,
+    AllocationProgressState,
+    AllocationRunStatus,
+    ChargeCategory,
+    Treatment,
+    UnallocatedReason,
+)
 from allocation.models import AllocationLine, AllocationRun, CostCenter
-from allocation.selectors.ledger import period_bounds, usage_latest_period
+from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.runs import (
     allocation_line_list,
     allocation_run_current,
@@ -33,12 +40,13 @@ from allocation.selectors.runs import (
 from allocation.services.roles import has_role
 from allocation.services.runs.progress import allocation_progress
 from allocation.services.runs.run import ALLOCATION_RUNNERS, allocation_run_queue
-from allocation.views.ledger import csv_download, format_quantity
+from allocation.views.ledger import csv_download
 from pricing.errors import ApplicationError, ValidationFailed
-from pricing.money import CENT, decimal_text, quantize
+from pricing.formatting import Money, Share, money_plain, quantity_text
+from pricing.money import decimal_text
+from pricing.periods import Period
 
 __all__ = [
-    "Money",
     "allocation_run_detail",
     "allocation_run_lines",
     "allocation_run_lines_csv",
@@ -46,12 +54,10 @@ __all__ = [
 ]
 
 # States of a run in progress: the period's page polls while the cache says one of these.
-LIVE_STATES = frozenset({"queued", "running"})
+LIVE_STATES = frozenset({AllocationProgressState.QUEUED, AllocationProgressState.RUNNING})
 POLL_MILLISECONDS = 3000
 LINES_PER_PAGE = 100
 FINGERPRINT_SHOWN = 12
-MINUS = "\u2212"  # a true minus sign: wider than a hyphen and read out as "minus"
-CURRENCY_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£"}
 # Every line of a run, one CSV row each; amounts in the invoice currency.
 LINE_CSV_HEADER = [
     "run",
@@ -122,67 +128,15 @@ REASON_EXPLANATIONS: dict[str, tuple[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Money:
-    """An amount shown to the cent: a minus sign (not a hyphen) when below zero, and a flag
-    the template uses to style negatives, so that neither colour nor a hyphen carries it alone."""
-
-    value: Decimal
-    symbol: str = "$"
-
-    @property
-    def cents(self) -> Decimal:
-        return quantize(self.value, CENT)
-
-    @property
-    def negative(self) -> bool:
-        return self.cents < 0
-
-    def __str__(self) -> str:
-        text = f"{self.symbol}{abs(self.cents):,}"
-        return f"{MINUS}{text}" if self.negative else text
-
-
-@dataclass(frozen=True, slots=True)
-class Share:
-    """A signed share (0.02 = 2%) shown as a percentage with two decimals."""
-
-    value: Decimal
-
-    @property
-    def negative(self) -> bool:
-        return self.value < 0
-
-    def __str__(self) -> str:
-        text = f"{abs(self.value) * 100:.2f}%"
-        return f"{MINUS}{text}" if self.negative else text
-
-
-def _money(value: Decimal | str | None, symbol: str = "$") -> Money:
-    return Money(Decimal(value or 0), symbol)
-
-
-def _share(value: str | Decimal | None) -> Share | None:
-    return None if value is None else Share(Decimal(value))
-
-
-def _symbol(run: AllocationRun) -> str:
-    """The currency symbol of the run's invoices when they share one; else the code as a prefix."""
+def _currency(run: AllocationRun) -> str:
+    """The currency of the run's invoices when they share one; else amounts read as dollars."""
     currencies = sorted({invoice.currency for invoice in run.invoices.all()})
-    if len(currencies) != 1:
-        return "$"
-    return CURRENCY_SYMBOLS.get(currencies[0], f"{currencies[0]} ")
+    return currencies[0] if len(currencies) == 1 else "USD"
 
 
-def _period(text: str) -> str:
-    """A period written YYYY-MM, normalized ('2026-1' is '2026-01'); the selector's message otherwise."""
-    start, _ = period_bounds(text.strip())
-    return f"{start:%Y-%m}"
-
-
-def _runs_url(period: str | None = None) -> str:
+def _runs_url(period: Period | None = None) -> str:
     url = reverse("allocation-runs")
-    return f"{url}?{urlencode({'period': period})}" if period else url
+    return f"{url}?{urlencode({'period': str(period)})}" if period else url
 
 
 def _person(user) -> str:
@@ -206,7 +160,8 @@ def allocation_run_list(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         return _allocation_run_start(request)
     try:
-        period = _period(request.GET.get("period", "") or usage_latest_period())
+        text = request.GET.get("period", "").strip()
+        period = Period.parse(text) if text else usage_latest_period()
     except ValidationFailed as error:
         context = {"period": request.GET.get("period", ""), "error": error.message}
         return render(request, "allocation/runs/allocation_runs.html", context, status=400)
@@ -225,7 +180,7 @@ def _is_poll(request: HttpRequest) -> bool:
 def _allocation_run_start(request: HttpRequest) -> HttpResponse:
     """Queue a run of the posted period; with eager Celery it has run when this returns."""
     try:
-        period = _period(request.POST.get("period", ""))
+        period = Period.parse(request.POST.get("period", "").strip())
     except ValidationFailed as error:
         messages.error(request, error.message)
         return redirect(_runs_url())
@@ -237,15 +192,15 @@ def _allocation_run_start(request: HttpRequest) -> HttpResponse:
         return redirect(_runs_url(period))
     progress = allocation_progress(period=period) or {}
     run = None
-    if progress.get("state") == "completed" and progress.get("run_id"):
+    if progress.get("state") == AllocationProgressState.COMPLETED and progress.get("run_id"):
         run = AllocationRun.objects.filter(pk=progress["run_id"]).first()
     if run is None:
         messages.info(request, f"The allocation of {period} is queued; its progress shows below.")
     else:
-        symbol = _symbol(run)
+        currency = _currency(run)
         text = (
-            f"Allocated {period} as run #{run.pk}: {_money(run.invoice_total, symbol)} invoiced, "
-            f"{_money(run.allocated, symbol)} on cost centers, {_money(run.unallocated, symbol)} unallocated."
+            f"Allocated {period} as run #{run.pk}: {Money.of(run.invoice_total, currency)} invoiced, "
+            f"{Money.of(run.allocated, currency)} on cost centers, {Money.of(run.unallocated, currency)} unallocated."
         )
         if run.is_flagged:
             messages.warning(request, f"{text} The run is flagged: a variance is beyond the tolerance.")
@@ -254,29 +209,28 @@ def _allocation_run_start(request: HttpRequest) -> HttpResponse:
     return redirect(_runs_url(period))
 
 
-def _period_context(request: HttpRequest, period: str) -> dict:
-    start, end = period_bounds(period)
+def _period_context(request: HttpRequest, period: Period) -> dict:
     runs = list(allocation_runs(period=period).prefetch_related("invoices"))
     current = next((run for run in runs if run.status == AllocationRunStatus.COMPLETED), None)
     progress = allocation_progress(period=period) or {}
     live = progress.get("state") in LIVE_STATES
     headline = None
     if current is not None:
-        symbol = _symbol(current)
+        currency = _currency(current)
         summary = allocation_run_summary(run=current, cost_centers=False)
         headline = {
-            "invoice_total": _money(summary["invoice_total"], symbol),
-            "chargeback": _money(summary["chargeback"], symbol),
-            "showback": _money(summary["showback"], symbol),
-            "unallocated": _money(summary["unallocated"]["total"], symbol),
-            "allocated": _money(summary["allocated"], symbol),
+            "invoice_total": Money.of(summary["invoice_total"], currency),
+            "chargeback": Money.of(summary["chargeback"], currency),
+            "showback": Money.of(summary["showback"], currency),
+            "unallocated": Money.of(summary["unallocated"]["total"], currency),
+            "allocated": Money.of(summary["allocated"], currency),
             "flagged": summary["flagged"],
-            "tolerance": _share(summary["tolerance"]),
+            "tolerance": Share.of(summary["tolerance"]),
         }
     return {
         "period": period,
-        "previous_period": f"{start - timedelta(days=1):%Y-%m}",
-        "next_period": f"{end:%Y-%m}",
+        "previous_period": period.previous,
+        "next_period": period.next,
         "runs": [_run_row(run) for run in runs],
         "current": current,
         "headline": headline,
@@ -292,7 +246,7 @@ def _period_context(request: HttpRequest, period: str) -> dict:
 def _failure(request: HttpRequest, progress: dict, current: AllocationRun | None) -> dict | None:
     """The period's last attempt, when it failed after the current run was made, unless a
     message on this page already says the same (an eager run fails within the POST)."""
-    if progress.get("state") != "failed":
+    if progress.get("state") != AllocationProgressState.FAILED:
         return None
     started = _started(progress)
     if current is not None and (started is None or started < current.created_at.replace(microsecond=0)):
@@ -304,13 +258,13 @@ def _failure(request: HttpRequest, progress: dict, current: AllocationRun | None
 
 
 def _run_row(run: AllocationRun) -> dict:
-    symbol = _symbol(run)
+    currency = _currency(run)
     return {
         "run": run,
         "by": _person(run.created_by),
-        "invoice_total": _money(run.invoice_total, symbol),
-        "allocated": _money(run.allocated, symbol),
-        "unallocated": _money(run.unallocated, symbol),
+        "invoice_total": Money.of(run.invoice_total, currency),
+        "allocated": Money.of(run.allocated, currency),
+        "unallocated": Money.of(run.unallocated, currency),
         "fingerprint": run.fingerprint[:FINGERPRINT_SHOWN],
     }
 
@@ -327,33 +281,39 @@ def _run_or_404(run_id: int) -> AllocationRun:
 def allocation_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
     summary = allocation_run_summary(run=run)
-    symbol = _symbol(run)
-    providers = [_provider_row(entry, symbol) for entry in summary["providers"]]
-    current = allocation_run_current(period=run.period) if run.status == AllocationRunStatus.SUPERSEDED else None
+    currency = _currency(run)
+    providers = [_provider_row(entry, currency) for entry in summary["providers"]]
+    current = (
+        allocation_run_current(period=Period.parse(run.period))
+        if run.status == AllocationRunStatus.SUPERSEDED
+        else None
+    )
     context = {
         "run": run,
         "summary": summary,
         "by": _person(run.created_by),
-        "invoice_total": _money(summary["invoice_total"], symbol),
-        "allocated": _money(summary["allocated"], symbol),
-        "chargeback": _money(summary["chargeback"], symbol),
-        "showback": _money(summary["showback"], symbol),
-        "unallocated": _money(summary["unallocated"]["total"], symbol),
-        "tolerance": _share(summary["tolerance"]),
+        "invoice_total": Money.of(summary["invoice_total"], currency),
+        "allocated": Money.of(summary["allocated"], currency),
+        "chargeback": Money.of(summary["chargeback"], currency),
+        "showback": Money.of(summary["showback"], currency),
+        "unallocated": Money.of(summary["unallocated"]["total"], currency),
+        "tolerance": Share.of(summary["tolerance"]),
         "providers": providers,
-        "provider_totals": _provider_totals(summary["providers"], symbol) if len(providers) > 1 else None,
+        "provider_totals": _provider_totals(summary["providers"], currency) if len(providers) > 1 else None,
         "invoices": [invoice for provider in providers for invoice in provider["invoices"]],
-        "reasons": _reason_rows(summary["unallocated"]["by_reason"], symbol),
+        "reasons": _reason_rows(summary["unallocated"]["by_reason"], currency),
         "cost_centers": [
             {
                 **center,
-                "chargeback": _money(center["chargeback"], symbol),
-                "showback": _money(center["showback"], symbol),
-                "total": _money(center["total"], symbol),
+                "chargeback": Money.of(center["chargeback"], currency),
+                "showback": Money.of(center["showback"], currency),
+                "total": Money.of(center["total"], currency),
             }
             for center in summary["cost_centers"]
         ],
-        "cost_center_total": _money(sum((Decimal(c["total"]) for c in summary["cost_centers"]), Decimal(0)), symbol),
+        "cost_center_total": Money.of(
+            sum((Decimal(c["total"]) for c in summary["cost_centers"]), Decimal(0)), currency
+        ),
         "reconciliation": [row for provider in providers for row in provider["reconciliation"]],
         "inputs": _inputs(run),
         "newer": run.superseded_by,
@@ -362,28 +322,28 @@ def allocation_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "allocation/runs/allocation_run.html", context)
 
 
-def _provider_row(entry: dict, symbol: str) -> dict:
+def _provider_row(entry: dict, currency: str) -> dict:
     return {
         "provider": entry["provider"],
-        "invoice_total": _money(entry["invoice_total"], symbol),
-        "billed_total": _money(entry["billed_total"], symbol),
-        "invoiced_usage": _money(entry["invoiced_usage"], symbol),
-        "rated_usage": _money(entry["rated_usage"], symbol),
-        "variance": _money(entry["variance"], symbol),
-        "variance_share": _share(entry["variance_share"]),
+        "invoice_total": Money.of(entry["invoice_total"], currency),
+        "billed_total": Money.of(entry["billed_total"], currency),
+        "invoiced_usage": Money.of(entry["invoiced_usage"], currency),
+        "rated_usage": Money.of(entry["rated_usage"], currency),
+        "variance": Money.of(entry["variance"], currency),
+        "variance_share": Share.of(entry["variance_share"]),
         "within_tolerance": entry["within_tolerance"],
-        "allocated": _money(entry["allocated"], symbol),
-        "chargeback": _money(entry["chargeback"], symbol),
-        "showback": _money(entry["showback"], symbol),
-        "unallocated": _money(entry["unallocated"]["total"], symbol),
+        "allocated": Money.of(entry["allocated"], currency),
+        "chargeback": Money.of(entry["chargeback"], currency),
+        "showback": Money.of(entry["showback"], currency),
+        "unallocated": Money.of(entry["unallocated"]["total"], currency),
         "invoices": [
             {
                 **invoice,
                 "provider": entry["provider"],
-                "total": _money(invoice["total"], symbol),
-                "billed_total": _money(invoice["billed_total"], symbol),
-                "allocated": _money(invoice["allocated"], symbol),
-                "unallocated": _money(invoice["unallocated"], symbol),
+                "total": Money.of(invoice["total"], currency),
+                "billed_total": Money.of(invoice["billed_total"], currency),
+                "allocated": Money.of(invoice["allocated"], currency),
+                "unallocated": Money.of(invoice["unallocated"], currency),
             }
             for invoice in entry["invoices"]
         ],
@@ -391,19 +351,19 @@ def _provider_row(entry: dict, symbol: str) -> dict:
             {
                 **row,
                 "provider": entry["provider"],
-                "invoiced": _money(row["invoiced"], symbol),
-                "rated": _money(row["rated"], symbol),
-                "variance": _money(row["variance"], symbol),
-                "variance_share": _share(row["variance_share"]),
+                "invoiced": Money.of(row["invoiced"], currency),
+                "rated": Money.of(row["rated"], currency),
+                "variance": Money.of(row["variance"], currency),
+                "variance_share": Share.of(row["variance_share"]),
             }
             for row in entry["reconciliation"]
         ],
     }
 
 
-def _provider_totals(entries: list[dict], symbol: str) -> dict:
+def _provider_totals(entries: list[dict], currency: str) -> dict:
     def total(pick) -> Money:
-        return _money(sum((Decimal(pick(entry)) for entry in entries), Decimal(0)), symbol)
+        return Money.of(sum((Decimal(pick(entry)) for entry in entries), Decimal(0)), currency)
 
     return {
         "invoice_total": total(lambda e: e["invoice_total"]),
@@ -416,14 +376,14 @@ def _provider_totals(entries: list[dict], symbol: str) -> dict:
     }
 
 
-def _reason_rows(by_reason: dict[str, str], symbol: str) -> list[dict]:
+def _reason_rows(by_reason: dict[str, str], currency: str) -> list[dict]:
     return [
         {
             "code": reason,
             "label": UnallocatedReason(reason).label,
             "meaning": REASON_EXPLANATIONS[reason][0],
             "remedy": REASON_EXPLANATIONS[reason][1],
-            "amount": _money(amount, symbol),
+            "amount": Money.of(amount, currency),
         }
         for reason, amount in by_reason.items()
     ]
@@ -448,12 +408,12 @@ def _inputs(run: AllocationRun) -> dict:
         "usage_batches": inputs.get("usage_batches", []),
         "lines_rated": ledger.get("lines_rated"),
         "lines_unpriced": ledger.get("lines_unpriced"),
-        "rated_cost": _money(ledger["rated_cost"]) if ledger.get("rated_cost") is not None else None,
+        "rated_cost": Money.of(ledger["rated_cost"]) if ledger.get("rated_cost") is not None else None,
         "activity_counts": [
-            {"driver": driver.replace("_", " "), "cost_center": center, "count": format_quantity(Decimal(count))}
+            {"driver": driver.replace("_", " "), "cost_center": center, "count": quantity_text(Decimal(count))}
             for driver, center, count in inputs.get("activity_counts", [])
         ],
-        "tolerance": _share(inputs.get("tolerance") or run.tolerance),
+        "tolerance": Share.of(inputs.get("tolerance") or run.tolerance),
     }
 
 
@@ -502,7 +462,7 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
     lines = _lines(run, line_filter).select_related("cost_center", "invoice", "rule", "pool")
     totals = lines.aggregate(amount=Sum("amount"), rated_cost=Sum("rated_cost"))
     page = Paginator(lines, LINES_PER_PAGE).get_page(request.GET.get("page"))
-    symbol = _symbol(run)
+    currency = _currency(run)
     methods, treatments = {**dict(AllocationMethod.choices), **METHOD_SHORT}, dict(Treatment.choices)
     categories = dict(ChargeCategory.choices)
     context = {
@@ -515,9 +475,9 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
         "rows": [
             {
                 "line": line,
-                "quantity": format_quantity(line.quantity),
-                "rated_cost": _money(line.rated_cost, symbol),
-                "amount": _money(line.amount, symbol),
+                "quantity": quantity_text(line.quantity),
+                "rated_cost": Money.of(line.rated_cost, currency),
+                "amount": Money.of(line.amount, currency),
                 "method": methods.get(line.method, line.method),
                 "treatment": treatments.get(line.treatment, line.treatment).split(" (")[0],
                 "category": categories.get(line.category, line.category),
@@ -526,8 +486,8 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
             for line in page
         ],
         "count": page.paginator.count,
-        "total": _money(totals["amount"], symbol),
-        "rated_total": _money(totals["rated_cost"], symbol),
+        "total": Money.of(totals["amount"], currency),
+        "rated_total": Money.of(totals["rated_cost"], currency),
         "csv_query": urlencode(line_filter.query),
     }
     return render(request, "allocation/runs/allocation_run_lines.html", context)
@@ -577,5 +537,5 @@ def _line_rows(run: AllocationRun, line_filter: _LineFilter) -> Iterator[list]:
             line_count,
             decimal_text(quantity),
             decimal_text(rated_cost),
-            quantize(amount, CENT),
+            money_plain(amount),
         ]

@@ -141,6 +141,7 @@ def child_prepare(lines: int, rebuild: bool = False) -> None:
     from allocation.choices import AllocationRunStatus
     from allocation.models import AllocationRun, RatingRun, UsageBatch
     from allocation.services.runs.run import allocation_run_execute
+    from pricing.periods import Period
 
     call_command("migrate", verbosity=0)
     if rebuild or not UsageBatch.objects.filter(source_name=world_signature(lines)).exists():
@@ -150,7 +151,7 @@ def child_prepare(lines: int, rebuild: bool = False) -> None:
     if current is None:
         rate_ahead()
         started = time.perf_counter()
-        allocation_run_execute(period=PERIOD)
+        allocation_run_execute(period=Period.parse(PERIOD))
         print(f"  first run (untimed, so that each timed run supersedes one): {time.perf_counter() - started:.1f} s")
         return
     # Earlier runs' rows would only bloat the tables the run writes and reads.
@@ -176,10 +177,11 @@ def rate_ahead() -> None:
     still stands is kept as it is): the ledger's lines are rated when the close runs."""
     from allocation.models import RatingRun
     from allocation.services.runs.run import allocation_usage_rate
+    from pricing.periods import Period
 
     newest = RatingRun.objects.order_by("-pk").values_list("pk", flat=True).first()
     started = time.perf_counter()
-    if allocation_usage_rate(period=PERIOD).pk != newest:
+    if allocation_usage_rate(period=Period.parse(PERIOD)).pk != newest:
         print(f"  the month rated ahead (rate_usage): {time.perf_counter() - started:.1f} s")
 
 
@@ -280,6 +282,7 @@ def child_run(kind: str = "run") -> None:
 
     from allocation.models import AllocationLine, RatingRun, UsageBatch
     from allocation.services.runs import engine, run, split
+    from pricing.periods import Period
 
     if kind == "batch":
         UsageBatch.objects.create(
@@ -320,7 +323,7 @@ def child_run(kind: str = "run") -> None:
     baseline = rss_mb()
     with connection.execute_wrapper(phases.execute):
         started, cpu = time.perf_counter(), time.process_time()
-        allocation_run = run.allocation_run_execute(period=PERIOD)
+        allocation_run = run.allocation_run_execute(period=Period.parse(PERIOD))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     phases.wall[OTHER_PHASE] = seconds - sum(phases.wall.values())
@@ -360,16 +363,16 @@ def child_profile() -> None:
 
     from allocation.choices import AllocationRunStatus
     from allocation.models import AllocationRun
-    from allocation.selectors.ledger import period_bounds
     from allocation.selectors.rating import rated_lines_params
     from allocation.services.rating import LATER_LINES, priced_sums_sql
     from allocation.services.runs.charging import group_fields
     from allocation.services.runs.run import allocation_run_execute
+    from pricing.periods import Period
 
     current = AllocationRun.objects.get(period=PERIOD, status=AllocationRunStatus.COMPLETED)
     rating = current.rating_run
     fields = group_fields(list(current.mapping_version.rules.order_by("position")))
-    start, end = period_bounds(PERIOD)
+    start, end = Period.parse(PERIOD).bounds
     later = rated_lines_params(run_id=rating.pk, start=start, end=end) | {"since": rating.ledger_batch_high or 0}
     statements = [
         (
@@ -393,7 +396,7 @@ def child_profile() -> None:
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.enable()
-    allocation_run_execute(period=PERIOD)
+    allocation_run_execute(period=Period.parse(PERIOD))
     profile.disable()
     print(f"\n--- cProfile of one run ({time.perf_counter() - started:.1f} s under the profiler)")
     for order in ("tottime", "cumulative"):

@@ -581,10 +581,11 @@ def invoices_ensure(out: Path) -> dict[str, Decimal]:
     unit at the rated cost times the provider's drift, plus tax, credit and pool lines.
     Written as our invoice CSV and ingested through `invoice_ingest_file`."""
     from allocation.models import RatedUsage
-    from allocation.services.invoices import invoice_ingest_file
+    from allocation.services.invoices.ingest import invoice_ingest_file
     from allocation.services.rating import usage_rate_period
+    from pricing.periods import Period
 
-    run = usage_rate_period(period=PERIOD)
+    run = usage_rate_period(period=Period.parse(PERIOD))
     sums: dict[tuple, dict] = {}
     for row in RatedUsage.objects.filter(run=run).values("provider", "model", "unit", "price_id", "cost", "quantity"):
         key = (row["provider"], row["model"], row["unit"], row["price_id"] is None)

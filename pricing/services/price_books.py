@@ -17,7 +17,7 @@ import yaml
 from django.db import connection, transaction
 
 from pricing.choices import PriceBookKind
-from pricing.config_files import yaml_parse
+from pricing.config_files import ConfigErrors, yaml_parse
 from pricing.errors import NotFound, ValidationFailed
 from pricing.models import PRICE_DECIMAL_PLACES, AiModel, Price, PriceBook, PriceBookVersion, Unit
 from pricing.money import decimal_text, parse_decimal
@@ -30,6 +30,7 @@ __all__ = [
     "price_book_version_create",
 ]
 
+ERROR_CODE = "price_book_invalid"
 PRICE_FILE_COLUMNS = (
     "provider",
     "model",
@@ -65,14 +66,6 @@ class PriceRow:
 
     def key(self) -> tuple:
         return (self.provider, self.model, self.unit, self.service_tier, self.tier, self.context_above)
-
-
-def _refused(subject: str, errors: list[str]) -> ValidationFailed:
-    """The error refusing a whole price file: the first problem, and all of them in `extra`."""
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return ValidationFailed(
-        f"{subject}: refused, nothing loaded: {errors[0]}{more}", code="price_book_invalid", extra={"errors": errors}
-    )
 
 
 def _checksum(rows: list[PriceRow]) -> str:
@@ -114,34 +107,35 @@ def price_book_version_create(
     version (re-importing adds versions, never rewrites or repeats history).
     Returns the version and whether it was created.
     """
-    errors: list[str] = []
+    # Each message names its row (`row.where`: the file and line, or the import it came from).
+    errors = ConfigErrors(f"price book {book.code}", code=ERROR_CODE, name_unlocated=False)
     units = set(Unit.objects.values_list("code", flat=True))
     models: dict[tuple[str, str], AiModel] = {
         (m.provider.code, m.code): m for m in AiModel.objects.select_related("provider")
     }
     for row in rows:
         if row.unit not in units:
-            errors.append(f"{row.where}: unit: unknown unit {row.unit!r}")
+            errors.add(f"{row.where}: unit: unknown unit {row.unit!r}")
         if row.amount < 0:
-            errors.append(f"{row.where}: amount: negative price {row.amount}")
+            errors.add(f"{row.where}: amount: negative price {row.amount}")
         if row.per <= 0:
-            errors.append(f"{row.where}: per: must be a positive number of units, not {row.per}")
+            errors.add(f"{row.where}: per: must be a positive number of units, not {row.per}")
         if row.context_above < 0:
-            errors.append(f"{row.where}: context_above: must not be negative")
+            errors.add(f"{row.where}: context_above: must not be negative")
         if row.effective_from and row.effective_to and row.effective_to <= row.effective_from:
-            errors.append(f"{row.where}: effective_to: must be after effective_from")
+            errors.add(f"{row.where}: effective_to: must be after effective_from")
         if row.model and (row.provider, row.model) not in models:
-            errors.append(
+            errors.add(
                 f"{row.where}: model: {row.provider}/{row.model} is not in the catalog "
                 "(run import_prices, or check the spelling)"
             )
         if not row.model and book.kind != PriceBookKind.RATE_CARD:
-            errors.append(f"{row.where}: model: missing (only rate cards price per tier without a model)")
+            errors.add(f"{row.where}: model: missing (only rate cards price per tier without a model)")
         if -row.amount.as_tuple().exponent > PRICE_DECIMAL_PLACES:
-            errors.append(f"{row.where}: amount: more than {PRICE_DECIMAL_PLACES} decimal places")
-    errors.extend(_overlaps(rows))
-    if errors:
-        raise _refused(f"price book {book.code}", errors)
+            errors.add(f"{row.where}: amount: more than {PRICE_DECIMAL_PLACES} decimal places")
+    for overlap in _overlaps(rows):
+        errors.add(overlap)
+    errors.refuse_if_any()
     checksum = _checksum(rows)
     latest = PriceBookVersion.objects.select_for_update().filter(book=book).order_by("-number").first()
     if only_if_changed and latest is not None and latest.checksum == checksum:
@@ -179,14 +173,14 @@ def price_book_version_create(
     return version, True
 
 
-def _parse_row(raw: dict[str, Any], where: str, errors: list[str]) -> PriceRow | None:
+def _parse_row(raw: dict[str, Any], where: str, errors: ConfigErrors) -> PriceRow | None:
     unknown = sorted(set(raw) - set(PRICE_FILE_COLUMNS))
     if unknown:
-        errors.append(f"{where}: unknown field(s) {', '.join(unknown)}")
+        errors.add(f"{where}: unknown field(s) {', '.join(unknown)}")
         return None
     missing = [field for field in _REQUIRED if raw.get(field) in (None, "")]
     if missing:
-        errors.append(f"{where}: {', '.join(missing)}: missing")
+        errors.add(f"{where}: {', '.join(missing)}: missing")
         return None
 
     def text(field: str) -> str:
@@ -200,7 +194,7 @@ def _parse_row(raw: dict[str, Any], where: str, errors: list[str]) -> PriceRow |
         try:
             return int(value)
         except ValueError:
-            errors.append(f"{where}: {field}: not a whole number: {value!r}")
+            errors.add(f"{where}: {field}: not a whole number: {value!r}")
             return None
 
     def day(field: str) -> date | None:
@@ -210,13 +204,13 @@ def _parse_row(raw: dict[str, Any], where: str, errors: list[str]) -> PriceRow |
         try:
             return date.fromisoformat(value)
         except ValueError:
-            errors.append(f"{where}: {field}: not a date (YYYY-MM-DD): {value!r}")
+            errors.add(f"{where}: {field}: not a date (YYYY-MM-DD): {value!r}")
             return None
 
     try:
         amount = parse_decimal(raw["amount"] if not isinstance(raw["amount"], float) else repr(raw["amount"]))
     except ValueError as exc:
-        errors.append(f"{where}: amount: {exc}")
+        errors.add(f"{where}: amount: {exc}")
         return None
     per = whole("per", 1)
     context_above = whole("context_above", 0)
@@ -224,7 +218,7 @@ def _parse_row(raw: dict[str, Any], where: str, errors: list[str]) -> PriceRow |
     if per is None or context_above is None:
         return None
     if text("model") and not text("provider"):
-        errors.append(f"{where}: provider: missing (a model belongs to a provider)")
+        errors.add(f"{where}: provider: missing (a model belongs to a provider)")
         return None
     return PriceRow(
         where=where,
@@ -243,19 +237,19 @@ def _parse_row(raw: dict[str, Any], where: str, errors: list[str]) -> PriceRow |
 
 
 def _read_rows(path: Path, file_format: str) -> tuple[list[PriceRow], dict[str, Any]]:
-    errors: list[str] = []
+    errors = ConfigErrors(str(path), code=ERROR_CODE, name_unlocated=False)
     rows: list[PriceRow] = []
     header: dict[str, Any] = {}
     text = path.read_text(encoding="utf-8")
     if file_format == "yaml":
-        document, lines = yaml_parse(text=text, source=str(path), error_code="price_book_invalid")
+        document, lines = yaml_parse(text=text, source=str(path), error_code=ERROR_CODE)
         if not isinstance(document, dict) or not isinstance(document.get("prices"), list):
-            raise ValidationFailed(f"{path}: expected a mapping with a 'prices' list", code="price_book_invalid")
+            raise ValidationFailed(f"{path}: expected a mapping with a 'prices' list", code=ERROR_CODE)
         header = {k: v for k, v in document.items() if k != "prices"}
         for index, raw in enumerate(document["prices"]):
             where = f"{path}:{lines.get(('prices', index, None), '?')}"
             if not isinstance(raw, dict):
-                errors.append(f"{where}: expected a mapping of price fields")
+                errors.add(f"{where}: expected a mapping of price fields")
                 continue
             if (row := _parse_row(raw, where, errors)) is not None:
                 rows.append(row)
@@ -267,16 +261,15 @@ def _read_rows(path: Path, file_format: str) -> tuple[list[PriceRow], dict[str, 
                 f"{path}:1: unknown column(s) {', '.join(unknown)}; columns are {', '.join(PRICE_FILE_COLUMNS)}"
                 if unknown
                 else f"{path}: empty file",
-                code="price_book_invalid",
+                code=ERROR_CODE,
             )
         for raw in reader:
             where = f"{path}:{reader.line_num}"
             if (row := _parse_row(raw, where, errors)) is not None:
                 rows.append(row)
     else:
-        raise ValidationFailed(f"unknown price file format {file_format!r}: yaml or csv", code="price_book_invalid")
-    if errors:
-        raise _refused(str(path), errors)
+        raise ValidationFailed(f"unknown price file format {file_format!r}: yaml or csv", code=ERROR_CODE)
+    errors.refuse_if_any()
     return rows, header
 
 
@@ -303,13 +296,11 @@ def price_book_load_file(
     rows, header = _read_rows(path, file_format)
     code = book_code or header.get("book")
     if not code:
-        raise ValidationFailed(
-            f"{path}: name the price book (--book CODE, or `book:` in YAML)", code="price_book_invalid"
-        )
+        raise ValidationFailed(f"{path}: name the price book (--book CODE, or `book:` in YAML)", code=ERROR_CODE)
     kind = kind or header.get("kind") or PriceBookKind.CONTRACT
     if kind not in PriceBookKind.values:
         raise ValidationFailed(
-            f"{path}: kind {kind!r} is not one of {', '.join(PriceBookKind.values)}", code="price_book_invalid"
+            f"{path}: kind {kind!r} is not one of {', '.join(PriceBookKind.values)}", code=ERROR_CODE
         )
     book, _ = PriceBook.objects.get_or_create(
         code=code,
@@ -320,7 +311,7 @@ def price_book_load_file(
         },
     )
     if book.kind != kind:
-        raise ValidationFailed(f"price book {code} is a {book.kind} book, not {kind}", code="price_book_invalid")
+        raise ValidationFailed(f"price book {code} is a {book.kind} book, not {kind}", code=ERROR_CODE)
     return price_book_version_create(
         book=book, rows=rows, source=f"file {path.name}", created_by=created_by, only_if_changed=True
     )
@@ -364,4 +355,4 @@ def price_book_export(*, version: PriceBookVersion, file_format: str) -> str:
             "prices": compact,
         }
         return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
-    raise ValidationFailed(f"unknown price file format {file_format!r}: yaml or csv", code="price_book_invalid")
+    raise ValidationFailed(f"unknown price file format {file_format!r}: yaml or csv", code=ERROR_CODE)

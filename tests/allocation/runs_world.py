@@ -12,14 +12,16 @@ from pathlib import Path
 from django.contrib.auth.models import Group
 
 from allocation.models import CostCenter, Team
-from allocation.services.invoices import invoice_ingest_file
+from allocation.services.invoices.ingest import invoice_ingest_file
 from allocation.services.ledger import usage_ingest_events
 from allocation.services.mapping.drafts import mapping_sign
 from allocation.services.mapping.files import mapping_load_file
 from pricing.models import AiModel, PriceBook, Provider
+from pricing.periods import Period
 from pricing.services.price_books import PriceRow, price_book_version_create
 
-PERIOD = "2026-10"
+MONTH = Period(2026, 10)
+PERIOD = str(MONTH)
 CENTERS = {"CC-100": "platform", "CC-110": "search", "CC-120": "support", "CC-130": "research"}
 
 

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from allocation.models import InvoiceBatch, InvoiceLine, ProviderInvoice
-from allocation.services.invoices import invoice_ingest_file
+from allocation.services.invoices.ingest import invoice_ingest_file
 from pricing.money import decimal_text
 
 pytestmark = pytest.mark.django_db

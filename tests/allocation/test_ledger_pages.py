@@ -12,6 +12,7 @@ from django.urls import reverse
 from allocation.choices import UsageBatchStatus
 from allocation.models import CostCenter, Feature, Team, Tenant, UsageBatch
 from allocation.services.ledger import usage_ingest_file
+from pricing.periods import Period
 from tests.page_reading import table_rows
 
 pytestmark = pytest.mark.django_db
@@ -272,7 +273,7 @@ def test_overview_shows_rated_cost_and_unpriced_lines(signed_in, batch):
         ],
         source="test",
     )
-    usage_rate_period(period="2025-05")
+    usage_rate_period(period=Period(2025, 5))
     response = signed_in.get(reverse("usage-overview"), {"period": "2025-05"})
     rows = table_rows(response)
     # 1,234,567.5 tokens x $2.50/1M = $3.0864...; 800 x $10/1M = $0.008, shown to the cent.

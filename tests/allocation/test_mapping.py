@@ -13,15 +13,15 @@ from allocation.models import CostCenter, MappingRule, MappingVersion, MappingVe
 from allocation.selectors.mapping import mapping_rule_for, mapping_version_in_force
 from allocation.services.mapping.drafts import (
     MappingAlreadySigned,
-    NotFinanceApprover,
     SignedVersionImmutable,
     mapping_draft_rule_add,
     mapping_sign,
 )
 from allocation.services.mapping.files import mapping_load, mapping_load_file
 from pricing.config_files import yaml_parse
-from pricing.errors import ValidationFailed
+from pricing.errors import NotAllowed, ValidationFailed
 from pricing.models import PriceBook
+from pricing.periods import Period
 
 pytestmark = pytest.mark.django_db
 
@@ -217,7 +217,7 @@ def test_a_non_approver_cannot_sign(org, django_user_model):
     analyst.groups.add(Group.objects.get_or_create(name="finance_analyst")[0])
     version = mapping_load_file(path=FIXTURES / "valid.yaml")
 
-    with pytest.raises(NotFinanceApprover) as caught:
+    with pytest.raises(NotAllowed) as caught:
         mapping_sign(version=version, actor=analyst)
 
     assert caught.value.code == "not_finance_approver"
@@ -279,11 +279,11 @@ def test_the_version_in_force_is_the_latest_signed_one_started_by_the_period(org
     april = mapping_sign(version=version("2026-04-01"), actor=approver)
     version("2026-02-01")  # a draft is never in force
 
-    assert mapping_version_in_force(period="2025-12") is None
-    assert mapping_version_in_force(period="2026-01") == january
-    assert mapping_version_in_force(period="2026-03") == january
-    assert mapping_version_in_force(period=datetime.date(2026, 4, 17)) == april
-    assert mapping_version_in_force(period="2026-09") == april
+    assert mapping_version_in_force(period=Period(2025, 12)) is None
+    assert mapping_version_in_force(period=Period(2026, 1)) == january
+    assert mapping_version_in_force(period=Period(2026, 3)) == january
+    assert mapping_version_in_force(period=Period.of(datetime.date(2026, 4, 17))) == april
+    assert mapping_version_in_force(period=Period(2026, 9)) == april
 
 
 def test_sign_mapping_command_prints_the_sign_off(org, approver, django_user_model):

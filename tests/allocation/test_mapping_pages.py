@@ -21,10 +21,11 @@ from allocation.services.mapping.drafts import mapping_draft_rule_move, mapping_
 from allocation.services.mapping.files import mapping_content, mapping_load
 from pricing.config_files import yaml_parse
 from pricing.errors import ValidationFailed
+from pricing.periods import Period
 from tests.page_reading import page_text, table_rows
 
 from .runs_world import (
-    PERIOD,
+    MONTH,
     SCENARIO_INVOICE,
     build_mapping,
     build_org,
@@ -55,8 +56,8 @@ def world(tmp_path, django_user_model):
     signed = build_mapping(tmp_path, approver)
     load_usage(scenario_events())
     load_invoice(tmp_path, SCENARIO_INVOICE)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-110"], count=3)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-130"], count=1)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-110"], count=3)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-130"], count=1)
     return {"centers": centers, "approver": approver, "signed": signed}
 
 
@@ -164,7 +165,7 @@ def test_the_list_shows_each_version_its_status_and_the_one_in_force(client, wor
     ]
     signed = world["signed"]
     assert rows[1][:6] == ["v2", "Next year", "Draft", "2026-12", "0", "not yet"]
-    in_force_now = mapping_version_in_force(period=datetime.date.today()) == signed
+    in_force_now = mapping_version_in_force(period=Period.of(datetime.date.today())) == signed
     assert rows[2][:6] == [
         "v1",
         "Hand-computed scenario",

@@ -12,10 +12,12 @@ from django.core.management import call_command
 from allocation.models import ActivityCount, AllocationLine, AllocationRun, RatingRun, RatingSum, UsageBatch
 from allocation.services.runs.run import allocation_run_execute, allocation_usage_rate
 from pricing.models import PriceBook
+from pricing.periods import Period
 from pricing.services.price_books import PriceRow, price_book_version_create
 
 from .runs_world import (
     MAPPING,
+    MONTH,
     PERIOD,
     SCENARIO_INVOICE,
     build_mapping,
@@ -39,8 +41,8 @@ def world(tmp_path, django_user_model):
     build_mapping(tmp_path, approver)
     load_usage(scenario_events())
     load_invoice(tmp_path, SCENARIO_INVOICE)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-110"], count=3)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-130"], count=1)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-110"], count=3)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-130"], count=1)
     return {"centers": centers, "approver": approver}
 
 
@@ -76,7 +78,7 @@ def test_hand_computed_scenario_lands_every_cent(world):
     0.808 (0.81), 0.505 (0.51) and, of the two 0.404s, the smaller key (CC-100's
     rerank spread, 0.41).
     """
-    run = allocation_run_execute(period=PERIOD, actor=world["approver"])
+    run = allocation_run_execute(period=MONTH, actor=world["approver"])
 
     assert run.invoice_total == Decimal("174.56")
     assert run.allocated + run.unallocated == run.invoice_total
@@ -159,7 +161,7 @@ def test_usage_invoiced_beyond_the_tolerance_leaves_a_named_true_up_gap(world, t
     InvoiceLine.objects.filter(sku="acme-1-tokens").update(
         billed_cost=Decimal("80.00"), effective_cost=Decimal("80.00")
     )
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     assert run.is_flagged
     gap = AllocationLine.objects.filter(run=run, reason="true_up_gap", category="usage")
     assert sum(line.amount for line in gap) == Decimal("9.62")
@@ -178,7 +180,7 @@ def test_rated_usage_above_the_invoice_is_scaled_down_at_most_by_the_tolerance(w
     InvoiceLine.objects.filter(sku="acme-1-tokens").update(
         billed_cost=Decimal("60.00"), effective_cost=Decimal("60.00")
     )
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     gap = AllocationLine.objects.filter(run=run, reason="true_up_gap", category="usage")
     assert sum(line.amount for line in gap) == Decimal("-7.62")  # 60 - 69 x 0.98
     assert run.is_flagged
@@ -194,7 +196,7 @@ def test_unpriced_usage_keeps_the_invoice_gap_in_its_own_bucket(world):
             | {"model": "mystery-2"}
         ]
     )
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     direct = AllocationLine.objects.get(
         run=run, cost_center__code="CC-110", method="direct", category="usage", unit="input_token", model="acme-1"
     )
@@ -213,7 +215,7 @@ def test_fixed_fee_is_a_transfer_that_nets_to_zero(world, tmp_path):
         "  - match: {team: search}\n",
     ).replace('effective_from: "2026-10-01"', 'effective_from: "2026-10-01"\n', 1)
     build_mapping(tmp_path, world["approver"], fee)
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     assert run.mapping_version.number == 2
     fees = AllocationLine.objects.filter(run=run, method="fixed_fee").select_related("cost_center")
     assert sorted((line.cost_center.code, line.amount) for line in fees) == [
@@ -229,8 +231,8 @@ def test_fixed_fee_is_a_transfer_that_nets_to_zero(world, tmp_path):
 
 
 def test_same_inputs_same_fingerprint_and_a_later_run_supersedes(world):
-    first = allocation_run_execute(period=PERIOD)
-    second = allocation_run_execute(period=PERIOD)
+    first = allocation_run_execute(period=MONTH)
+    second = allocation_run_execute(period=MONTH)
     first.refresh_from_db()
     assert second.fingerprint == first.fingerprint
     assert (first.status, first.superseded_by_id, second.status) == ("superseded", second.pk, "completed")
@@ -239,17 +241,17 @@ def test_same_inputs_same_fingerprint_and_a_later_run_supersedes(world):
     assert [i["invoice_id"] for i in second.inputs["invoices"]] == ["ACME-2026-10"]
     # A changed input changes the fingerprint.
     ActivityCount.objects.filter(cost_center__code="CC-130").update(count=2)
-    third = allocation_run_execute(period=PERIOD)
+    third = allocation_run_execute(period=MONTH)
     assert third.fingerprint != second.fingerprint
 
 
 def test_a_closed_period_refuses_a_new_run(world):
     from allocation.services.runs.run import PeriodClosed, allocation_run_close
 
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     allocation_run_close(run=run)
     with pytest.raises(PeriodClosed, match="2026-10 is closed"):
-        allocation_run_execute(period=PERIOD)
+        allocation_run_execute(period=MONTH)
     assert AllocationRun.objects.filter(period=PERIOD).count() == 1
 
 
@@ -258,7 +260,7 @@ def test_no_signed_mapping_in_force_is_refused_and_leaves_nothing(world):
     from pricing.errors import ValidationFailed
 
     with pytest.raises(ValidationFailed, match="no signed mapping version is in force for 2026-09"):
-        allocation_run_execute(period="2026-09")
+        allocation_run_execute(period=Period(2026, 9))
     assert not AllocationRun.objects.exists()
     assert not RatingRun.objects.filter(period="2026-09").exists()
 
@@ -291,7 +293,7 @@ def test_run_allocation_prints_one_json_object_that_ties_out(world):
 
 
 def test_summary_api_answers_per_provider_and_per_cost_center(world, api_client):
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     response = api_client.get(f"/api/v1/allocation-runs/{run.pk}/summary")
     assert response.status_code == 200
     body = response.json()
@@ -334,7 +336,7 @@ def test_preview_shows_what_a_draft_moves_between_cost_centers(world, tmp_path):
         )
     )
     draft = mapping_load_file(path=path)
-    preview = mapping_preview(version=draft, period=PERIOD)
+    preview = mapping_preview(version=draft, period=MONTH)
     changes = {row["code"]: row["change"] for row in preview["cost_centers"]}
     # search's direct usage 14.14 and its tax 1.41 move; the pools follow the tokens
     # (search's 12M of 59M move too: 17.00 -> 5.00 of the platform fee, and its tax 1.20).
@@ -372,7 +374,7 @@ def test_a_second_run_of_a_period_while_one_runs_is_refused_on_postgresql(world,
 
     def first_run():
         try:
-            outcome["run"] = allocation_run_execute(period=PERIOD, actor=world["approver"])
+            outcome["run"] = allocation_run_execute(period=MONTH, actor=world["approver"])
         except Exception as exc:  # reported below
             outcome["error"] = exc
         finally:
@@ -383,7 +385,7 @@ def test_a_second_run_of_a_period_while_one_runs_is_refused_on_postgresql(world,
     try:
         assert started.wait(30), outcome
         with pytest.raises(AllocationRunning, match="already running .* by fiona"):
-            allocation_run_execute(period=PERIOD)
+            allocation_run_execute(period=MONTH)
     finally:
         release.set()
         thread.join(60)
@@ -399,13 +401,13 @@ def test_a_run_marked_running_refuses_another_on_the_embedded_default(world):
 
     if connection.vendor != "sqlite":
         pytest.skip("PostgreSQL uses the advisory lock (test above)")
-    progress_set(PERIOD, state="running", user="fiona", started_at="2026-11-01T10:00:00+00:00")
+    progress_set(MONTH, state="running", user="fiona", started_at="2026-11-01T10:00:00+00:00")
     try:
         with pytest.raises(AllocationRunning, match="already running"):
-            allocation_run_execute(period=PERIOD)
+            allocation_run_execute(period=MONTH)
         assert not AllocationRun.objects.exists()
     finally:
-        progress_set(PERIOD, state="completed")
+        progress_set(MONTH, state="completed")
 
 
 def test_invoices_in_two_currencies_are_refused_rather_than_added_up(world, tmp_path):
@@ -419,7 +421,7 @@ def test_invoices_in_two_currencies_are_refused_rather_than_added_up(world, tmp_
         name="eur.csv",
     )
     with pytest.raises(ValidationFailed, match="invoices are in EUR, USD"):
-        allocation_run_execute(period=PERIOD)
+        allocation_run_execute(period=MONTH)
     assert not AllocationRun.objects.exists()
 
 
@@ -441,7 +443,7 @@ def test_unpriced_gpu_seconds_still_drive_a_gpu_pool(world, tmp_path):
         "GPU-2026-10,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,gpu-h100,H100 hours,,,40.00,40.00,,USD\n",
         name="gpu.csv",
     )
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     gpu = AllocationLine.objects.filter(run=run, pool__code="gpu").select_related("cost_center")
     assert sorted((line.cost_center.code, line.amount) for line in gpu) == [
         ("CC-110", Decimal("10.00")),
@@ -476,7 +478,7 @@ def test_a_requests_pool_splits_by_distinct_calls_of_each_consumer(world, tmp_pa
         call_command("rate_usage", "--period", PERIOD, stdout=out)
         ahead = json.loads(out.getvalue())
         assert "caller" in ahead["kept_for_allocation"]["requests_by"]
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     if ahead:
         assert run.rating_run_id == ahead["rating_run"]
     support = AllocationLine.objects.filter(run=run, pool__code="support").select_related("cost_center")
@@ -501,12 +503,12 @@ SCENARIO_CENTS = {
 
 
 def test_a_rating_made_ahead_is_reused_and_lands_the_same_cents(world):
-    ahead = allocation_usage_rate(period=PERIOD)
+    ahead = allocation_usage_rate(period=MONTH)
     assert {"team", "feature", "environment", "caller", "outcome", "is_untagged"} <= set(ahead.sum_fields)
     assert ahead.ledger_settled
     assert sum(RatingSum.objects.filter(run=ahead).values_list("line_count", flat=True)) == ahead.lines_rated
 
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
 
     assert run.rating_run_id == ahead.pk
     assert RatingRun.objects.filter(period=PERIOD).count() == 1
@@ -515,18 +517,18 @@ def test_a_rating_made_ahead_is_reused_and_lands_the_same_cents(world):
 
 
 def test_a_run_that_rates_and_one_that_reuses_give_the_same_fingerprint(world):
-    rated = allocation_run_execute(period=PERIOD)
-    reused = allocation_run_execute(period=PERIOD)
+    rated = allocation_run_execute(period=MONTH)
+    reused = allocation_run_execute(period=MONTH)
     assert reused.rating_run_id == rated.rating_run_id
     assert reused.fingerprint == rated.fingerprint
     assert by_center(reused) == by_center(rated) == SCENARIO_CENTS
 
 
 def test_a_new_usage_batch_makes_the_rating_stale(world):
-    first = allocation_run_execute(period=PERIOD)
+    first = allocation_run_execute(period=MONTH)
     load_usage([usage("late-1", "input_token", 1_000_000, team="search", feature="web", environment="production")])
 
-    second = allocation_run_execute(period=PERIOD)
+    second = allocation_run_execute(period=MONTH)
 
     assert second.rating_run_id != first.rating_run_id
     assert second.rating_run.lines_rated == first.rating_run.lines_rated + 1
@@ -539,12 +541,12 @@ def test_a_new_usage_batch_makes_the_rating_stale(world):
 
 def test_a_batch_loading_while_the_ledger_was_read_makes_the_rating_stale(world):
     loading = UsageBatch.objects.create(source_format="csv", source_name="loading.csv", status="running")
-    ahead = allocation_usage_rate(period=PERIOD)
+    ahead = allocation_usage_rate(period=MONTH)
     loading.status = "completed"
     loading.save()
     assert not ahead.ledger_settled
 
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
 
     assert run.rating_run_id != ahead.pk
     assert run.rating_run.ledger_settled
@@ -557,7 +559,7 @@ def test_new_prices_reprice_the_kept_sums_or_rate_anew_when_they_cut_finer(world
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    first = allocation_run_execute(period=PERIOD)
+    first = allocation_run_execute(period=MONTH)
     book = PriceBook.objects.get(code="LIST-ACME")
 
     def new_prices(input_price: str, changes_on: date | None = None) -> None:
@@ -580,7 +582,7 @@ def test_new_prices_reprice_the_kept_sums_or_rate_anew_when_they_cut_finer(world
 
     new_prices("2.00")
     with CaptureQueriesContext(connection) as queries:
-        repriced = allocation_run_execute(period=PERIOD)
+        repriced = allocation_run_execute(period=MONTH)
     assert any("l.batch_id >" in query["sql"] for query in queries.captured_queries)
     assert repriced.rating_run_id != first.rating_run_id
     assert repriced.rating_run.price_cuts == first.rating_run.price_cuts == []
@@ -588,7 +590,7 @@ def test_new_prices_reprice_the_kept_sums_or_rate_anew_when_they_cut_finer(world
     assert repriced.allocated + repriced.unallocated == repriced.invoice_total
     repriced_centers = by_center(repriced)
     RatingRun.objects.filter(period=PERIOD).update(ledger_settled=False)  # no rating stands: read it all
-    full = allocation_run_execute(period=PERIOD)
+    full = allocation_run_execute(period=MONTH)
     assert full.rating_run.cost == repriced.rating_run.cost
     assert by_center(full) == repriced_centers
     assert full.fingerprint == repriced.fingerprint
@@ -596,30 +598,30 @@ def test_new_prices_reprice_the_kept_sums_or_rate_anew_when_they_cut_finer(world
     # The scenario's calls are on 2026-10-14: a price from the 10th cuts the month.
     new_prices("3.00", changes_on=date(2026, 10, 10))
     with CaptureQueriesContext(connection) as queries:
-        cut = allocation_run_execute(period=PERIOD)
+        cut = allocation_run_execute(period=MONTH)
     assert not any("l.batch_id >" in query["sql"] for query in queries.captured_queries)
     assert cut.rating_run.price_cuts == ["2026-10-10T00:00:00+00:00"]
     assert cut.rating_run.cost > full.rating_run.cost
 
 
 def test_a_mapping_reading_another_tag_rates_again(world, tmp_path):
-    first = allocation_run_execute(period=PERIOD)
+    first = allocation_run_execute(period=MONTH)
     assert "tenant" not in first.rating_run.sum_fields
     by_tenant = MAPPING.replace("  - match: {team: search}\n", "  - match: {team: search, tenant: '*'}\n")
     assert by_tenant != MAPPING
     build_mapping(tmp_path, world["approver"], by_tenant)
 
-    second = allocation_run_execute(period=PERIOD)
+    second = allocation_run_execute(period=MONTH)
 
     assert second.rating_run_id != first.rating_run_id
     assert "tenant" in second.rating_run.sum_fields
 
 
 def test_rating_ahead_again_returns_the_rating_that_still_stands(world):
-    first = allocation_usage_rate(period=PERIOD)
-    assert allocation_usage_rate(period=PERIOD).pk == first.pk
+    first = allocation_usage_rate(period=MONTH)
+    assert allocation_usage_rate(period=MONTH).pk == first.pk
     load_usage([usage("late-2", "output_token", 1_000_000, team="search", feature="web", environment="production")])
-    again = allocation_usage_rate(period=PERIOD)
+    again = allocation_usage_rate(period=MONTH)
     assert again.pk != first.pk
     # The stale rating's sums are dropped; the newest's are kept for the run.
     assert not RatingSum.objects.filter(run=first).exists()
@@ -632,10 +634,10 @@ def test_the_nightly_task_rates_last_month_and_this_one(world):
     from allocation.services.runs.run import open_periods
     from allocation.tasks import usage_rate_open_periods_task
 
-    assert open_periods(today=date(2026, 11, 3)) == ["2026-10", "2026-11"]
-    assert open_periods(today=date(2027, 1, 31)) == ["2026-12", "2027-01"]
+    assert open_periods(today=date(2026, 11, 3)) == [Period(2026, 10), Period(2026, 11)]
+    assert open_periods(today=date(2027, 1, 31)) == [Period(2026, 12), Period(2027, 1)]
     rated = usage_rate_open_periods_task.delay().get()
-    assert [entry["period"] for entry in rated] == open_periods()
+    assert [entry["period"] for entry in rated] == [str(period) for period in open_periods()]
     assert all(RatingRun.objects.filter(pk=entry["rating_run"], status="completed").exists() for entry in rated)
 
 
@@ -648,7 +650,7 @@ def test_a_batch_since_the_rating_is_read_alone_and_added_to_the_kept_sums(world
     from allocation.models import RatingRequestCount
 
     support_pool_by_requests(tmp_path, world["approver"])
-    first = allocation_run_execute(period=PERIOD)
+    first = allocation_run_execute(period=MONTH)
     load_usage(
         [
             usage("late-3", "input_token", 2_000_000, team="search", feature="web", environment="production"),
@@ -657,7 +659,7 @@ def test_a_batch_since_the_rating_is_read_alone_and_added_to_the_kept_sums(world
     )
 
     with CaptureQueriesContext(connection) as queries:
-        extended = allocation_run_execute(period=PERIOD)
+        extended = allocation_run_execute(period=MONTH)
     assert any("l.batch_id >" in query["sql"] for query in queries.captured_queries)
 
     def kept(run) -> tuple[list, list]:
@@ -670,7 +672,7 @@ def test_a_batch_since_the_rating_is_read_alone_and_added_to_the_kept_sums(world
 
     kept_extended = kept(extended)
     RatingRun.objects.filter(period=PERIOD).update(ledger_settled=False)  # no rating stands: read it all
-    full = allocation_run_execute(period=PERIOD)
+    full = allocation_run_execute(period=MONTH)
 
     assert len({first.rating_run_id, extended.rating_run_id, full.rating_run_id}) == 3
     assert extended.rating_run.lines_rated == full.rating_run.lines_rated == first.rating_run.lines_rated + 2

@@ -19,6 +19,7 @@ from pricing.units import UNIT_CATALOG
 from .runs_focus_rules import _unit_problem, focus_violations, mandatory_columns, read_focus_csv
 from .runs_world import (
     MAPPING,
+    MONTH,
     PERIOD,
     SCENARIO_INVOICE,
     build_mapping,
@@ -52,9 +53,9 @@ def build_world(tmp_path, django_user_model, mapping: str = MAPPING) -> Allocati
     build_mapping(tmp_path, approver, mapping)
     load_usage(scenario_events())
     load_invoice(tmp_path, SCENARIO_INVOICE)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-110"], count=3)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-130"], count=1)
-    return allocation_run_execute(period=PERIOD, actor=approver)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-110"], count=3)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-130"], count=1)
+    return allocation_run_execute(period=MONTH, actor=approver)
 
 
 def export(tmp_path) -> tuple[dict, list[str], list[dict]]:
@@ -72,7 +73,7 @@ def total(rows: list[dict], column: str = "BilledCost") -> Decimal:
 
 def test_export_passes_the_focus_1_2_rules_and_ties_to_the_invoice(tmp_path, django_user_model):
     build_world(tmp_path, django_user_model)
-    run = allocation_run_execute(period=PERIOD)  # a rerun supersedes the first: only the current run is exported
+    run = allocation_run_execute(period=MONTH)  # a rerun supersedes the first: only the current run is exported
     report, header, rows = export(tmp_path)
 
     assert report == {"run": run.pk, "period": PERIOD, "rows": len(rows), "path": str(tmp_path / "focus.csv")}
@@ -219,7 +220,7 @@ def test_usage_no_invoice_stands_for_is_exported_with_its_quantity_and_no_cost(t
     build_prices()
     build_mapping(tmp_path, make_approver(django_user_model))
     load_usage(scenario_events())
-    run = allocation_run_execute(period=PERIOD)
+    run = allocation_run_execute(period=MONTH)
     _, header, rows = export(tmp_path)
 
     assert focus_violations(header, rows, mandatory=MANDATORY) == []
@@ -253,7 +254,7 @@ def test_checker_catches_each_broken_rule(tmp_path, django_user_model):
     """The rules are not vacuous: one broken value per rule in an otherwise clean export."""
     build_world(tmp_path, django_user_model)
     stream = io.StringIO()
-    focus_export(period=PERIOD, stream=stream)
+    focus_export(period=MONTH, stream=stream)
     header, rows = read_focus_csv(stream.getvalue())
     usage = next(row for row in rows if row["ChargeCategory"] == "Usage" and row["x_AllocationMethod"] == "direct")
     tax = next(row for row in rows if row["ChargeCategory"] == "Tax")

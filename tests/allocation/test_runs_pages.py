@@ -17,6 +17,7 @@ from allocation.models import ActivityCount, AllocationLine, AllocationRun
 from allocation.services.runs.run import allocation_run_close, allocation_run_execute, allocation_run_queue
 
 from .runs_world import (
+    MONTH,
     PERIOD,
     SCENARIO_INVOICE,
     build_mapping,
@@ -59,8 +60,8 @@ def build_world(tmp_path, django_user_model, *, mapping: bool = True) -> dict:
         build_mapping(tmp_path, approver)
     load_usage(scenario_events())
     load_invoice(tmp_path, SCENARIO_INVOICE)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-110"], count=3)
-    ActivityCount.objects.create(period=PERIOD, driver="jobs_run", cost_center=centers["CC-130"], count=1)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-110"], count=3)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-130"], count=1)
     return {"centers": centers, "approver": approver}
 
 
@@ -71,7 +72,7 @@ def world(db, tmp_path, django_user_model) -> dict:
 
 @pytest.fixture
 def run(world) -> AllocationRun:
-    return allocation_run_execute(period=PERIOD, actor=world["approver"])
+    return allocation_run_execute(period=MONTH, actor=world["approver"])
 
 
 def page(client, url: str) -> str:
@@ -198,7 +199,7 @@ def test_a_closed_period_offers_no_run_and_refuses_one(client_logged_in, run):
 @pytest.mark.django_db
 def test_a_queued_run_shows_its_progress_and_the_poll_gets_the_partial(client_logged_in, world):
     # In a test's transaction the queued task never starts: the run stays queued.
-    allocation_run_queue(period=PERIOD, actor=world["approver"])
+    allocation_run_queue(period=MONTH, actor=world["approver"])
 
     html = page(client_logged_in, f"{RUNS_URL}?period={PERIOD}")
     assert 'id="allocation-period" data-poll="3000"' in html
@@ -218,7 +219,7 @@ def test_a_queued_run_shows_its_progress_and_the_poll_gets_the_partial(client_lo
 
 @pytest.mark.django_db
 def test_a_later_run_supersedes_and_the_old_one_links_to_it(client_logged_in, run, world):
-    newer = allocation_run_execute(period=PERIOD, actor=world["approver"])
+    newer = allocation_run_execute(period=MONTH, actor=world["approver"])
 
     html = page(client_logged_in, f"{RUNS_URL}?period={PERIOD}")
     assert html.count("Superseded</span>") == 1

@@ -18,7 +18,7 @@ from allocation.services.runs.run import allocation_run_execute
 from pricing.money import CENT, quantize
 
 from .runs_world import (
-    PERIOD,
+    MONTH,
     build_mapping,
     build_org,
     build_prices,
@@ -78,7 +78,7 @@ class _Rollback(Exception):
     events=usage_events, lines=invoice_lines, tolerance=st.sampled_from([Decimal("0"), Decimal("0.02"), Decimal("0.1")])
 )
 def test_every_invoice_ties_out_to_the_cent(base_world, tmp_path, events, lines, tolerance):
-    from allocation.services.invoices import invoice_ingest_file
+    from allocation.services.invoices.ingest import invoice_ingest_file
     from allocation.services.ledger import usage_ingest_events
 
     try:
@@ -98,7 +98,7 @@ def test_every_invoice_ties_out_to_the_cent(base_world, tmp_path, events, lines,
             )
             batch = invoice_ingest_file(path=invoice_csv(tmp_path, rows), source_format="csv", provider="acme-ai")
             assert batch.rejected == 0
-            run = allocation_run_execute(period=PERIOD, tolerance=tolerance)
+            run = allocation_run_execute(period=MONTH, tolerance=tolerance)
             for invoice in ProviderInvoice.objects.all():
                 exact = sum((line.effective_cost for line in InvoiceLine.objects.filter(invoice=invoice)), Decimal(0))
                 allocated = AllocationLine.objects.filter(run=run, invoice=invoice).aggregate(total=Sum("amount"))

@@ -28,10 +28,9 @@ from allocation.models import (
     UsageBatch,
     UsageLine,
 )
-from allocation.selectors.ledger import period_bounds
 from allocation.selectors.runs import allocation_run_current, allocation_run_summary
 from allocation.services.org import org_parse
-from chargeback.demo.load import (
+from chargeback.demo import (
     DEMO_DATA,
     TRACE_FILES,
     WORKLOADS,
@@ -40,6 +39,7 @@ from chargeback.demo.load import (
     demo_months,
 )
 from pricing.models import PriceBookVersion
+from pricing.periods import Period
 
 pytestmark = pytest.mark.django_db
 
@@ -264,7 +264,7 @@ class TestMonthEnd:
     def test_each_month_ties_out_within_tolerance_with_a_small_named_unallocated_bucket(self, month_end):
         assert [run["period"] for run in month_end.allocation_runs] == list(PERIODS)
         for figures in month_end.allocation_runs:
-            run = allocation_run_current(period=figures["period"])
+            run = allocation_run_current(period=Period.parse(figures["period"]))
             summary = allocation_run_summary(run=run, cost_centers=True)
             assert run.pk == figures["run"]
             assert summary["flagged"] is False and figures["flagged"] is False
@@ -319,12 +319,12 @@ class TestMonthEnd:
         assert all(isinstance(r["amount"]["value"], float) for r in costs["data"][0]["results"])
 
         for period in PERIODS:
-            run = allocation_run_current(period=period)
+            run = allocation_run_current(period=Period.parse(period))
             rows = {r.provider: r for r in run.reconciliation.filter(model="")}
             # Usage is billed 0.3% to 1.2% above the rating, model by model.
             for provider in ("openai", "anthropic"):
                 assert Decimal("-0.012") <= rows[provider].variance_share <= Decimal("-0.0029"), provider
-            lines = InvoiceLine.objects.filter(invoice__billing_period_start=period_bounds(period)[0])
+            lines = InvoiceLine.objects.filter(invoice__billing_period_start=Period.parse(period).start)
             categories = set(lines.values_list("invoice__provider", "charge_category"))
             assert {("openai", "purchase"), ("openai", "tax"), ("pinecone", "tax")} <= categories
             # Pools take the bills no usage explains, whole, onto cost centers.
@@ -354,7 +354,7 @@ class TestMonthEnd:
         # The savings plan: bought up front in the first month (billed, no effective cost),
         # drawn down by the GPU hours it covers (effective cost, nothing billed).
         aws = {
-            period: allocation_run_summary(run=allocation_run_current(period=period), cost_centers=False)
+            period: allocation_run_summary(run=allocation_run_current(period=Period.parse(period)), cost_centers=False)
             for period in PERIODS
         }
         totals = {

@@ -17,6 +17,7 @@ from allocation.services.ledger import usage_ingest_events
 from allocation.services.rating import usage_rate_period
 from pricing.choices import PriceBookKind
 from pricing.models import AiModel, Price, PriceBook, PriceBookVersion, Provider
+from pricing.periods import Period
 from pricing.services.price_books import PriceRow, price_book_load_file, price_book_version_create
 from tests.page_reading import page_text, table_rows
 
@@ -378,7 +379,7 @@ def rated_october(book):
         ],
         source_name="t",
     )
-    return usage_rate_period(period="2026-10")
+    return usage_rate_period(period=Period(2026, 10))
 
 
 def test_unpriced_page_lists_unpriced_usage_with_its_reason(client_logged_in, rated_october):

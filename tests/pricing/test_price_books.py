@@ -15,6 +15,7 @@ from allocation.selectors.rating import usage_summary
 from allocation.services.ledger import usage_ingest_events
 from allocation.services.rating import usage_rate_period
 from pricing.models import AiModel, Price, PriceBook, PriceBookVersion, Provider
+from pricing.periods import Period
 from pricing.selectors import rate_event
 from pricing.services.price_books import PriceRow, price_book_export, price_book_load_file, price_book_version_create
 
@@ -205,7 +206,7 @@ def test_rating_uses_contract_over_list_from_its_date_and_the_batch_tier(tmp_pat
         ],
         source_name="test",
     )
-    run = usage_rate_period(period="2026-10")
+    run = usage_rate_period(period=Period(2026, 10))
     # before: 1M x 2.50 + 0.4M x 1.25 (cached at its cached price); after: contract 2.00 + 1000 x 10/1M;
     # batch: its own 1.25; flex has no price of its own: standard, contract 2.00; hd images 3 x 0.12.
     expected = (
@@ -223,7 +224,7 @@ def test_rating_uses_contract_over_list_from_its_date_and_the_batch_tier(tmp_pat
     assert (unpriced.model, unpriced.quantity, unpriced.cost) == ("gpt-9-turbo", 500, None)
     assert {v.book.code for v in run.price_book_versions.all()} == {"openai-list", "openai-contract"}
 
-    groups = usage_summary(period="2026-10", group_by=["model"])
+    groups = usage_summary(period=Period(2026, 10), group_by=["model"])
     assert [(g["model"], g["unpriced_line_count"]) for g in groups] == [("gpt-4o-2024-08-06", 0), ("gpt-9-turbo", 1)]
     assert groups[0]["cost"].quantize(Decimal("0.000001")) == expected and groups[1]["cost"] is None
 
@@ -266,7 +267,7 @@ def test_long_context_is_all_or_nothing_past_the_threshold(tmp_path, catalog):
         ],
         source_name="test",
     )
-    run = usage_rate_period(period="2026-10")
+    run = usage_rate_period(period=Period(2026, 10))
     costs = {r.price.amount: r.cost for r in RatedUsage.objects.filter(run=run)}
     assert costs[Decimal("3")].quantize(Decimal("0.000001")) == Decimal("0.600000")
     assert costs[Decimal("6")].quantize(Decimal("0.000001")) == Decimal("1.200006")  # every token at the long rate

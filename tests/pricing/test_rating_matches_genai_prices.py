@@ -25,11 +25,11 @@ from genai_prices.types import ModelPrice, StartDateConstraint, TieredPrices
 from genai_prices.units import _get_registry
 
 from allocation.models import RatedUsage
-from allocation.selectors.ledger import period_bounds
 from allocation.selectors.rating import rated_lines_params, rated_lines_sql
 from allocation.services.ledger import usage_ingest_events
 from allocation.services.rating import usage_rate_period
 from pricing.models import AiModel, ModelAlias, PriceBook, PriceBookVersion, Provider
+from pricing.periods import Period
 from pricing.selectors import latest_price_book_versions, rate_event
 from pricing.services.genai_import import prices_import_genai
 
@@ -307,7 +307,7 @@ def _draw_time(
         moment = midnight + timedelta(seconds=rng.randint(-4 * 86400, 4 * 86400))
         return min(moment, last)
     year, month = rng.choice(MONTHS)
-    start, end = period_bounds(f"{year:04d}-{month:02d}")
+    start, end = Period(year, month).bounds
     end = min(end, last)
     return start + timedelta(seconds=rng.randrange(int((end - start).total_seconds())))
 
@@ -490,10 +490,11 @@ def _rate_set_based(periods: list[str]) -> tuple[dict[str, Decimal], dict[str, i
     costs: dict[str, Decimal] = defaultdict(Decimal)
     unpriced: dict[str, int] = defaultdict(int)
     runs = []
-    for period in periods:
+    for text in periods:
+        period = Period.parse(text)
         run = usage_rate_period(period=period)
         runs.append(run)
-        start, end = period_bounds(period)
+        start, end = period.bounds
         period_cost = Decimal(0)
         with connection.cursor() as cursor:
             cursor.execute(rated_lines_sql(["event_id"]), rated_lines_params(run_id=run.pk, start=start, end=end))
@@ -707,7 +708,7 @@ def test_unknown_model_is_unpriced_never_free(genai_price_books):
         _event("unpriced-unit", "openai", "text-embedding-3-small", at, {"character": 500}),
     ]
     _ingest(events)
-    run = usage_rate_period(period="2026-05")
+    run = usage_rate_period(period=Period(2026, 5))
     rows = list(RatedUsage.objects.filter(run=run).order_by("model", "unit"))
     assert [(r.model, r.unit, r.price, r.cost) for r in rows] == [
         ("gpt-nonexistent-9", "input_token", None, None),
@@ -727,6 +728,6 @@ def test_a_model_priced_by_time_of_day_stays_unpriced_not_cheap(genai_price_book
     # than charging its off-peak price all day.
     event = _event("peak", "deepseek", "deepseek-chat", "2026-05-12T10:00:00+00:00", {"input_token": 1_000_000})
     _ingest([event])
-    run = usage_rate_period(period="2026-05")
+    run = usage_rate_period(period=Period(2026, 5))
     row = RatedUsage.objects.get(run=run)
     assert (row.model, row.price, row.cost, run.lines_unpriced) == ("deepseek-chat", None, None, 1)

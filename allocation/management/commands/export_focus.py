@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from allocation.services.runs.focus_export import focus_export_file
 from pricing.errors import ApplicationError
+from pricing.periods import Period
 
 
 class Command(BaseCommand):
@@ -25,7 +26,7 @@ class Command(BaseCommand):
         if not path.parent.is_dir():
             raise CommandError(f"--out {out}: directory {path.parent} does not exist")
         try:
-            result = focus_export_file(period=period, path=path)
+            result = focus_export_file(period=Period.parse(period), path=path)
         except ApplicationError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from exc
         self.stdout.write(

@@ -7,7 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from allocation.choices import UsageBatchStatus
 from allocation.models import InvoiceBatch, InvoiceLine
-from allocation.services.invoices import INVOICE_FORMATS, invoice_ingest_file
+from allocation.services.invoices.ingest import invoice_ingest_file
+from allocation.services.invoices.parsers import INVOICE_FORMATS
 from pricing.errors import ApplicationError
 from pricing.money import decimal_text
 

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from allocation.services.runs.run import allocation_usage_rate
 from pricing.errors import ApplicationError
 from pricing.money import decimal_text
+from pricing.periods import Period
 
 
 class Command(BaseCommand):
@@ -18,7 +19,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, period: str, **options) -> None:
         try:
-            run = allocation_usage_rate(period=period)
+            run = allocation_usage_rate(period=Period.parse(period))
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(

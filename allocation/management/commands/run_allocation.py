@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from allocation.selectors.runs import allocation_run_summary
 from allocation.services.runs.run import allocation_run_execute
 from pricing.errors import ApplicationError
+from pricing.periods import Period
 
 
 class Command(BaseCommand):
@@ -34,7 +35,7 @@ class Command(BaseCommand):
         except InvalidOperation:
             raise CommandError(f"--tolerance {tolerance!r} is not a number such as 0.02") from None
         try:
-            run = allocation_run_execute(period=period, actor=actor, tolerance=share)
+            run = allocation_run_execute(period=Period.parse(period), actor=actor, tolerance=share)
         except ApplicationError as exc:
             raise CommandError(f"{exc.code}: {exc.message}") from exc
         self.stdout.write(json.dumps(allocation_run_summary(run=run, cost_centers=False)))

@@ -8,6 +8,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from allocation.api.serializers import usage_summary_json
 from allocation.selectors.rating import usage_summary
 from pricing.errors import ApplicationError
+from pricing.periods import Period
 
 
 class Command(BaseCommand):
@@ -20,7 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, period: str, group_by: str, **options) -> None:
         keys = [key.strip() for key in group_by.split(",") if key.strip()]
         try:
-            groups = usage_summary(period=period, group_by=keys)
+            groups = usage_summary(period=Period.parse(period), group_by=keys)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         # Quantities stay exact: Decimals are written as strings, like the API.

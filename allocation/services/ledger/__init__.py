@@ -23,6 +23,7 @@ from allocation.choices import UsageBatchStatus, UsageSourceFormat
 from allocation.models import UsageBatch, UsageRejection
 from pricing.errors import NotFound, ValidationFailed
 from pricing.selectors import unit_modalities
+from pricing.task_queue import task_queue_on_commit
 
 from .parsers.anthropic_usage import parse_anthropic_usage
 from .parsers.csv_events import parse_csv
@@ -139,8 +140,6 @@ def usage_batch_ingest_file(
 
 def usage_upload_queue(*, uploaded_file, source_format: str, created_by=None) -> UsageBatch:
     """Keep an uploaded source and queue its ingestion; the batch shows progress."""
-    from allocation.tasks import usage_batch_ingest_task
-
     if source_format not in PARSERS:
         raise ValidationFailed(
             f"unknown format {source_format!r}; formats are {', '.join(FILE_FORMATS)}", code="unknown_format"
@@ -155,7 +154,7 @@ def usage_upload_queue(*, uploaded_file, source_format: str, created_by=None) ->
     with open(path, "wb") as out:
         for chunk in uploaded_file.chunks():
             out.write(chunk)
-    transaction.on_commit(lambda: usage_batch_ingest_task.delay(batch.pk, str(path)))
+    task_queue_on_commit("allocation.tasks.usage_batch_ingest_task", batch.pk, str(path))
     return batch
 
 

@@ -34,16 +34,16 @@ from allocation.services.mapping.files import (
     match_patterns,
     rule_problems,
 )
-from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, has_role
-from pricing.errors import ApplicationError, Conflict, NotFound, ValidationFailed
+from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, has_role, require_role
+from pricing.errors import Conflict, NotFound, ValidationFailed
 from pricing.models import PriceBook
 
 __all__ = [
     "FINANCE_APPROVER_GROUP",
     "MAPPING_EDITOR_GROUPS",
     "MappingAlreadySigned",
-    "NotFinanceApprover",
-    "NotMappingEditor",
+    "NOT_FINANCE_APPROVER",
+    "NOT_MAPPING_EDITOR",
     "SignedVersionImmutable",
     "mapping_draft_create",
     "mapping_draft_rule_add",
@@ -63,22 +63,12 @@ FINANCE_APPROVER_GROUP = FINANCE_APPROVER
 MAPPING_EDITOR_GROUPS: tuple[str, ...] = (FINANCE_APPROVER, FINANCE_ANALYST, PLATFORM_ADMIN)
 
 
-class NotFinanceApprover(ApplicationError):
-    code = "not_finance_approver"
-    http_status = 403
-
-
 class MappingAlreadySigned(Conflict):
     code = "already_signed"
 
 
 class SignedVersionImmutable(Conflict):
     code = "signed_version_immutable"
-
-
-class NotMappingEditor(ApplicationError):
-    code = "not_mapping_editor"
-    http_status = 403
 
 
 def mapping_user_can_sign(*, user) -> bool:
@@ -91,22 +81,30 @@ def mapping_user_can_edit(*, user) -> bool:
     return has_role(user, MAPPING_EDITOR_GROUPS)
 
 
+NOT_MAPPING_EDITOR = "not_mapping_editor"
+NOT_FINANCE_APPROVER = "not_finance_approver"
+
+
 def _require_editor(actor) -> None:
-    if not mapping_user_can_edit(user=actor):
-        name = getattr(actor, "username", None) or "nobody"
-        raise NotMappingEditor(
-            f"{name} may not edit mapping drafts; that takes one of the groups {', '.join(MAPPING_EDITOR_GROUPS)}",
-            extra={"actor": name},
-        )
+    name = getattr(actor, "username", None) or "nobody"
+    require_role(
+        actor,
+        MAPPING_EDITOR_GROUPS,
+        doing="edit mapping drafts",
+        code=NOT_MAPPING_EDITOR,
+        message=f"{name} may not edit mapping drafts; that takes one of the groups {', '.join(MAPPING_EDITOR_GROUPS)}",
+    )
 
 
 def _require_approver(actor) -> None:
-    if not mapping_user_can_sign(user=actor):
-        name = getattr(actor, "username", None) or "nobody"
-        raise NotFinanceApprover(
-            f"{name} is not a finance approver; only the {FINANCE_APPROVER_GROUP} group may sign a mapping off",
-            extra={"actor": name},
-        )
+    name = getattr(actor, "username", None) or "nobody"
+    require_role(
+        actor,
+        (FINANCE_APPROVER_GROUP,),
+        doing="sign a mapping off",
+        code=NOT_FINANCE_APPROVER,
+        message=f"{name} is not a finance approver; only the {FINANCE_APPROVER_GROUP} group may sign a mapping off",
+    )
 
 
 @transaction.atomic

@@ -34,7 +34,7 @@ from allocation.models import (
     SharedCostPool,
 )
 from pricing.choices import PriceBookKind
-from pricing.config_files import yaml_parse
+from pricing.config_files import ConfigErrors, yaml_parse
 from pricing.errors import NotFound, ValidationFailed
 from pricing.models import PriceBook
 from pricing.money import decimal_text, parse_decimal
@@ -70,29 +70,20 @@ _MARGIN_MODELS = {ChargeModel.PASSTHROUGH, ChargeModel.COST_PLUS, ChargeModel.HY
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-class _Errors:
-    """Messages naming file:line, the rule or pool, and the field; sorted in file order."""
+class _Errors(ConfigErrors):
+    """A mapping file's problems: "rules[3] (team=search): cost_center is required"."""
 
     def __init__(self, source: str, lines: Mapping[tuple, int] | None):
-        self.source = source
-        self.lines = lines or {}
-        self._found: list[tuple[float, int, str]] = []
+        super().__init__(source, lines, code=ERROR_CODE)
 
-    @property
-    def messages(self) -> list[str]:
-        return [message for *_, message in sorted(self._found)]
-
-    def add(self, section: str, index: int | None, field_name: str | None, message: str, label: str = "") -> None:
-        where = section if index is None else f"{section}[{index}]"
-        where += label
-        line = self.lines.get((section, index, field_name)) or self.lines.get((section, index, None))
-        prefix = f"{self.source}:{line}: " if line else f"{self.source}: "
+    def add_at(self, section: str, index: int | None, field_name: str | None, message: str, label: str = "") -> None:
+        where = (section if index is None else f"{section}[{index}]") + label
         if field_name:
             text = f"{where}: {field_name} {message}"
         else:
             # A top-level field reads as a sentence: "effective_from must be ...".
             text = f"{where} {message}" if index is None else f"{where}: {message}"
-        self._found.append((line or float("inf"), len(self._found), f"{prefix}{text}"))
+        self.add(text, at=(section, index, field_name))
 
 
 def field_text(value: Any) -> str | None:
@@ -177,14 +168,14 @@ def _validate_rules(entries: Any, errors: _Errors, cost_centers: dict, books: di
     if entries is None:
         return []
     if not isinstance(entries, list):
-        errors.add("rules", None, None, f"must be a list of rules, got {type(entries).__name__}")
+        errors.add_at("rules", None, None, f"must be a list of rules, got {type(entries).__name__}")
         return []
     cleaned: list[dict] = []
     for index, entry in enumerate(entries):
         label = f" (rule {index + 1})"
 
         def add(field_name: str | None, message: str, index: int = index, label: str = label) -> None:
-            errors.add("rules", index, field_name, message, label)
+            errors.add_at("rules", index, field_name, message, label)
 
         if not isinstance(entry, Mapping):
             add(None, f"must be a mapping of fields, got {type(entry).__name__}")
@@ -247,7 +238,7 @@ def _validate_pools(entries: Any, errors: _Errors, cost_centers: dict) -> list[d
     if entries is None:
         return []
     if not isinstance(entries, list):
-        errors.add("pools", None, None, f"must be a list of pools, got {type(entries).__name__}")
+        errors.add_at("pools", None, None, f"must be a list of pools, got {type(entries).__name__}")
         return []
     cleaned: list[dict] = []
     seen: dict[str, int] = {}
@@ -256,7 +247,7 @@ def _validate_pools(entries: Any, errors: _Errors, cost_centers: dict) -> list[d
         label = f" (code={code})" if code else ""
 
         def add(field_name: str | None, message: str, index: int = index, label: str = label) -> None:
-            errors.add("pools", index, field_name, message, label)
+            errors.add_at("pools", index, field_name, message, label)
 
         if not isinstance(entry, Mapping):
             add(None, f"must be a mapping of fields, got {type(entry).__name__}")
@@ -316,43 +307,33 @@ def _validate_pools(entries: Any, errors: _Errors, cost_centers: dict) -> list[d
     return cleaned
 
 
-def _refuse(source: str, messages: list[str]) -> ValidationFailed:
-    count = len(messages)
-    return ValidationFailed(
-        f"{source}: refused, {count} error{'s' if count != 1 else ''}; nothing was written. First: {messages[0]}",
-        code=ERROR_CODE,
-        extra={"errors": messages},
-    )
-
-
 def mapping_load(
     *, document: Any, source: str, lines: Mapping[tuple, int] | None = None, created_by=None
 ) -> MappingVersion:
     """A new DRAFT version with its rules and pools from a parsed document; refused whole when invalid."""
-    if not isinstance(document, Mapping):
-        got = "the file is empty" if document is None else f"expected a mapping, got {type(document).__name__}"
-        raise _refuse(source, [f"{source}: {got}"])
     errors = _Errors(source, lines)
+    if not isinstance(document, Mapping):
+        errors.add("the file is empty" if document is None else f"expected a mapping, got {type(document).__name__}")
+        errors.refuse_if_any()
     for key in document:
         if key not in TOP_FIELDS:
-            errors.add(str(key), None, None, f"is not a known field; fields are {', '.join(TOP_FIELDS)}")
+            errors.add_at(str(key), None, None, f"is not a known field; fields are {', '.join(TOP_FIELDS)}")
     name = field_text(document.get("name"))
     if name is None:
-        errors.add("name", None, None, "is required")
+        errors.add_at("name", None, None, "is required")
     effective_from, problem = (None, "is required")
     if document.get("effective_from") is not None:
         effective_from, problem = field_date(document.get("effective_from"))
     if problem:
-        errors.add("effective_from", None, None, problem)
+        errors.add_at("effective_from", None, None, problem)
     cost_centers = {cc.code: cc for cc in CostCenter.objects.all()}
     books = {book.code: book for book in PriceBook.objects.all()}
     with transaction.atomic():
         rules = _validate_rules(document.get("rules"), errors, cost_centers, books)
         pools = _validate_pools(document.get("pools"), errors, cost_centers)
         if not rules and not errors.messages:
-            errors.add("rules", None, None, "must hold at least one rule")
-        if errors.messages:
-            raise _refuse(source, errors.messages)
+            errors.add_at("rules", None, None, "must hold at least one rule")
+        errors.refuse_if_any()
         # Lock the newest version so two loads cannot take the same number.
         last = MappingVersion.objects.select_for_update().order_by("-number").first()
         number = (last.number if last else 0) + 1

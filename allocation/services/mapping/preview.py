@@ -16,6 +16,7 @@ from allocation.models import (
 from allocation.selectors.mapping import mapping_version_in_force
 from allocation.services.runs.engine import allocation_compute, default_tolerance
 from pricing.money import CENT, quantize
+from pricing.periods import Period
 
 __all__ = ["mapping_preview"]
 
@@ -57,7 +58,7 @@ def _grain_amounts(run: AllocationRun) -> dict[tuple, dict[str, Decimal]]:
     return grains
 
 
-def mapping_preview(*, version: MappingVersion, period: str) -> dict:
+def mapping_preview(*, version: MappingVersion, period: Period) -> dict:
     """What signing `version` would change for `period` against the version in force:
     per cost center (and unallocated reason) the total now, with the draft and the change,
     and the money that moves from one to another (summed over usage grains, largest first).
@@ -111,7 +112,7 @@ def mapping_preview(*, version: MappingVersion, period: str) -> dict:
             j += not gainers[j][1]
     names = dict(CostCenter.objects.values_list("code", "name"))
     return {
-        "period": period,
+        "period": str(period),
         "current_version": current_version.number if current_version else None,
         "draft_version": version.number,
         "cost_centers": [

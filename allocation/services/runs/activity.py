@@ -13,9 +13,10 @@ from pathlib import Path
 from django.db import transaction
 
 from allocation.models import ActivityCount, CostCenter
-from allocation.selectors.ledger import period_bounds
+from pricing.config_files import ConfigErrors
 from pricing.errors import ApplicationError, ValidationFailed
 from pricing.money import QUANTITY_LIMIT, parse_decimal
+from pricing.periods import Period
 
 __all__ = ["ACTIVITY_COLUMNS", "activity_counts_load_file"]
 
@@ -26,7 +27,7 @@ ACTIVITY_COLUMNS: tuple[str, ...] = ("period", "driver", "cost_center", "count")
 def activity_counts_load_file(*, path: str | os.PathLike) -> dict:
     """Load the counts of a CSV file; returns {"rows", "created", "updated"}."""
     source = Path(path).name
-    errors: list[str] = []
+    errors = ConfigErrors(source, code="activity_invalid")
     rows: list[tuple[str, str, CostCenter, Decimal]] = []
     centers = {center.code: center for center in CostCenter.objects.all()}
     seen: dict[tuple[str, str, str], int] = {}
@@ -40,36 +41,32 @@ def activity_counts_load_file(*, path: str | os.PathLike) -> dict:
             )
         for row in reader:
             line = reader.line_num
-            period = (row.get("period") or "").strip()
+            text = (row.get("period") or "").strip()
             driver = (row.get("driver") or "").strip()
             code = (row.get("cost_center") or "").strip()
             try:
-                period_bounds(period)
+                period = str(Period.parse(text))
             except ApplicationError:
-                errors.append(f"{source}:{line}: period {period!r} is not YYYY-MM")
+                period = text
+                errors.add(f"period {text!r} is not YYYY-MM", line=line)
             if not driver:
-                errors.append(f"{source}:{line}: driver is required (the proxy's name, such as jobs_run)")
+                errors.add("driver is required (the proxy's name, such as jobs_run)", line=line)
             if code not in centers:
-                errors.append(f"{source}:{line}: cost_center {code!r} is not a known cost center code")
+                errors.add(f"cost_center {code!r} is not a known cost center code", line=line)
             try:
                 count = parse_decimal(row.get("count") or "")
                 if count < 0 or count >= QUANTITY_LIMIT:
                     raise ValueError(f"out of range: {row.get('count')}")
             except ValueError as exc:
-                errors.append(f"{source}:{line}: count {exc}")
+                errors.add(f"count {exc}", line=line)
                 continue
             key = (period, driver, code)
             if key in seen:
-                errors.append(f"{source}:{line}: {period} {driver} {code} is also on line {seen[key]}")
+                errors.add(f"{period} {driver} {code} is also on line {seen[key]}", line=line)
             seen[key] = line
             if code in centers:
                 rows.append((period, driver, centers[code], count))
-    if errors:
-        raise ValidationFailed(
-            f"{source} refused, nothing loaded: {len(errors)} error(s)\n" + "\n".join(errors),
-            code="activity_invalid",
-            extra={"errors": errors},
-        )
+    errors.refuse_if_any()
     created = updated = 0
     for period, driver, center, count in rows:
         _, was_created = ActivityCount.objects.update_or_create(

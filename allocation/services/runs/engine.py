@@ -45,7 +45,6 @@ from allocation.models import (
     SharedCostPool,
     Team,
 )
-from allocation.selectors.ledger import period_bounds
 from allocation.services.rating import RATED_KEYS, usage_rate_kept
 from allocation.services.runs.charging import (
     ProviderCharges,
@@ -71,6 +70,7 @@ from allocation.services.runs.split import (
 )
 from pricing.errors import ValidationFailed
 from pricing.money import CENT, quantize
+from pricing.periods import Period
 
 __all__ = [
     "allocation_compute",
@@ -97,7 +97,7 @@ def rating_needs(rules: list[MappingRule], pools: list[SharedCostPool]) -> tuple
     return sum_fields, request_fields(rules) if split_by_requests(pools) else None
 
 
-def rating_for_allocation(*, period: str, actor, rules: list[MappingRule], pools: list[SharedCostPool]) -> RatingRun:
+def rating_for_allocation(*, period: Period, actor, rules: list[MappingRule], pools: list[SharedCostPool]) -> RatingRun:
     """The period's rating as the allocation needs it (`usage_rate_kept`): the newest as
     it is while no batch has come since (rated ahead, or by an earlier run), extended
     with the later batches' lines, or a new one."""
@@ -105,7 +105,7 @@ def rating_for_allocation(*, period: str, actor, rules: list[MappingRule], pools
     return usage_rate_kept(period=period, created_by=actor, sum_fields=sum_fields, request_fields=request_fields)
 
 
-def kept_sums_prune(period: str, newest: RatingRun) -> None:
+def kept_sums_prune(period: Period, newest: RatingRun) -> None:
     """Drop the kept sums of the period's older ratings: only the newest is read again
     (the rating runs stay, for the allocation runs' inputs). Done under the period's
     lock, so never while a run of the period reads them; skipped if a run holds it."""
@@ -120,7 +120,7 @@ def kept_sums_prune(period: str, newest: RatingRun) -> None:
 
 def allocation_compute(
     *,
-    period: str,
+    period: Period,
     actor,
     tolerance: Decimal,
     began: float,
@@ -133,7 +133,7 @@ def allocation_compute(
     version in force; the mapping preview calls it with a draft and no progress to
     report, then rolls back.
     """
-    start, end = period_bounds(period)
+    start, end = period.bounds
     report = progress
     rules = list(version.rules.select_related("cost_center", "service_owner", "rate_card").order_by("position"))
     pools = list(version.pools.prefetch_related("target_cost_centers").order_by("code"))
@@ -213,7 +213,7 @@ def allocation_compute(
         previous.status = AllocationRunStatus.SUPERSEDED
         previous.save(update_fields=["status"])
     run = AllocationRun.objects.create(
-        period=period,
+        period=str(period),
         mapping_version=version,
         rating_run=rating_run,
         tolerance=tolerance,

@@ -55,11 +55,12 @@ from typing import TextIO
 
 from allocation.choices import AllocationMethod, ChargeCategory, UnallocatedReason
 from allocation.models import AllocationLine, AllocationRun, CostCenter
-from allocation.selectors.ledger import period_bounds
 from allocation.selectors.runs import allocation_run_current
 from pricing.errors import NotFound
+from pricing.formatting import focus_money_text, focus_quantity_text
 from pricing.models import Provider, Unit
-from pricing.money import CENT, QUANTITY_DECIMAL_PLACES, decimal_text, quantize
+from pricing.money import QUANTITY_DECIMAL_PLACES, quantize
+from pricing.periods import Period
 
 __all__ = [
     "FOCUS_COLUMNS",
@@ -188,20 +189,19 @@ class FocusExportResult:
     rows: int
 
 
-def focus_export(*, period: str, stream: TextIO) -> FocusExportResult:
+def focus_export(*, period: Period, stream: TextIO) -> FocusExportResult:
     """Write the period's current allocation run to `stream` as FOCUS 1.2 CSV; nothing when refused.
 
-    Raises ValidationFailed for a period not written YYYY-MM and NotFound when
-    the period has no current run, before anything is written.
+    Raises NotFound when the period has no current run, before anything is written.
     """
-    start, end = period_bounds(period)
+    start, end = period.bounds
     run = allocation_run_current(period=period)
     if run is None:
         raise NotFound(
             f"period {period} has no current allocation run: run `python manage.py run_allocation "
             f"--period {period}` first",
             code="no_current_run",
-            extra={"period": period},
+            extra={"period": str(period)},
         )
     writer = csv.writer(stream)
     writer.writerow(FOCUS_COLUMNS + X_COLUMNS)
@@ -209,10 +209,10 @@ def focus_export(*, period: str, stream: TextIO) -> FocusExportResult:
     for row in _rows(run, start, end):
         writer.writerow(["" if value is None else value for value in row])
         rows += 1
-    return FocusExportResult(run_id=run.pk, period=period, rows=rows)
+    return FocusExportResult(run_id=run.pk, period=str(period), rows=rows)
 
 
-def focus_export_file(*, period: str, path: str | os.PathLike) -> FocusExportResult:
+def focus_export_file(*, period: Period, path: str | os.PathLike) -> FocusExportResult:
     """`focus_export` into `path`, replaced whole only when the export succeeds."""
     path = Path(path)
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
@@ -291,7 +291,7 @@ def _row(line: AllocationLine, context: _Context) -> list:
         account = (invoice.billing_account if invoice else "") or line.provider
         service = f"{provider_name} API"
     category = ChargeCategory(line.category)
-    cost = _money(line.amount)
+    cost = focus_money_text(line.amount)
     quantity, pricing_unit, consumed, consumed_unit, sku, meter = _quantities(line, category, fee_owner, context)
     if category != ChargeCategory.USAGE:
         consumed = consumed_unit = None  # ConsumedQuantity-C-004-C: only Usage rows are consumption
@@ -361,18 +361,18 @@ def _quantities(
         return None, None, None, None, None, None
     if line.unit:
         unit = FOCUS_UNITS.get(line.unit, _UNKNOWN_UNIT)
-        priced = _quantity(_divide(line.quantity, Decimal(unit.quantum)))
+        priced = focus_quantity_text(_divide(line.quantity, Decimal(unit.quantum)))
         sku = "/".join(part for part in (line.provider, line.model, line.unit) if part)
         meter = context.units.get(line.unit, line.unit)
-        return priced, unit.pricing, _quantity(line.quantity), unit.name, sku, meter
+        return priced, unit.pricing, focus_quantity_text(line.quantity), unit.name, sku, meter
     if fee_owner is not None:
-        share = _quantity(_share(line.amount, line.rule.fixed_fee))
+        share = focus_quantity_text(_share(line.amount, line.rule.fixed_fee))
         return share, _FEE_UNIT, share, _FEE_UNIT, f"internal/{fee_owner.code}/fixed-fee", "Fixed monthly fee"
     if line.pool is not None:
         total = context.pool_totals.get((line.invoice_id, line.pool_id, line.category), Decimal(0))
-        share = _quantity(_share(line.amount, total))
+        share = focus_quantity_text(_share(line.amount, total))
         return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/pool/{line.pool.code}", line.pool.name
-    share = _quantity(_share(line.amount, line.amount))
+    share = focus_quantity_text(_share(line.amount, line.amount))
     return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/{line.category}", category.label
 
 
@@ -406,17 +406,6 @@ def _description(
     if line.reason:
         text += f" ({UnallocatedReason(line.reason).label.lower()})"
     return text
-
-
-def _money(value: Decimal) -> str:
-    """Plain decimal text to the cent, never `-0.00` (NumericFormat: no sign on a value not negative)."""
-    value = quantize(value, CENT)
-    return f"{abs(value) if value.is_zero() else value:f}"
-
-
-def _quantity(value: Decimal) -> str:
-    text = decimal_text(value)
-    return "0" if text in ("-0", "") else text
 
 
 def _datetime(value: datetime) -> str:

@@ -8,18 +8,17 @@ period ahead of its run; `allocation_run_close` closes the period on approval.
 """
 
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from django.db import transaction
-from django.utils import timezone
 
+from allocation.choices import AllocationProgressState
 from allocation.models import (
     AllocationRun,
     MappingVersion,
     RatingRun,
 )
-from allocation.selectors.ledger import period_bounds
 from allocation.selectors.mapping import mapping_version_in_force
 from allocation.services.rating import usage_rate_period
 from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, require_role
@@ -38,6 +37,8 @@ from allocation.services.runs.progress import (
     run_in_progress,
 )
 from pricing.errors import Conflict, ValidationFailed
+from pricing.periods import Period
+from pricing.task_queue import task_queue_on_commit
 
 __all__ = [
     "ALLOCATION_RUNNERS",
@@ -60,9 +61,8 @@ class PeriodClosed(Conflict):
 # --- progress and the per-period lock ----------------------------------------
 
 
-def _refuse_if_not_runnable(period: str, actor) -> None:
-    """A malformed period, an actor without the role, or a closed period is refused."""
-    period_bounds(period)
+def _refuse_if_not_runnable(period: Period, actor) -> None:
+    """An actor without the role, or a closed period, is refused."""
     if actor is not None:
         require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
     closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
@@ -70,11 +70,11 @@ def _refuse_if_not_runnable(period: str, actor) -> None:
         raise PeriodClosed(
             f"{period} is closed: a statement from allocation run #{closed.pk} was approved; "
             "book corrections as adjustments in the next period",
-            extra={"period": period, "run": closed.pk},
+            extra={"period": str(period), "run": closed.pk},
         )
 
 
-def _version_in_force_or_refuse(period: str) -> MappingVersion:
+def _version_in_force_or_refuse(period: Period) -> MappingVersion:
     version = mapping_version_in_force(period=period)
     if version is None:
         raise ValidationFailed(
@@ -97,7 +97,7 @@ def _version_in_force_or_refuse(period: str) -> MappingVersion:
 
 
 @transaction.atomic
-def allocation_usage_rate(*, period: str, actor=None) -> RatingRun:
+def allocation_usage_rate(*, period: Period, actor=None) -> RatingRun:
     """Rate a period ahead of its allocation (nightly, the command, the rating pages),
     keeping what the mapping version in force needs, so that the month's allocation
     runs price the kept sums instead of reading the ledger. A rating that still stands
@@ -113,23 +113,21 @@ def allocation_usage_rate(*, period: str, actor=None) -> RatingRun:
     return rating
 
 
-def open_periods(*, today: date | None = None) -> list[str]:
+def open_periods(*, today: date | None = None) -> list[Period]:
     """The months a nightly rating keeps ready: the last one (its close is under way) and this one."""
-    today = today or timezone.now().date()
-    last = today.replace(day=1) - timedelta(days=1)
-    return [f"{last:%Y-%m}", f"{today:%Y-%m}"]
+    this = Period.of(today) if today is not None else Period.current()
+    return [this.previous, this]
 
 
 def allocation_run_execute(
     *,
-    period: str,
+    period: Period,
     actor=None,
     tolerance: Decimal | None = None,
 ) -> AllocationRun:
     """Allocate one period: every invoice cent on a cost center or in the named unallocated
     bucket. Complete or nothing (one transaction); refused while another run of the period
     runs, and when the period is closed. Supersedes the period's current run."""
-    period_bounds(period)  # refuses a malformed period before anything else
     if actor is not None:
         require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
     tolerance = default_tolerance() if tolerance is None else tolerance
@@ -145,10 +143,10 @@ def allocation_run_execute(
     except AllocationRunning:
         raise
     except Exception as exc:
-        if (allocation_progress(period=period) or {}).get("state") == "running":
-            progress_set(period, state="failed", error=str(exc))
+        if (allocation_progress(period=period) or {}).get("state") == AllocationProgressState.RUNNING:
+            progress_set(period, state=AllocationProgressState.FAILED, error=str(exc))
         raise
-    progress_set(period, state="completed", step="done", percent=100, run_id=run.pk)
+    progress_set(period, state=AllocationProgressState.COMPLETED, step="done", percent=100, run_id=run.pk)
     return run
 
 
@@ -163,14 +161,12 @@ def allocation_run_close(*, run: AllocationRun, at: datetime | None = None) -> A
     return run
 
 
-def allocation_run_queue(*, period: str, actor=None) -> None:
+def allocation_run_queue(*, period: Period, actor=None) -> None:
     """Queue a run of a period on a worker (in-process when Celery is eager).
 
     Refused at once, before queueing, when the period is closed or a run of it
     is in progress; the worker's run checks both again under its lock.
     """
-    from allocation.tasks import allocation_run_task
-
     _refuse_if_not_runnable(period, actor)
     _version_in_force_or_refuse(period)
     running = run_in_progress(period)
@@ -178,7 +174,7 @@ def allocation_run_queue(*, period: str, actor=None) -> None:
         raise AllocationRunning(
             f"an allocation run of {period} is already {running.get('state', 'running')} "
             f"(started {running.get('started_at', '')} by {running.get('user') or 'someone'})",
-            extra={"period": period, "progress": running},
+            extra={"period": str(period), "progress": running},
         )
-    progress_start(period, actor, state="queued", step="waiting for a worker")
-    transaction.on_commit(lambda: allocation_run_task.delay(period, actor.pk if actor is not None else None))
+    progress_start(period, actor, state=AllocationProgressState.QUEUED, step="waiting for a worker")
+    task_queue_on_commit("allocation.tasks.allocation_run_task", str(period), actor.pk if actor is not None else None)

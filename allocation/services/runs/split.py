@@ -32,9 +32,9 @@ from allocation.models import (
     ProviderInvoice,
     SharedCostPool,
 )
-from allocation.selectors.ledger import period_bounds
 from allocation.services.runs.charging import ChargeKey, ProviderCharges
 from pricing.money import CENT, largest_remainder, quantize
+from pricing.periods import Period
 
 __all__ = [
     "RowIds",
@@ -84,8 +84,8 @@ def pool_weights_measured(
     return {center: measured.get(center, Decimal(0)) for center in targets if measured.get(center, Decimal(0)) > 0}
 
 
-def period_active_centers(period: str) -> list[str]:
-    start, end = period_bounds(period)
+def period_active_centers(period: Period) -> list[str]:
+    start, end = period.bounds
     return list(
         CostCenter.objects.filter(active_from__lt=end.date())
         .filter(Q(active_to__isnull=True) | Q(active_to__gte=start.date()))

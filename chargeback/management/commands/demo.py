@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chargeback.demo.load import demo_load
+from chargeback.demo import demo_load
 from pricing.errors import ApplicationError
 
 

@@ -23,9 +23,7 @@ class Command(BaseCommand):
         try:
             version, created = price_book_load_file(path=path, book_code=book, name=name, kind=kind, service=service)
         except ApplicationError as exc:
-            for message in exc.extra.get("errors", []):
-                self.stderr.write(message)
-            raise CommandError(exc.message) from exc
+            raise CommandError(exc.message) from exc  # the refusal lists every error
         self.stdout.write(
             json.dumps(
                 {

@@ -1,0 +1,1 @@
+"""Forms of the allocation pages, one module per area: ledger, mapping."""

@@ -1,0 +1,1 @@
+"""Reads of the allocation app, one module per area: ledger, org, rating, mapping, runs."""

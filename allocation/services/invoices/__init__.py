@@ -1,0 +1,1 @@
+"""Provider invoices: their formats (`parsers`) and their ingestion (`ingest`)."""

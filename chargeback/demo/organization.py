@@ -1,0 +1,74 @@
+"""The demo organization, its login and the teams and tenants its usage is tagged with.
+
+The organization is `data/org.yaml` (Larkspur Software), loaded through `org_load_file`
+like any other, so it is also a worked example of the file format. The constants
+here name teams and tenants of that file; the usage generator draws from them.
+"""
+
+from pathlib import Path
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from allocation.services.mapping.drafts import FINANCE_APPROVER_GROUP
+from allocation.services.org import OrgLoadResult, org_load_file
+
+__all__ = [
+    "CORPUS_OWNERS",
+    "DEMO_DATA",
+    "DEMO_PASSWORD",
+    "DEMO_USERNAME",
+    "PRODUCT_TEAMS",
+    "TENANTS",
+    "demo_org_load",
+    "demo_user_ensure",
+]
+
+# The demo's input files, with their sources in data/README.md.
+DEMO_DATA = Path(__file__).resolve().parent / "data"
+ORG_FILE = DEMO_DATA / "org.yaml"
+DEMO_USERNAME = "finance"
+DEMO_PASSWORD = "chargeback-demo"
+# Customer tenants by share of traffic: a few large accounts carry most of it.
+TENANTS = (
+    ("acme-retail", 30),
+    ("globex", 20),
+    ("initech", 14),
+    ("umbrella-health", 11),
+    ("stark-logistics", 9),
+    ("wonka-foods", 7),
+    ("tyrell-systems", 5),
+    ("hooli", 4),
+)
+PRODUCT_TEAMS = ("search", "support-ai", "help-center", "mobile", "recommendations", "catalog", "voice")
+# Teams whose documents the embedding service indexes for retrieval, by corpus size.
+CORPUS_OWNERS = (
+    ("search", 30),
+    ("support-ai", 20),
+    ("help-center", 15),
+    ("recommendations", 10),
+    ("devex", 8),
+    ("it-helpdesk", 7),
+    ("people-ops", 5),
+    ("onboarding", 5),
+)
+
+
+def demo_org_load() -> OrgLoadResult:
+    """The demo organization from `org.yaml`, through the service a user's file goes through."""
+    return org_load_file(path=ORG_FILE)
+
+
+def demo_user_ensure() -> tuple[Any, bool]:
+    """The demo login, created unless it exists: a superuser and a finance approver, who
+    signs the demo's mapping off. Returns the user and whether it was created."""
+    User = get_user_model()
+    user = User.objects.filter(username=DEMO_USERNAME).first()
+    created = user is None
+    if created:
+        user = User.objects.create_superuser(
+            username=DEMO_USERNAME, email="finance@example.com", password=DEMO_PASSWORD
+        )
+    user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER_GROUP)[0])
+    return user, created
