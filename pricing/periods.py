@@ -17,7 +17,6 @@ from datetime import UTC, date, datetime
 
 from django import forms
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -136,6 +135,11 @@ class PeriodFormField(forms.CharField):
 
     widget = MonthInput
 
+    def widget_attrs(self, widget: forms.Widget) -> dict:
+        # The length a month takes, as a CharField's max_length would say (without its
+        # validator, which would measure the cleaned Period).
+        return {**super().widget_attrs(widget), "maxlength": "7"}
+
     def to_python(self, value: object) -> Period | None:
         if isinstance(value, Period):
             return value
@@ -156,7 +160,7 @@ class PeriodFormField(forms.CharField):
         return str(value) if isinstance(value, Period) else value
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"type": "string", "pattern": r"^\d{4}-(0[1-9]|1[0-2])$"})
 class PeriodSerializerField(serializers.Field):
     """An API period: `YYYY-MM` text in and out. A bad one answers the one error shape
     with code `invalid_period` (the ApplicationError passes DRF's field errors by)."""

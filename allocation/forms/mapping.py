@@ -36,6 +36,11 @@ CHARGE_MODEL_CHOICES = [
     (ChargeModel.FIXED_FEE, "Fixed monthly fee"),
 ]
 EMPTY_COPY = "empty"
+# How the mapping pages word a month they cannot read (PeriodFormField's own keys).
+MONTH_ERRORS = {
+    "invalid": "Enter a month as YYYY-MM.",
+    "not_a_month": "%(value)s is not a month; enter it as YYYY-MM.",
+}
 
 
 class _CostCenterChoice(forms.ModelChoiceField):
@@ -55,8 +60,7 @@ class MappingDraftForm(forms.Form):
         help_text="YYYY-MM. A mapping takes effect at a month's start only.",
         error_messages={
             "required": "Enter the first month as YYYY-MM.",
-            "invalid": "Enter a month as YYYY-MM.",
-            "not_a_month": "%(value)s is not a month; enter it as YYYY-MM.",
+            **MONTH_ERRORS,
         },
     )
     copy_from = forms.ChoiceField(label="Start from")
@@ -186,8 +190,7 @@ class MappingPreviewForm(forms.Form):
         label="Month",
         error_messages={
             "required": "Enter a month as YYYY-MM.",
-            "invalid": "Enter a month as YYYY-MM.",
-            "not_a_month": "%(value)s is not a month; enter it as YYYY-MM.",
+            **MONTH_ERRORS,
         },
     )
 

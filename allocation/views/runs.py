@@ -3,6 +3,8 @@
 Thin like the other pages: runs are read through `allocation.selectors.runs` and
 started through `allocation_run_queue`; this module only shapes figures for
 display (Decimals become `Money` and `Share` of `pricing.formatting`, never floats).
+A little over 500 lines: the period page, the run page and its lines (page and CSV)
+share the shaping of providers, reasons and lines, and read best side by side.
 """
 
 from collections.abc import Iterator

@@ -8,6 +8,8 @@ Pinecone's vector store in our invoice CSV. Usage is billed at the rated cost ti
 1.003 to 1.012 per model (providers round and meter differently), inside the 2%
 tolerance. An invoice once written is never rewritten: a provider does not reissue
 it when our prices change, and a second run re-ingests the same files as duplicates.
+The five providers stay in this one module (a little over 500 lines) because they
+share the month's bill and the invoice columns; each is one function.
 
 OpenAI's usage the catalog has no price for (generated images, realtime audio) is
 left off its invoice, so that the reconciliation compares like with like. GPU
