@@ -28,7 +28,7 @@ class RatingRun(models.Model):
     """
 
     period = models.CharField(max_length=7, help_text="YYYY-MM")
-    status = models.CharField(max_length=16, default=RatingRunStatus.RUNNING)
+    status = models.CharField(max_length=16, choices=RatingRunStatus.choices, default=RatingRunStatus.RUNNING)
     price_book_versions = models.ManyToManyField("pricing.PriceBookVersion", related_name="rating_runs")
     lines_rated = models.BigIntegerField(default=0)
     lines_unpriced = models.BigIntegerField(default=0)

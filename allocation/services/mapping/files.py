@@ -430,7 +430,7 @@ def mapping_content_hash(content: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-# --- Drafting through the web pages: create, edit, reorder, delete, export ------------
+# --- Export: a version as the file it could be loaded from ----------------------------
 
 
 def mapping_export(*, version: MappingVersion) -> str:

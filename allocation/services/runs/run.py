@@ -58,9 +58,6 @@ class PeriodClosed(Conflict):
     code = "period_closed"
 
 
-# --- progress and the per-period lock ----------------------------------------
-
-
 def _refuse_if_not_runnable(period: Period, actor) -> None:
     """An actor without the role, or a closed period, is refused."""
     if actor is not None:
@@ -82,18 +79,6 @@ def _version_in_force_or_refuse(period: Period) -> MappingVersion:
             code="no_mapping_version",
         )
     return version
-
-
-# --- the ledger, summed and mapped -------------------------------------------
-
-
-# --- charging a provider's usage ---------------------------------------------
-
-
-# --- invoices and pools ------------------------------------------------------
-
-
-# --- the run -----------------------------------------------------------------
 
 
 @transaction.atomic
