@@ -110,9 +110,6 @@ class Period:
     def next(self) -> "Period":
         return Period(self.year + 1, 1) if self.month == 12 else Period(self.year, self.month + 1)
 
-    def contains(self, moment: date | datetime) -> bool:
-        return Period.of(moment) == self
-
 
 class MonthInput(forms.TextInput):
     """A month input; plain text when it holds what is not a month, because a browser
