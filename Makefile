@@ -47,10 +47,10 @@ demo: venv
 	$(BIN)/python manage.py demo
 	@echo
 	@echo "  Chargeback demo: http://$(HOST):$(PORT)/"
-	@echo "  Log in as: $(DEMO_USER) / $(DEMO_PASSWORD)"
+	@echo "  Log in as: $(DEMO_USER) / $(DEMO_PASSWORD)  (or analyst, platform, sofia, arjun: same password)"
 	@echo "  (Ctrl-C stops the server)"
 	@echo
-	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+	DJANGO_DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)
 
 # The variables are cleared so a DATABASE_URL or broker in the shell can't
 # turn this run into something other than the embedded default.

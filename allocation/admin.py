@@ -18,7 +18,9 @@ from django.utils.html import format_html
 
 from allocation.choices import Environment, MappingVersionStatus
 from allocation.models import (
+    ApiToken,
     CostCenter,
+    CostCenterMembership,
     Feature,
     InvoiceBatch,
     InvoiceLine,
@@ -87,8 +89,17 @@ class ActiveFilter(admin.SimpleListFilter):
         return queryset
 
 
+class MembershipInline(admin.TabularInline):
+    """Who belongs to the cost center: members see it, owners also see everything below."""
+
+    model = CostCenterMembership
+    extra = 0
+    autocomplete_fields = ["user"]
+
+
 @admin.register(CostCenter)
 class CostCenterAdmin(admin.ModelAdmin):
+    inlines = [MembershipInline]
     list_display = [
         "code",
         "name",
@@ -103,6 +114,16 @@ class CostCenterAdmin(admin.ModelAdmin):
     list_filter = [ActiveFilter, ("parent", admin.RelatedOnlyFieldListFilter)]
     search_fields = ["code", "name", "owner", "gl_expense_account", "gl_recovery_account"]
     autocomplete_fields = ["parent"]
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    """Tokens are issued and revoked with `manage.py api_token` (the secret is shown once)."""
+
+    list_display = ["name", "prefix", "scope", "user", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["scope", ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "user__username"]
+    exclude = ["digest"]
 
 
 @admin.register(Team)

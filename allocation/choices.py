@@ -2,7 +2,15 @@
 
 from django.db import models
 
-__all__ = ["Environment", "UsageSourceFormat", "UsageBatchStatus", "TAG_FIELDS", "CORE_TAGS"]
+__all__ = [
+    "ApiTokenScope",
+    "MembershipRole",
+    "Environment",
+    "UsageSourceFormat",
+    "UsageBatchStatus",
+    "TAG_FIELDS",
+    "CORE_TAGS",
+]
 
 
 class Environment(models.TextChoices):
@@ -197,3 +205,20 @@ __all__ += [
     "UnallocatedReason",
     "UNCHARGED_OUTCOMES",
 ]
+
+
+class MembershipRole(models.TextChoices):
+    """A user's standing in a cost center: a member sees it; an owner also sees the
+    cost centers below it (its roll-up) and is told of its disputes."""
+
+    MEMBER = "member", "Member"
+    OWNER = "owner", "Owner"
+
+
+class ApiTokenScope(models.TextChoices):
+    """What an API token acts as: its user (with that user's roles and cost centers), or a
+    service account that may do one job and nothing else."""
+
+    USER = "user", "Acts as its user"
+    GATEWAY = "gateway", "Gateway: feeds usage"
+    ERP = "erp", "ERP: reads and acknowledges journal entries"

@@ -123,10 +123,17 @@ USER_PASSWORD = "test-password-123"
 
 @pytest.fixture
 def user(db, django_user_model):
-    """A regular (non-staff) user; its password is USER_PASSWORD."""
-    return django_user_model.objects.create_user(
+    """An operator (non-staff): a finance analyst on the platform team, who may open every
+    company page and feed the ledger, but not sign off. Its password is USER_PASSWORD.
+    Tests of who may do what make their own users (tests/allocation/test_access*.py)."""
+    from django.contrib.auth.models import Group
+
+    operator = django_user_model.objects.create_user(
         username="user", email="user@example.com", password=USER_PASSWORD, first_name="Test", last_name="User"
     )
+    for role in ("finance_analyst", "platform_admin"):
+        operator.groups.add(Group.objects.get_or_create(name=role)[0])
+    return operator
 
 
 @pytest.fixture

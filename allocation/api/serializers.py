@@ -65,6 +65,7 @@ class TenantSerializer(serializers.ModelSerializer):
 class UsageBatchSerializer(serializers.ModelSerializer):
     progress = serializers.FloatField(read_only=True, allow_null=True)
     rejections_url = serializers.SerializerMethodField()
+    sent_by = serializers.CharField(read_only=True, help_text="Who or what sent it; empty for an operator's command")
 
     class Meta:
         model = UsageBatch
@@ -82,6 +83,7 @@ class UsageBatchSerializer(serializers.ModelSerializer):
             "bytes_read",
             "progress",
             "error",
+            "sent_by",
             "created_at",
             "started_at",
             "finished_at",

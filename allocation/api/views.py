@@ -3,6 +3,8 @@
 from decimal import Decimal
 
 from django.http import StreamingHttpResponse
+from drf_spectacular.plumbing import build_array_type, build_basic_type
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -10,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from allocation.access import batches_visible, cost_center_scope
 from allocation.api.serializers import (
     AllocationRunSerializer,
     AllocationRunStartSerializer,
@@ -46,22 +49,41 @@ __all__ = [
 ]
 
 
+# Report rows whose keys follow the query (`group_by`), so the schema says only "objects".
+_ROWS = build_array_type(build_basic_type(OpenApiTypes.OBJECT))
+
+
 class CostCenterViewSet(viewsets.ReadOnlyModelViewSet):
+    """Cost centers; a team member sees theirs (and, as an owner, the ones below)."""
+
     queryset = CostCenter.objects.select_related("parent")
     serializer_class = CostCenterSerializer
     filterset_fields = ["code", "parent__code"]
 
+    def get_queryset(self):
+        return cost_center_scope(self.request.user).filter(super().get_queryset(), "pk")
+
 
 class TeamViewSet(viewsets.ReadOnlyModelViewSet):
+    """Teams; a team member sees the teams of their cost centers."""
+
     queryset = Team.objects.select_related("cost_center")
     serializer_class = TeamSerializer
     filterset_fields = ["code", "cost_center__code"]
 
+    def get_queryset(self):
+        return cost_center_scope(self.request.user).filter(super().get_queryset())
+
 
 class FeatureViewSet(viewsets.ReadOnlyModelViewSet):
+    """Features; a team member sees the features of their cost centers' teams."""
+
     queryset = Feature.objects.select_related("team")
     serializer_class = FeatureSerializer
     filterset_fields = ["code", "team__code"]
+
+    def get_queryset(self):
+        return cost_center_scope(self.request.user).filter(super().get_queryset(), "team__cost_center")
 
 
 class TenantViewSet(viewsets.ReadOnlyModelViewSet):
@@ -77,6 +99,9 @@ class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = UsageBatchSerializer
     filterset_fields = ["status", "source_format"]
 
+    def get_queryset(self):
+        return batches_visible(self.request.user, super().get_queryset())
+
     @extend_schema(request=UsageBatchUploadSerializer, responses={202: UsageBatchSerializer})
     def create(self, request: Request) -> Response:
         """Upload a usage file; it is ingested in the background (poll the batch)."""
@@ -85,7 +110,7 @@ class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
         batch = usage_upload_queue(
             uploaded_file=payload.validated_data["file"],
             source_format=payload.validated_data["format"],
-            created_by=request.user,
+            actor=request.user,
         )
         return Response(UsageBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
 
@@ -100,13 +125,13 @@ class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
 class UsageEventsIngestApi(APIView):
     """For gateways: a batch of events, idempotent by event id, answered per event."""
 
-    @extend_schema(request=UsageEventsInputSerializer)
+    @extend_schema(request=UsageEventsInputSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
         payload = UsageEventsInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         source = payload.validated_data.get("source") or f"api:{request.user.get_username()}"
         batch, results = usage_ingest_events(
-            events=payload.validated_data["events"], source_name=source, created_by=request.user
+            events=payload.validated_data["events"], source_name=source, actor=request.user
         )
         return Response(
             {
@@ -126,7 +151,7 @@ class UsageEventsIngestApi(APIView):
 class UsageSummaryApi(APIView):
     """Quantity and line count per group for a period (any tag can be a key)."""
 
-    @extend_schema(parameters=[UsageSummaryInputSerializer])
+    @extend_schema(parameters=[UsageSummaryInputSerializer], responses={200: _ROWS})
     def get(self, request: Request) -> Response:
         params = UsageSummaryInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -137,6 +162,7 @@ class UsageSummaryApi(APIView):
 class TagCoverageApi(APIView):
     """Per source: the share of lines and quantity carrying team, feature, environment."""
 
+    @extend_schema(parameters=[UsageSummaryInputSerializer], responses={200: _ROWS})
     def get(self, request: Request) -> Response:
         params = UsageSummaryInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)

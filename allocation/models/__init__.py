@@ -4,6 +4,7 @@ Turning `models.py` into this package keeps the app label `allocation`, so the
 migrations are the same.
 """
 
+from .access import ApiToken, CostCenterMembership
 from .invoices import InvoiceBatch, InvoiceLine, InvoiceRejection, ProviderInvoice
 from .ledger import UsageBatch, UsageLine, UsageRejection
 from .mapping import MappingRule, MappingVersion, MappingVersionEvent, SharedCostPool
@@ -13,9 +14,11 @@ from .runs import ActivityCount, AllocationLine, AllocationRun, ReconciliationLi
 
 __all__ = [
     "ActivityCount",
+    "ApiToken",
     "AllocationLine",
     "AllocationRun",
     "CostCenter",
+    "CostCenterMembership",
     "Feature",
     "InvoiceBatch",
     "InvoiceLine",

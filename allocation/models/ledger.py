@@ -32,6 +32,11 @@ class UsageBatch(models.Model):
     bytes_read = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, help_text="Why the batch was refused or failed")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # Who or what sent it: a signed-in user, a token (a service account's or a user's), or
+    # neither when an operator ran the command on the server.
+    api_token = models.ForeignKey(
+        "allocation.ApiToken", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -48,6 +53,15 @@ class UsageBatch(models.Model):
 
     def __str__(self) -> str:
         return f"Batch {self.pk} ({self.source_format}: {self.source_name})"
+
+    @property
+    def sent_by(self) -> str:
+        """Who or what sent it, for pages and the API: a user, a token, or '' (the command line)."""
+        if self.api_token_id is not None:
+            return f"{self.api_token.get_scope_display().split(':')[0]} token {self.api_token.name}"
+        if self.created_by_id is not None:
+            return self.created_by.get_full_name() or self.created_by.get_username()
+        return ""
 
     @property
     def progress(self) -> float | None:

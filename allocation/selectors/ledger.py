@@ -64,7 +64,7 @@ def _share(part: int | Decimal, whole: int | Decimal) -> Decimal:
 
 
 def usage_batches() -> QuerySet[UsageBatch]:
-    return UsageBatch.objects.select_related("created_by")
+    return UsageBatch.objects.select_related("created_by", "api_token")
 
 
 REJECTION_CSV_HEADER = ("batch", "source", "line", "field", "reason", "raw")

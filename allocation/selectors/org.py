@@ -1,18 +1,20 @@
 """Reads of the organization: cost centers as a roll-up tree."""
 
+from allocation.access import EVERY_COST_CENTER, CostCenterScope
 from allocation.models import CostCenter
 
 __all__ = ["cost_center_tree"]
 
 
-def cost_center_tree() -> list[dict]:
-    """Cost centers in roll-up order (each under its parent) with their depth,
-    teams and features prefetched: three queries whatever the size.
+def cost_center_tree(*, scope: CostCenterScope = EVERY_COST_CENTER) -> list[dict]:
+    """Cost centers in scope in roll-up order (each under its parent) with their depth,
+    teams and features prefetched: three queries whatever the size. A center whose
+    parent is out of scope is shown at the top.
 
     A parent chain that loops (the database forbids only a center being its
     own parent; load_org refuses cycles) is shown from its first member.
     """
-    centers = list(CostCenter.objects.prefetch_related("teams__features"))
+    centers = list(scope.filter(CostCenter.objects.prefetch_related("teams__features"), "pk"))
     known = {center.pk for center in centers}
     by_parent: dict[int | None, list[CostCenter]] = {}
     for center in centers:

@@ -5,12 +5,13 @@ from decimal import Decimal
 
 from django.db.models import QuerySet, Sum
 
+from allocation.access import EVERY_COST_CENTER, CostCenterScope
 from allocation.choices import AllocationRunStatus, Treatment, UnallocatedReason
 from allocation.models import AllocationLine, AllocationRun, InvoiceLine
 from pricing.formatting import money_plain
 from pricing.periods import Period
 
-__all__ = ["allocation_run_current", "allocation_run_summary", "allocation_runs"]
+__all__ = ["allocation_run_current", "allocation_run_latest", "allocation_run_summary", "allocation_runs"]
 
 
 def allocation_runs(*, period: Period | None = None) -> QuerySet[AllocationRun]:
@@ -21,6 +22,11 @@ def allocation_runs(*, period: Period | None = None) -> QuerySet[AllocationRun]:
 def allocation_run_current(*, period: Period) -> AllocationRun | None:
     """The period's run that reports and statements use: the one not superseded."""
     return allocation_runs(period=period).filter(status=AllocationRunStatus.COMPLETED).first()
+
+
+def allocation_run_latest() -> AllocationRun | None:
+    """The current run of the latest period that has one."""
+    return AllocationRun.objects.filter(status=AllocationRunStatus.COMPLETED).order_by("-period", "-created_at").first()
 
 
 def allocation_run_summary(*, run: AllocationRun, cost_centers: bool = True) -> dict:
@@ -151,10 +157,10 @@ def allocation_run_summary(*, run: AllocationRun, cost_centers: bool = True) -> 
     return summary
 
 
-def allocation_run_cost_centers(*, run: AllocationRun) -> list[dict]:
-    """Per cost center: chargeback, showback and total, internal transfers included."""
+def allocation_run_cost_centers(*, run: AllocationRun, scope: CostCenterScope = EVERY_COST_CENTER) -> list[dict]:
+    """Per cost center in scope: chargeback, showback and total, internal transfers included."""
     rows = (
-        AllocationLine.objects.filter(run=run, cost_center__isnull=False)
+        scope.filter(AllocationLine.objects.filter(run=run, cost_center__isnull=False))
         .values("cost_center__code", "cost_center__name", "treatment")
         .annotate(amount=Sum("amount"))
     )

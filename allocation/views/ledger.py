@@ -11,12 +11,12 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from allocation.access import batches_visible
 from allocation.choices import CORE_TAGS, UsageBatchStatus, UsageSourceFormat
 from allocation.filtersets import UsageBatchFilterSet
 from allocation.forms.ledger import DEFAULT_GROUP_BY, UsageSummaryForm, UsageUploadForm, group_label
@@ -52,7 +52,6 @@ def _field_for(error: ValidationFailed) -> str | None:
     return {"invalid_period": "period", "invalid_group_by": "group_by"}.get(error.code)
 
 
-@login_required
 @require_GET
 def usage_overview(request: HttpRequest) -> HttpResponse:
     # A link that names only a period keeps the default grouping; so does a
@@ -119,7 +118,6 @@ def _coverage_row(entry: dict) -> dict:
     }
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def usage_batch_list(request: HttpRequest) -> HttpResponse:
     upload = UsageUploadForm(request.POST, request.FILES) if request.method == "POST" else UsageUploadForm()
@@ -128,14 +126,14 @@ def usage_batch_list(request: HttpRequest) -> HttpResponse:
             batch = usage_upload_queue(
                 uploaded_file=upload.cleaned_data["file"],
                 source_format=upload.cleaned_data["source_format"],
-                created_by=request.user,
+                actor=request.user,
             )
         except ValidationFailed as error:
             upload.add_error(None, error.message)
         else:
             messages.success(request, f"Uploaded {batch.source_name} as batch {batch.pk}.")
             return redirect("usage-batch", batch_id=batch.pk)
-    filterset = UsageBatchFilterSet(request.GET or None, queryset=usage_batches())
+    filterset = UsageBatchFilterSet(request.GET or None, queryset=batches_visible(request.user, usage_batches()))
     page = Paginator(filterset.qs, BATCHES_PER_PAGE).get_page(request.GET.get("page"))
     context = {
         "upload": upload,
@@ -146,10 +144,9 @@ def usage_batch_list(request: HttpRequest) -> HttpResponse:
     return render(request, "allocation/ledger/batch_list.html", context, status=400 if upload.errors else 200)
 
 
-@login_required
 @require_GET
 def usage_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
-    batch = get_object_or_404(usage_batches(), pk=batch_id)
+    batch = get_object_or_404(batches_visible(request.user, usage_batches()), pk=batch_id)
     rejections = list(batch.rejections.order_by("line", "id")[:REJECTIONS_SHOWN])
     context = {
         "batch": batch,
@@ -175,8 +172,7 @@ def csv_download(rows: Iterable[Iterable], *, filename: str) -> StreamingHttpRes
     return response
 
 
-@login_required
 @require_GET
 def usage_batch_rejections_csv(request: HttpRequest, batch_id: int) -> StreamingHttpResponse:
-    batch = get_object_or_404(usage_batches(), pk=batch_id)
+    batch = get_object_or_404(batches_visible(request.user, usage_batches()), pk=batch_id)
     return csv_download(usage_rejection_rows(batch=batch), filename=f"batch-{batch.pk}-rejections.csv")

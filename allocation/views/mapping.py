@@ -12,13 +12,13 @@ from decimal import Decimal
 from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from allocation.access import GRANTS, Permission, access_allows
 from allocation.choices import ChargeModel, MappingVersionStatus, PoolDriver, PoolMethod, UnallocatedReason
 from allocation.forms.mapping import (
     MappingDraftForm,
@@ -31,7 +31,6 @@ from allocation.models import MappingRule, MappingVersion
 from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.mapping import mapping_preview_inputs, mapping_version_in_force, mapping_versions
 from allocation.services.mapping.drafts import (
-    MAPPING_EDITOR_GROUPS,
     NOT_MAPPING_EDITOR,
     SignedVersionImmutable,
     mapping_draft_create,
@@ -40,8 +39,6 @@ from allocation.services.mapping.drafts import (
     mapping_draft_rule_move,
     mapping_draft_rule_update,
     mapping_sign,
-    mapping_user_can_edit,
-    mapping_user_can_sign,
 )
 from allocation.services.mapping.files import mapping_export
 from allocation.services.mapping.preview import mapping_preview
@@ -86,7 +83,7 @@ def _refused(request: HttpRequest, error: ApplicationError, version: MappingVers
         "error": error,
         "version": version,
         "editors_text": EDITORS_TEXT,
-        "user_can_edit": mapping_user_can_edit(user=request.user),
+        "user_can_edit": access_allows(request.user, Permission.EDIT_MAPPING),
     }
     return render(request, "allocation/mapping/mapping_refused.html", context, status=error.http_status)
 
@@ -94,18 +91,18 @@ def _refused(request: HttpRequest, error: ApplicationError, version: MappingVers
 def _not_an_editor(request: HttpRequest, version: MappingVersion | None) -> HttpResponse:
     error = NotAllowed(
         f"{request.user.get_username()} may not edit mapping drafts: that is for {EDITORS_TEXT} "
-        f"(groups {', '.join(MAPPING_EDITOR_GROUPS)}).",
+        f"(groups {', '.join(sorted(GRANTS[Permission.EDIT_MAPPING]))}).",
         code=NOT_MAPPING_EDITOR,
     )
     return _refused(request, error, version)
 
 
 def _editors_only(view: Callable) -> Callable:
-    """Editing views answer 403 to anyone outside the editor groups (`mapping_user_can_edit`)."""
+    """Editing views answer 403 to anyone outside the editor groups (`Permission.EDIT_MAPPING`)."""
 
     @wraps(view)
     def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not mapping_user_can_edit(user=request.user):
+        if not access_allows(request.user, Permission.EDIT_MAPPING):
             return _not_an_editor(request, MappingVersion.objects.filter(number=kwargs.get("number")).first())
         return view(request, *args, **kwargs)
 
@@ -142,12 +139,11 @@ def _version_or_404(number: int) -> MappingVersion:
 # --- The versions ---------------------------------------------------------------------
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def mapping_version_list(request: HttpRequest) -> HttpResponse:
     versions = list(mapping_versions())
     in_force = mapping_version_in_force(period=Period.current())
-    can_edit = mapping_user_can_edit(user=request.user)
+    can_edit = access_allows(request.user, Permission.EDIT_MAPPING)
     if request.method == "POST" and not can_edit:
         return _not_an_editor(request, None)
     form = MappingDraftForm(
@@ -198,7 +194,7 @@ def _detail_context(
     sign_form: MappingSignForm | None = None,
 ) -> dict:
     is_draft = version.status == MappingVersionStatus.DRAFT
-    user_can_edit = mapping_user_can_edit(user=request.user)
+    user_can_edit = access_allows(request.user, Permission.EDIT_MAPPING)
     can_edit = is_draft and user_can_edit
     rules = list(version.rules.select_related("cost_center", "service_owner", "rate_card").order_by("position"))
     in_force = mapping_version_in_force(period=Period.current())
@@ -207,7 +203,7 @@ def _detail_context(
         "is_draft": is_draft,
         "can_edit": can_edit,
         "user_can_edit": user_can_edit,
-        "can_sign": is_draft and mapping_user_can_sign(user=request.user),
+        "can_sign": is_draft and access_allows(request.user, Permission.SIGN_OFF),
         "in_force": in_force,
         "is_in_force": in_force is not None and in_force.pk == version.pk,
         # A draft for a month already begun would re-map it at its next run: say so before sign-off.
@@ -222,14 +218,12 @@ def _detail_context(
     }
 
 
-@login_required
 @require_GET
 def mapping_version_detail(request: HttpRequest, number: int) -> HttpResponse:
     version = _version_or_404(number)
     return render(request, "allocation/mapping/mapping_version_detail.html", _detail_context(request, version))
 
 
-@login_required
 @require_GET
 def mapping_version_export(request: HttpRequest, number: int) -> HttpResponse:
     version = _version_or_404(number)
@@ -246,7 +240,6 @@ def _rule_url(rule: MappingRule | None, version: MappingVersion) -> str:
     return f"{url}#rule-{rule.pk}" if rule is not None else f"{url}#rules-heading"
 
 
-@login_required
 @require_POST
 @_editors_only
 def mapping_rule_add(request: HttpRequest, number: int) -> HttpResponse:
@@ -266,7 +259,6 @@ def mapping_rule_add(request: HttpRequest, number: int) -> HttpResponse:
     return render(request, "allocation/mapping/mapping_version_detail.html", context, status=400)
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 @_editors_only
 def mapping_rule_edit(request: HttpRequest, number: int, rule_id: int) -> HttpResponse:
@@ -300,7 +292,6 @@ def _signed_error(version: MappingVersion) -> ApplicationError:
     )
 
 
-@login_required
 @require_POST
 @_editors_only
 def mapping_rule_delete(request: HttpRequest, number: int, rule_id: int) -> HttpResponse:
@@ -314,7 +305,6 @@ def mapping_rule_delete(request: HttpRequest, number: int, rule_id: int) -> Http
     return redirect(_rule_url(None, version))
 
 
-@login_required
 @require_POST
 @_editors_only
 def mapping_rule_move(request: HttpRequest, number: int, rule_id: int) -> HttpResponse:
@@ -335,7 +325,6 @@ def mapping_rule_move(request: HttpRequest, number: int, rule_id: int) -> HttpRe
 # --- Sign-off -------------------------------------------------------------------------
 
 
-@login_required
 @require_POST
 def mapping_sign_off(request: HttpRequest, number: int) -> HttpResponse:
     version = _version_or_404(number)
@@ -402,7 +391,6 @@ def _preview_context(version: MappingVersion, period: Period) -> dict:
     return context
 
 
-@login_required
 @require_GET
 def mapping_version_preview(request: HttpRequest, number: int) -> HttpResponse:
     version = _version_or_404(number)

@@ -7,7 +7,6 @@ the rated ledger, which pricing (the lowest layer) never imports.
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -26,7 +25,6 @@ def _report_url(period: Period) -> str:
     return f"{reverse('unpriced-usage')}?{urlencode({'period': str(period)})}"
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 def unpriced_usage_report(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":

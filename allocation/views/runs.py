@@ -14,7 +14,6 @@ from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet, Sum
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -23,6 +22,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
+from allocation.access import EVERY_COST_CENTER, CostCenterScope, Permission, access_allows, cost_center_scope
 from allocation.choices import (
     AllocationMethod,
     AllocationProgressState,
@@ -35,13 +35,13 @@ from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.runs import (
     allocation_line_list,
+    allocation_run_cost_centers,
     allocation_run_current,
     allocation_run_summary,
     allocation_runs,
 )
-from allocation.services.roles import has_role
 from allocation.services.runs.progress import allocation_progress
-from allocation.services.runs.run import ALLOCATION_RUNNERS, allocation_run_queue
+from allocation.services.runs.run import allocation_run_queue
 from allocation.views.ledger import csv_download
 from pricing.errors import ApplicationError, ValidationFailed
 from pricing.formatting import Money, Share, money_plain, quantity_text
@@ -155,7 +155,6 @@ def _started(progress: dict) -> datetime | None:
 # --- the period: run it, follow it, list its runs -------------------------------
 
 
-@login_required
 @require_http_methods(["GET", "POST"])
 @vary_on_headers("X-Requested-With")
 def allocation_run_list(request: HttpRequest) -> HttpResponse:
@@ -237,7 +236,7 @@ def _period_context(request: HttpRequest, period: Period) -> dict:
         "current": current,
         "headline": headline,
         "closed": current is not None and current.closed_at is not None,
-        "can_run": has_role(request.user, ALLOCATION_RUNNERS),
+        "can_run": access_allows(request.user, Permission.RUN_ALLOCATION),
         "progress": {**progress, "started": _started(progress)} if live else None,
         "failure": _failure(request, progress, current),
         "live": live,
@@ -278,11 +277,13 @@ def _run_or_404(run_id: int) -> AllocationRun:
     return get_object_or_404(allocation_runs().select_related("superseded_by", "rating_run"), pk=run_id)
 
 
-@login_required
 @require_GET
 def allocation_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
-    summary = allocation_run_summary(run=run)
+    scope = cost_center_scope(request.user)
+    # A team member sees their cost centers' rows; the run's company-wide figures are finance's.
+    summary = allocation_run_summary(run=run, cost_centers=False)
+    summary["cost_centers"] = allocation_run_cost_centers(run=run, scope=scope)
     currency = _currency(run)
     providers = [_provider_row(entry, currency) for entry in summary["providers"]]
     current = (
@@ -292,6 +293,7 @@ def allocation_run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     )
     context = {
         "run": run,
+        "sees_company": scope.is_everything,
         "summary": summary,
         "by": _person(run.created_by),
         "invoice_total": Money.of(summary["invoice_total"], currency),
@@ -429,6 +431,7 @@ class _LineFilter:
 
     cost_center: CostCenter | None = None
     reason: str = ""
+    scope: CostCenterScope = EVERY_COST_CENTER
 
     @property
     def query(self) -> dict[str, str]:
@@ -442,21 +445,25 @@ class _LineFilter:
 
 
 def _line_filter(request: HttpRequest) -> _LineFilter:
-    """The filter a query names; an unknown cost center or reason is a page that does not exist."""
+    """The filter a query names; an unknown cost center or reason is a page that does not exist,
+    and so is a cost center outside the user's scope."""
     code = request.GET.get("cost_center", "").strip()
     reason = request.GET.get("reason", "").strip()
+    scope = cost_center_scope(request.user)
     if code:
-        return _LineFilter(cost_center=get_object_or_404(CostCenter, code=code))
+        return _LineFilter(
+            cost_center=get_object_or_404(scope.filter(CostCenter.objects.all(), "pk"), code=code), scope=scope
+        )
     if reason and reason != "unallocated" and reason not in UnallocatedReason.values:
         raise Http404(f"no unallocated reason {reason!r}")
-    return _LineFilter(reason=reason)
+    return _LineFilter(reason=reason, scope=scope)
 
 
 def _lines(run: AllocationRun, line_filter: _LineFilter) -> QuerySet[AllocationLine]:
-    return allocation_line_list(run=run, cost_center=line_filter.cost_center, reason=line_filter.reason)
+    lines = allocation_line_list(run=run, cost_center=line_filter.cost_center, reason=line_filter.reason)
+    return line_filter.scope.filter(lines)
 
 
-@login_required
 @require_GET
 def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
@@ -495,7 +502,6 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
     return render(request, "allocation/runs/allocation_run_lines.html", context)
 
 
-@login_required
 @require_GET
 def allocation_run_lines_csv(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
     run = _run_or_404(run_id)

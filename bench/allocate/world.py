@@ -373,11 +373,12 @@ def mapping_ensure() -> None:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
 
-    from allocation.services.mapping.drafts import FINANCE_APPROVER_GROUP, mapping_sign
+    from allocation.access import FINANCE_APPROVER
+    from allocation.services.mapping.drafts import mapping_sign
     from allocation.services.mapping.files import mapping_load
 
     user, _ = get_user_model().objects.get_or_create(username="bench-approver")
-    user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER_GROUP)[0])
+    user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER)[0])
     version = mapping_load(document=mapping_document(), source="bench/allocate", created_by=user)
     mapping_sign(version=version, actor=user, reason="bench/allocate")
     print(f"  mapping version {version.number}: {version.rules.count()} rules, {version.pools.count()} pools")

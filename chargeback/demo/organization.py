@@ -11,12 +11,16 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
-from allocation.services.mapping.drafts import FINANCE_APPROVER_GROUP
+from allocation.access import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, TEAM_MEMBER
+from allocation.choices import MembershipRole
+from allocation.services.access import membership_grant
 from allocation.services.org import OrgLoadResult, org_load_file
 
 __all__ = [
     "CORPUS_OWNERS",
     "DEMO_DATA",
+    "DEMO_MEMBERSHIPS",
+    "DEMO_ROLE_USERS",
     "DEMO_PASSWORD",
     "DEMO_USERNAME",
     "PRODUCT_TEAMS",
@@ -30,6 +34,17 @@ DEMO_DATA = Path(__file__).resolve().parent / "data"
 ORG_FILE = DEMO_DATA / "org.yaml"
 DEMO_USERNAME = "finance"
 DEMO_PASSWORD = "chargeback-demo"
+# A login per role, so the demo shows each what they may see (README: the demo logins).
+DEMO_ROLE_USERS = (
+    ("analyst", "Nadia Haddad", FINANCE_ANALYST),
+    ("platform", "Omar Castillo", PLATFORM_ADMIN),
+    ("sofia", "Sofia Lindqvist", TEAM_MEMBER),
+    ("arjun", "Arjun Mehta", TEAM_MEMBER),
+)
+DEMO_MEMBERSHIPS = (
+    ("sofia", "CC-1200", MembershipRole.OWNER),
+    ("arjun", "CC-1210", MembershipRole.MEMBER),
+)
 # Customer tenants by share of traffic: a few large accounts carry most of it.
 TENANTS = (
     ("acme-retail", 30),
@@ -61,8 +76,11 @@ def demo_org_load() -> OrgLoadResult:
 
 
 def demo_user_ensure() -> tuple[Any, bool]:
-    """The demo login, created unless it exists: a superuser and a finance approver, who
-    signs the demo's mapping off. Returns the user and whether it was created."""
+    """The demo logins, created unless they exist, one per role, all with the demo password:
+    `finance` (a superuser and the finance approver who signs the demo's mapping off),
+    `analyst`, `platform`, and two team members: `sofia`, owner of CC-1200 Product
+    Engineering and so of its roll-up, and `arjun`, a member of CC-1210 alone.
+    Returns the finance user and whether it was created."""
     User = get_user_model()
     user = User.objects.filter(username=DEMO_USERNAME).first()
     created = user is None
@@ -70,5 +88,19 @@ def demo_user_ensure() -> tuple[Any, bool]:
         user = User.objects.create_superuser(
             username=DEMO_USERNAME, email="finance@example.com", password=DEMO_PASSWORD
         )
-    user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER_GROUP)[0])
+    user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER)[0])
+    for username, name, role in DEMO_ROLE_USERS:
+        other = User.objects.filter(username=username).first()
+        if other is None:
+            first, last = name.split(" ", 1)
+            other = User.objects.create_user(
+                username=username,
+                email=f"{username}@example.com",
+                password=DEMO_PASSWORD,
+                first_name=first,
+                last_name=last,
+            )
+        other.groups.add(Group.objects.get_or_create(name=role)[0])
+    for username, cost_center, role in DEMO_MEMBERSHIPS:
+        membership_grant(username=username, cost_center_code=cost_center, role=role)
     return user, created

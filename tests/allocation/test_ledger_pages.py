@@ -33,7 +33,13 @@ bad2,not-a-time,openai,gpt-4o,input_token,5,search,semantic-search,production,ac
 
 @pytest.fixture
 def finance_user(django_user_model):
-    return django_user_model.objects.create_user("fin", password="not-used", first_name="Fia", last_name="Nord")
+    """A finance analyst on the platform team: sees the ledger and may upload to it."""
+    from django.contrib.auth.models import Group
+
+    fia = django_user_model.objects.create_user("fin", password="not-used", first_name="Fia", last_name="Nord")
+    for role in ("finance_analyst", "platform_admin"):
+        fia.groups.add(Group.objects.get_or_create(name=role)[0])
+    return fia
 
 
 @pytest.fixture
@@ -245,8 +251,8 @@ def test_organization_shows_the_tree_in_a_handful_of_queries(signed_in, django_a
         team = Team.objects.create(code=f"team-{n}", name=f"Team {n}", cost_center=center)
         Feature.objects.create(code=f"feature-{n}", name=f"Feature {n}", team=team)
     Tenant.objects.create(code="acme", name="Acme Corp")
-    # Session, user, then cost centers, teams, features, tenants.
-    with django_assert_max_num_queries(6):
+    # Session, user, the user's roles, then cost centers, teams, features, tenants.
+    with django_assert_max_num_queries(7):
         response = signed_in.get(reverse("organization"))
     rows = table_rows(response)
     names = [row[0] for row in rows[1:6]]

@@ -8,6 +8,7 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.urls import reverse
 
+from allocation.access import Permission, access_allows
 from allocation.models import (
     ActivityCount,
     AllocationRun,
@@ -17,7 +18,7 @@ from allocation.models import (
     SharedCostPool,
 )
 from allocation.selectors.mapping import mapping_version_in_force
-from allocation.services.mapping.drafts import mapping_draft_rule_move, mapping_user_can_edit
+from allocation.services.mapping.drafts import mapping_draft_rule_move
 from allocation.services.mapping.files import mapping_content, mapping_load
 from pricing.config_files import yaml_parse
 from pricing.errors import ValidationFailed
@@ -130,18 +131,18 @@ def test_pages_send_anonymous_users_to_login(client, world):
 
 
 def test_only_finance_and_platform_groups_may_edit_drafts(django_user_model):
-    assert mapping_user_can_edit(user=_member(django_user_model, "fiona", "finance_approver"))
-    assert mapping_user_can_edit(user=_member(django_user_model, "ana", "finance_analyst"))
-    assert mapping_user_can_edit(user=_member(django_user_model, "pat", "platform_admin"))
-    assert not mapping_user_can_edit(user=_member(django_user_model, "tim", "team_member"))
-    assert not mapping_user_can_edit(user=_member(django_user_model, "nobody"))
+    assert access_allows(_member(django_user_model, "fiona", "finance_approver"), Permission.EDIT_MAPPING)
+    assert access_allows(_member(django_user_model, "ana", "finance_analyst"), Permission.EDIT_MAPPING)
+    assert access_allows(_member(django_user_model, "pat", "platform_admin"), Permission.EDIT_MAPPING)
+    assert not access_allows(_member(django_user_model, "tim", "team_member"), Permission.EDIT_MAPPING)
+    assert not access_allows(_member(django_user_model, "nobody"), Permission.EDIT_MAPPING)
     root = django_user_model.objects.create_superuser(username="root", password="x")
-    assert not mapping_user_can_edit(user=root)  # roles are groups, as for signing off
+    assert not access_allows(root, Permission.EDIT_MAPPING)  # roles are groups, as for signing off
     gone = _member(django_user_model, "gone", "finance_analyst")
     gone.is_active = False
     gone.save()
-    assert not mapping_user_can_edit(user=gone)
-    assert not mapping_user_can_edit(user=None)
+    assert not access_allows(gone, Permission.EDIT_MAPPING)
+    assert not access_allows(None, Permission.EDIT_MAPPING)
 
 
 def test_the_list_shows_each_version_its_status_and_the_one_in_force(client, world, analyst):
@@ -339,9 +340,10 @@ def test_someone_outside_the_editor_groups_sees_no_controls_and_is_refused(clien
     rule = draft.rules.get(position=1)
     before = _counts()
 
-    page = page_text(client.get("/mappings/2/"))
-    assert "Add a rule" not in page and "/rules/" not in page and "Sign off v2" not in page
-    assert "Only a finance approver can sign a mapping off." in page
+    # Mapping versions are company-wide: a team member's access rule refuses the page itself.
+    response = client.get("/mappings/2/")
+    assert response.status_code == 403
+    assert "tim may not open this page: only finance and the platform team may" in page_text(response)
 
     for url, data in (
         ("/mappings/2/rules/", _rule_post()),
@@ -352,7 +354,7 @@ def test_someone_outside_the_editor_groups_sees_no_controls_and_is_refused(clien
     ):
         response = client.post(url, data)
         assert response.status_code == 403, url
-        assert "tim may not edit mapping drafts" in page_text(response), url
+        assert "tim may not do this: only finance and the platform team may" in page_text(response), url
     assert client.get(f"/mappings/2/rules/{rule.pk}/").status_code == 403
     assert _counts() == before
 
@@ -421,7 +423,7 @@ def test_an_analyst_may_edit_but_not_sign(client, draft, analyst):
     response = client.post("/mappings/2/sign/", {"reason": "please"})
 
     assert response.status_code == 403
-    assert "ana is not a finance approver" in page_text(response)
+    assert "ana may not do this: only a finance approver may" in page_text(response)
     draft.refresh_from_db()
     assert (draft.status, draft.signed_by, draft.content_hash) == ("draft", None, "")
     assert not draft.events.exists()

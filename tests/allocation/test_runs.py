@@ -309,13 +309,21 @@ def test_summary_api_answers_per_provider_and_per_cost_center(world, api_client)
     assert [r["id"] for r in listed["results"]] == [run.pk]
 
 
-def test_start_api_runs_the_period_and_reports_progress(world, api_client, user, django_capture_on_commit_callbacks):
+def test_start_api_runs_the_period_and_reports_progress(
+    world, api_client, user, django_user_model, django_capture_on_commit_callbacks
+):
     from django.contrib.auth.models import Group
 
+    platform = django_user_model.objects.create_user(username="pat")
+    platform.groups.add(Group.objects.get_or_create(name="platform_admin")[0])
+    api_client.force_authenticate(user=platform)
     refused = api_client.post("/api/v1/allocation-runs", {"period": PERIOD}, format="json")
     assert refused.status_code == 403 and refused.json()["code"] == "not_allowed"
-    assert "user may not run the allocation of 2026-10" in refused.json()["message"]
-    user.groups.add(Group.objects.get_or_create(name="finance_analyst")[0])
+    assert (
+        "pat may not POST /api/v1/allocation-runs: only finance (approvers and analysts) may"
+        in (refused.json()["message"])
+    )
+    api_client.force_authenticate(user=user)  # a finance analyst
     assert api_client.post("/api/v1/allocation-runs", {"period": "2026-1"}, format="json").status_code == 400
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client.post("/api/v1/allocation-runs", {"period": PERIOD}, format="json")

@@ -12,6 +12,7 @@ from django.contrib.auth import authenticate
 from django.core.management import call_command
 from django.db import transaction
 from django.db.models import Count, Max, Min, Q, Sum
+from django.test import RequestFactory
 
 from allocation.models import (
     ActivityCount,
@@ -451,6 +452,7 @@ class TestMonthEnd:
         assert [run["flagged"] for run in summary["allocation_runs"]] == [False, False, False]
         for run in summary["allocation_runs"]:
             assert money(run["allocated"]) + money(run["unallocated"]) == money(run["invoice_total"]) > 0
-        user = authenticate(username="finance", password="chargeback-demo")
+        # django-axes wants the request it throttles by.
+        user = authenticate(RequestFactory().post("/login/"), username="finance", password="chargeback-demo")
         assert user is not None and user.is_superuser and user.is_staff
         assert user.groups.filter(name="finance_approver").exists()

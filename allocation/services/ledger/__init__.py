@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from allocation.access import Permission, access_require, token_of, user_of
 from allocation.choices import UsageBatchStatus, UsageSourceFormat
 from allocation.models import UsageBatch, UsageRejection
 from pricing.errors import NotFound, ValidationFailed
@@ -81,12 +82,18 @@ class _CountingReader(io.RawIOBase):
 def usage_batch_create(
     *, source_format: str, source_name: str, created_by=None, bytes_total: int | None = None
 ) -> UsageBatch:
+    """A batch recording who or what sends it: `created_by` is a user, a service account
+    (its token is kept), or None for an operator's command on the server."""
     if source_format not in UsageSourceFormat.values:
         raise ValidationFailed(
             f"unknown format {source_format!r}; formats are {', '.join(FILE_FORMATS)}", code="unknown_format"
         )
     return UsageBatch.objects.create(
-        source_format=source_format, source_name=source_name[:500], created_by=created_by, bytes_total=bytes_total
+        source_format=source_format,
+        source_name=source_name[:500],
+        created_by=user_of(created_by),
+        api_token=token_of(created_by),
+        bytes_total=bytes_total,
     )
 
 
@@ -138,15 +145,17 @@ def usage_batch_ingest_file(
     return _batch_finish(batch)
 
 
-def usage_upload_queue(*, uploaded_file, source_format: str, created_by=None) -> UsageBatch:
+def usage_upload_queue(*, uploaded_file, source_format: str, actor) -> UsageBatch:
     """Keep an uploaded source and queue its ingestion; the batch shows progress."""
+    if actor is not None:  # None: an operator on the server (a command, the demo)
+        access_require(actor, Permission.FEED_LEDGER, doing="upload usage")
     if source_format not in PARSERS:
         raise ValidationFailed(
             f"unknown format {source_format!r}; formats are {', '.join(FILE_FORMATS)}", code="unknown_format"
         )
     name = Path(uploaded_file.name).name
     batch = usage_batch_create(
-        source_format=source_format, source_name=name, created_by=created_by, bytes_total=uploaded_file.size
+        source_format=source_format, source_name=name, created_by=actor, bytes_total=uploaded_file.size
     )
     folder = Path(settings.MEDIA_ROOT) / "usage-uploads"
     folder.mkdir(parents=True, exist_ok=True)
@@ -168,12 +177,16 @@ class EventResult:
 
 
 def usage_ingest_events(
-    *, events: Sequence[Mapping], source_name: str, created_by=None
+    *, events: Sequence[Mapping], source_name: str, actor=None
 ) -> tuple[UsageBatch, list[EventResult]]:
-    """Ingest a gateway's batch of events (our schema) with an answer per event."""
+    """Ingest a gateway's batch of events (our schema) with an answer per event. `actor`
+    is who sends them (a user or the gateway's service account); None is an operator on
+    the server (a command, the demo)."""
+    if actor is not None:
+        access_require(actor, Permission.FEED_LEDGER, doing="send usage events")
     if not isinstance(events, Sequence) or isinstance(events, str | bytes):
         raise ValidationFailed("events must be a list of event objects", code="invalid_events")
-    batch = usage_batch_create(source_format=UsageSourceFormat.API, source_name=source_name)
+    batch = usage_batch_create(source_format=UsageSourceFormat.API, source_name=source_name, created_by=actor)
     _batch_start(batch)
     builder = LineBuilder(batch_id=batch.pk, unit_modalities=unit_modalities())
     results: dict[int, EventResult] = {}

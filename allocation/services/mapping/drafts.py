@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
+from allocation.access import FINANCE_APPROVER, GRANTS, Permission, access_require
 from allocation.choices import (
     MAPPING_RULE_TAGS,
     ChargeModel,
@@ -34,13 +35,10 @@ from allocation.services.mapping.files import (
     match_patterns,
     rule_problems,
 )
-from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, has_role, require_role
 from pricing.errors import Conflict, NotFound, ValidationFailed
 from pricing.models import PriceBook
 
 __all__ = [
-    "FINANCE_APPROVER_GROUP",
-    "MAPPING_EDITOR_GROUPS",
     "MappingAlreadySigned",
     "NOT_FINANCE_APPROVER",
     "NOT_MAPPING_EDITOR",
@@ -51,16 +49,7 @@ __all__ = [
     "mapping_draft_rule_move",
     "mapping_draft_rule_update",
     "mapping_sign",
-    "mapping_user_can_edit",
-    "mapping_user_can_sign",
 ]
-
-
-FINANCE_APPROVER_GROUP = FINANCE_APPROVER
-
-
-# Who may draft and edit (never sign): DESIGN.md "Roles".
-MAPPING_EDITOR_GROUPS: tuple[str, ...] = (FINANCE_APPROVER, FINANCE_ANALYST, PLATFORM_ADMIN)
 
 
 class MappingAlreadySigned(Conflict):
@@ -71,39 +60,30 @@ class SignedVersionImmutable(Conflict):
     code = "signed_version_immutable"
 
 
-def mapping_user_can_sign(*, user) -> bool:
-    """Only a member of the finance_approver group signs a mapping off."""
-    return has_role(user, (FINANCE_APPROVER_GROUP,))
-
-
-def mapping_user_can_edit(*, user) -> bool:
-    """Drafting and editing drafts: finance approvers and analysts, and platform admins."""
-    return has_role(user, MAPPING_EDITOR_GROUPS)
-
-
 NOT_MAPPING_EDITOR = "not_mapping_editor"
 NOT_FINANCE_APPROVER = "not_finance_approver"
 
 
 def _require_editor(actor) -> None:
     name = getattr(actor, "username", None) or "nobody"
-    require_role(
+    editors = ", ".join(sorted(GRANTS[Permission.EDIT_MAPPING]))
+    access_require(
         actor,
-        MAPPING_EDITOR_GROUPS,
+        Permission.EDIT_MAPPING,
         doing="edit mapping drafts",
         code=NOT_MAPPING_EDITOR,
-        message=f"{name} may not edit mapping drafts; that takes one of the groups {', '.join(MAPPING_EDITOR_GROUPS)}",
+        message=f"{name} may not edit mapping drafts; that takes one of the groups {editors}",
     )
 
 
 def _require_approver(actor) -> None:
     name = getattr(actor, "username", None) or "nobody"
-    require_role(
+    access_require(
         actor,
-        (FINANCE_APPROVER_GROUP,),
+        Permission.SIGN_OFF,
         doing="sign a mapping off",
         code=NOT_FINANCE_APPROVER,
-        message=f"{name} is not a finance approver; only the {FINANCE_APPROVER_GROUP} group may sign a mapping off",
+        message=f"{name} is not a finance approver; only the {FINANCE_APPROVER} group may sign a mapping off",
     )
 
 

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
+from allocation.access import Permission, access_require
 from allocation.choices import AllocationProgressState
 from allocation.models import (
     AllocationRun,
@@ -21,7 +22,6 @@ from allocation.models import (
 )
 from allocation.selectors.mapping import mapping_version_in_force
 from allocation.services.rating import usage_rate_period
-from allocation.services.roles import FINANCE_ANALYST, FINANCE_APPROVER, PLATFORM_ADMIN, require_role
 from allocation.services.runs.engine import (
     allocation_compute,
     default_tolerance,
@@ -41,7 +41,6 @@ from pricing.periods import Period
 from pricing.task_queue import task_queue_on_commit
 
 __all__ = [
-    "ALLOCATION_RUNNERS",
     "PeriodClosed",
     "allocation_run_close",
     "allocation_run_execute",
@@ -49,9 +48,6 @@ __all__ = [
     "allocation_usage_rate",
     "open_periods",
 ]
-
-# Who may run an allocation; the command and tasks without a user act as the system.
-ALLOCATION_RUNNERS: tuple[str, ...] = (FINANCE_APPROVER, FINANCE_ANALYST, PLATFORM_ADMIN)
 
 
 class PeriodClosed(Conflict):
@@ -61,7 +57,7 @@ class PeriodClosed(Conflict):
 def _refuse_if_not_runnable(period: Period, actor) -> None:
     """An actor without the role, or a closed period, is refused."""
     if actor is not None:
-        require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
+        access_require(actor, Permission.RUN_ALLOCATION, doing=f"run the allocation of {period}")
     closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
     if closed is not None:
         raise PeriodClosed(
@@ -114,7 +110,7 @@ def allocation_run_execute(
     bucket. Complete or nothing (one transaction); refused while another run of the period
     runs, and when the period is closed. Supersedes the period's current run."""
     if actor is not None:
-        require_role(actor, ALLOCATION_RUNNERS, doing=f"run the allocation of {period}")
+        access_require(actor, Permission.RUN_ALLOCATION, doing=f"run the allocation of {period}")
     tolerance = default_tolerance() if tolerance is None else tolerance
     if not 0 <= tolerance < 1:
         raise ValidationFailed(f"tolerance {tolerance} must be at least 0 and below 1", code="tolerance_invalid")
