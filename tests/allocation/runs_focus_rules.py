@@ -15,6 +15,7 @@ the columns.
 """
 
 import csv
+import io
 import json
 import re
 from collections import defaultdict
@@ -221,7 +222,7 @@ def mandatory_columns(path: Path) -> list[str]:
 
 def read_focus_csv(text: str) -> tuple[list[str], list[dict[str, str | None]]]:
     """Header and rows of a CSV, an empty field read as null."""
-    reader = csv.reader(text.splitlines())
+    reader = csv.reader(io.StringIO(text, newline=""))  # a quoted cell may hold a line break
     header = next(reader)
     rows = [{name: (value if value != "" else None) for name, value in zip(header, row, strict=True)} for row in reader]
     return header, rows

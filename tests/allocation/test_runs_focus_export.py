@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from allocation.models import ActivityCount, AllocationLine, AllocationRun, UsageLine
+from allocation.models import AllocationLine, AllocationRun, UsageLine
 from allocation.services.runs.focus_export import FOCUS_COLUMNS, FOCUS_UNITS, X_COLUMNS, focus_export
 from allocation.services.runs.run import allocation_run_execute
 from pricing.units import UNIT_CATALOG
@@ -21,11 +21,10 @@ from .runs_world import (
     MAPPING,
     MONTH,
     PERIOD,
-    SCENARIO_INVOICE,
     build_mapping,
     build_org,
     build_prices,
-    load_invoice,
+    build_run,
     load_usage,
     make_approver,
     scenario_events,
@@ -47,15 +46,7 @@ FEE_RULE = """\
 
 
 def build_world(tmp_path, django_user_model, mapping: str = MAPPING) -> AllocationRun:
-    centers = build_org()
-    build_prices()
-    approver = make_approver(django_user_model)
-    build_mapping(tmp_path, approver, mapping)
-    load_usage(scenario_events())
-    load_invoice(tmp_path, SCENARIO_INVOICE)
-    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-110"], count=3)
-    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-130"], count=1)
-    return allocation_run_execute(period=MONTH, actor=approver)
+    return build_run(tmp_path, django_user_model, mapping)
 
 
 def export(tmp_path) -> tuple[dict, list[str], list[dict]]:

@@ -41,7 +41,6 @@ Format. Date/times `YYYY-MM-DDTHH:mm:ssZ` in UTC, decimals in plain notation
 field and no non-null value is ever empty.
 """
 
-import csv
 import json
 import os
 import tempfile
@@ -56,8 +55,9 @@ from typing import TextIO
 from allocation.choices import AllocationMethod, ChargeCategory, UnallocatedReason
 from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current
+from pricing.csv_export import csv_write
 from pricing.errors import NotFound
-from pricing.formatting import focus_money_text, focus_quantity_text
+from pricing.formatting import focus_money, focus_quantity
 from pricing.models import Provider, Unit
 from pricing.money import QUANTITY_DECIMAL_PLACES, quantize
 from pricing.periods import Period
@@ -203,12 +203,7 @@ def focus_export(*, period: Period, stream: TextIO) -> FocusExportResult:
             code="no_current_run",
             extra={"period": str(period)},
         )
-    writer = csv.writer(stream)
-    writer.writerow(FOCUS_COLUMNS + X_COLUMNS)
-    rows = 0
-    for row in _rows(run, start, end):
-        writer.writerow(["" if value is None else value for value in row])
-        rows += 1
+    rows = csv_write(stream, _rows(run, start, end), header=FOCUS_COLUMNS + X_COLUMNS)
     return FocusExportResult(run_id=run.pk, period=str(period), rows=rows)
 
 
@@ -291,7 +286,7 @@ def _row(line: AllocationLine, context: _Context) -> list:
         account = (invoice.billing_account if invoice else "") or line.provider
         service = f"{provider_name} API"
     category = ChargeCategory(line.category)
-    cost = focus_money_text(line.amount)
+    cost = focus_money(line.amount)
     quantity, pricing_unit, consumed, consumed_unit, sku, meter = _quantities(line, category, fee_owner, context)
     if category != ChargeCategory.USAGE:
         consumed = consumed_unit = None  # ConsumedQuantity-C-004-C: only Usage rows are consumption
@@ -361,18 +356,18 @@ def _quantities(
         return None, None, None, None, None, None
     if line.unit:
         unit = FOCUS_UNITS.get(line.unit, _UNKNOWN_UNIT)
-        priced = focus_quantity_text(_divide(line.quantity, Decimal(unit.quantum)))
+        priced = focus_quantity(_divide(line.quantity, Decimal(unit.quantum)))
         sku = "/".join(part for part in (line.provider, line.model, line.unit) if part)
         meter = context.units.get(line.unit, line.unit)
-        return priced, unit.pricing, focus_quantity_text(line.quantity), unit.name, sku, meter
+        return priced, unit.pricing, focus_quantity(line.quantity), unit.name, sku, meter
     if fee_owner is not None:
-        share = focus_quantity_text(_share(line.amount, line.rule.fixed_fee))
+        share = focus_quantity(_share(line.amount, line.rule.fixed_fee))
         return share, _FEE_UNIT, share, _FEE_UNIT, f"internal/{fee_owner.code}/fixed-fee", "Fixed monthly fee"
     if line.pool is not None:
         total = context.pool_totals.get((line.invoice_id, line.pool_id, line.category), Decimal(0))
-        share = focus_quantity_text(_share(line.amount, total))
+        share = focus_quantity(_share(line.amount, total))
         return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/pool/{line.pool.code}", line.pool.name
-    share = focus_quantity_text(_share(line.amount, line.amount))
+    share = focus_quantity(_share(line.amount, line.amount))
     return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/{line.category}", category.label
 
 
