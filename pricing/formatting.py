@@ -19,14 +19,16 @@ __all__ = [
     "MINUS",
     "Money",
     "Share",
-    "focus_money_text",
-    "focus_quantity_text",
+    "focus_money",
+    "focus_quantity",
+    "money_cents",
     "money_change_text",
     "money_plain",
     "money_text",
     "percent_change_text",
     "percent_text",
     "price_text",
+    "quantity_plain",
     "quantity_text",
     "rated_cost_text",
 ]
@@ -183,19 +185,28 @@ class Share:
 # --- for machines: JSON and CSV ----------------------------------------------------
 
 
+def money_cents(amount: Decimal | None) -> Decimal:
+    """An amount to the cent as a number, for a CSV cell (`pricing.csv_export`); nothing (an empty sum) is 0.00."""
+    return quantize(amount or Decimal(0), CENT)
+
+
 def money_plain(amount: Decimal | None) -> str:
-    """Decimal text to the cent for JSON and CSV: '1234.50'; nothing (an empty sum) is '0.00'."""
-    return f"{quantize(amount or Decimal(0), CENT):f}"
+    """Decimal text to the cent for JSON: '1234.50'; nothing (an empty sum) is '0.00'."""
+    return f"{money_cents(amount):f}"
 
 
-def focus_money_text(amount: Decimal) -> str:
-    """A FOCUS cost column: plain decimal text to the cent, never '-0.00'
-    (NumericFormat: no sign on a value that is not negative)."""
-    text = money_plain(amount)
-    return "0.00" if text == "-0.00" else text
+def quantity_plain(value: Decimal) -> Decimal:
+    """A quantity as a number without trailing zeros, for a CSV cell: it reads as `decimal_text` says it."""
+    return Decimal(decimal_text(value))
 
 
-def focus_quantity_text(value: Decimal) -> str:
-    """A FOCUS quantity column: plain decimal text without trailing zeros, never '-0'."""
-    text = decimal_text(value)
-    return "0" if text in ("-0", "") else text
+def focus_money(amount: Decimal) -> Decimal:
+    """A FOCUS cost cell: to the cent, never -0.00 (NumericFormat: no sign on a value that is not negative)."""
+    cents = money_cents(amount)
+    return cents.copy_abs() if cents == 0 else cents
+
+
+def focus_quantity(value: Decimal) -> Decimal:
+    """A FOCUS quantity cell: without trailing zeros, never -0."""
+    plain = quantity_plain(value)
+    return plain.copy_abs() if plain == 0 else plain

@@ -5,7 +5,6 @@ shape values for display: figures go to the templates as Decimals and become tex
 through the `money` template filters (`pricing.formatting`), never floats.
 """
 
-import csv
 from collections.abc import Iterable
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -28,6 +27,7 @@ from allocation.selectors.ledger import (
 )
 from allocation.selectors.rating import rating_run_current, usage_summary
 from allocation.services.ledger import usage_upload_queue
+from pricing.csv_export import CSV_CONTENT_TYPE, csv_lines
 from pricing.errors import ValidationFailed
 
 __all__ = [
@@ -157,17 +157,10 @@ def usage_batch_detail(request: HttpRequest, batch_id: int) -> HttpResponse:
     return render(request, "allocation/ledger/batch_detail.html", context)
 
 
-class _Echo:
-    """A file-like object whose write returns the line, for streaming csv.writer."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 def csv_download(rows: Iterable[Iterable], *, filename: str) -> StreamingHttpResponse:
-    """A CSV file streamed row by row, so a large download holds no memory."""
-    writer = csv.writer(_Echo())
-    response = StreamingHttpResponse((writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8")
+    """A CSV file streamed row by row, so a large download holds no memory; cells neutralized
+    against spreadsheet formulas by the one CSV writer (`pricing.csv_export`)."""
+    response = StreamingHttpResponse(csv_lines(rows), content_type=CSV_CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

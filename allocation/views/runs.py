@@ -44,8 +44,7 @@ from allocation.services.runs.progress import allocation_progress
 from allocation.services.runs.run import allocation_run_queue
 from allocation.views.ledger import csv_download
 from pricing.errors import ApplicationError, ValidationFailed
-from pricing.formatting import Money, Share, money_plain, quantity_text
-from pricing.money import decimal_text
+from pricing.formatting import Money, Share, money_cents, quantity_plain, quantity_text
 from pricing.periods import Period
 
 __all__ = [
@@ -543,7 +542,7 @@ def _line_rows(run: AllocationRun, line_filter: _LineFilter) -> Iterator[list]:
             run.period,
             *("" if value is None else value for value in keys),
             line_count,
-            decimal_text(quantity),
-            decimal_text(rated_cost),
-            money_plain(amount),
+            quantity_plain(quantity),
+            quantity_plain(rated_cost),
+            money_cents(amount),
         ]

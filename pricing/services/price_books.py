@@ -18,6 +18,7 @@ from django.db import connection, transaction
 
 from pricing.choices import PriceBookKind
 from pricing.config_files import ConfigErrors, yaml_parse
+from pricing.csv_export import csv_cell_restore, csv_write
 from pricing.errors import NotFound, ValidationFailed
 from pricing.models import PRICE_DECIMAL_PLACES, AiModel, Price, PriceBook, PriceBookVersion, Unit
 from pricing.money import decimal_text, parse_decimal
@@ -263,7 +264,9 @@ def _read_rows(path: Path, file_format: str) -> tuple[list[PriceRow], dict[str, 
                 else f"{path}: empty file",
                 code=ERROR_CODE,
             )
-        for raw in reader:
+        for read in reader:
+            # A cell our export neutralized against spreadsheet formulas reads back as written.
+            raw = {key: csv_cell_restore(value) if isinstance(value, str) else value for key, value in read.items()}
             where = f"{path}:{reader.line_num}"
             if (row := _parse_row(raw, where, errors)) is not None:
                 rows.append(row)
@@ -340,9 +343,9 @@ def price_book_export(*, version: PriceBookVersion, file_format: str) -> str:
     ]
     if file_format == "csv":
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=PRICE_FILE_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(records)
+        # The amount as a number, so the one CSV writer leaves it alone; codes are text.
+        cells = ([Decimal(r[c]) if c == "amount" else r[c] for c in PRICE_FILE_COLUMNS] for r in records)
+        csv_write(out, cells, header=PRICE_FILE_COLUMNS, lineterminator="\n")
         return out.getvalue()
     if file_format == "yaml":
         compact = [{k: v for k, v in r.items() if v not in ("", 0) or k in _REQUIRED} for r in records]

@@ -11,11 +11,12 @@ from pathlib import Path
 
 from django.contrib.auth.models import Group
 
-from allocation.models import CostCenter, Team
+from allocation.models import ActivityCount, AllocationRun, CostCenter, Team
 from allocation.services.invoices.ingest import invoice_ingest_file
 from allocation.services.ledger import usage_ingest_events
 from allocation.services.mapping.drafts import mapping_sign
 from allocation.services.mapping.files import mapping_load_file
+from allocation.services.runs.run import allocation_run_execute
 from pricing.models import AiModel, PriceBook, Provider
 from pricing.periods import Period
 from pricing.services.price_books import PriceRow, price_book_version_create
@@ -214,3 +215,17 @@ def load_invoice(tmp_path: Path, rows: str, name: str = "invoice.csv"):
     batch = invoice_ingest_file(path=invoice_csv(tmp_path, rows, name), source_format="csv", provider="acme-ai")
     assert batch.rejected == 0, list(batch.rejections.values("line", "field", "reason"))
     return batch
+
+
+def build_run(tmp_path: Path, django_user_model, mapping: str = MAPPING, extra_events: tuple = ()) -> AllocationRun:
+    """The hand-computed scenario, invoiced and allocated (activity counts for its activity pool), plus any
+    `extra_events`."""
+    centers = build_org()
+    build_prices()
+    approver = make_approver(django_user_model)
+    build_mapping(tmp_path, approver, mapping)
+    load_usage(scenario_events() + list(extra_events))
+    load_invoice(tmp_path, SCENARIO_INVOICE)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-110"], count=3)
+    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-130"], count=1)
+    return allocation_run_execute(period=MONTH, actor=approver)

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from allocation.models import ActivityCount, AllocationLine, AllocationRun, UsageLine
+from allocation.models import AllocationLine, AllocationRun, UsageLine
 from allocation.services.runs.focus_export import FOCUS_COLUMNS, FOCUS_UNITS, X_COLUMNS, focus_export
 from allocation.services.runs.run import allocation_run_execute
 from pricing.units import UNIT_CATALOG
@@ -21,14 +21,14 @@ from .runs_world import (
     MAPPING,
     MONTH,
     PERIOD,
-    SCENARIO_INVOICE,
     build_mapping,
     build_org,
     build_prices,
-    load_invoice,
+    build_run,
     load_usage,
     make_approver,
     scenario_events,
+    usage,
 )
 
 pytestmark = pytest.mark.django_db
@@ -47,15 +47,7 @@ FEE_RULE = """\
 
 
 def build_world(tmp_path, django_user_model, mapping: str = MAPPING) -> AllocationRun:
-    centers = build_org()
-    build_prices()
-    approver = make_approver(django_user_model)
-    build_mapping(tmp_path, approver, mapping)
-    load_usage(scenario_events())
-    load_invoice(tmp_path, SCENARIO_INVOICE)
-    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-110"], count=3)
-    ActivityCount.objects.create(period=MONTH, driver="jobs_run", cost_center=centers["CC-130"], count=1)
-    return allocation_run_execute(period=MONTH, actor=approver)
+    return build_run(tmp_path, django_user_model, mapping)
 
 
 def export(tmp_path) -> tuple[dict, list[str], list[dict]]:
@@ -80,13 +72,27 @@ def test_export_passes_the_focus_1_2_rules_and_ties_to_the_invoice(tmp_path, dja
     assert focus_violations(header, rows, mandatory=MANDATORY) == []
     assert len(MANDATORY) == 21 and set(MANDATORY) <= set(header)
     assert header == list(FOCUS_COLUMNS + X_COLUMNS)
-    # One row per allocation line of the current run with an amount or a quantity.
-    assert len(rows) == AllocationLine.objects.filter(run=run).exclude(amount=0, quantity=0).count() == 37
+    # One row per allocation line of the current run with an amount or a quantity, and a second row
+    # for each share of a purchase: its use this period (EffectiveCost-C-005-C).
+    lines = AllocationLine.objects.filter(run=run).exclude(amount=0, quantity=0)
+    purchases = lines.filter(category="purchase").exclude(amount=0).count()
+    assert len(rows) == lines.count() + purchases == 37 + 3
     assert {row["x_AllocationRunId"] for row in rows} == {str(run.pk)}
 
-    # Every invoice cent, once: the file sums to the run's invoice total, and per InvoiceId to the invoice.
-    assert total(rows) == run.invoice_total == Decimal("174.56")
-    assert all(row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"] == row["BilledCost"] for row in rows)
+    # Every invoice cent, once: the file sums to the run's invoice total, and per InvoiceId to the invoice;
+    # EffectiveCost too, with a purchase's cost on its use rather than on the Purchase row.
+    for column in ("BilledCost", "EffectiveCost", "ListCost", "ContractedCost"):
+        assert total(rows, column) == run.invoice_total == Decimal("174.56"), column
+    bought = [row for row in rows if row["ChargeCategory"] == "Purchase"]
+    used = [row for row in rows if row["ChargeDescription"].endswith(", used this period")]
+    assert len(bought) == len(used) == 3
+    assert {(row["EffectiveCost"], row["ChargeFrequency"]) for row in bought} == {("0.00", "One-Time")}
+    assert {(row["BilledCost"], row["ChargeCategory"], row["ChargeFrequency"]) for row in used} == {
+        ("0.00", "Usage", "Usage-Based")
+    }
+    assert sorted(row["EffectiveCost"] for row in used) == sorted(row["BilledCost"] for row in bought)
+    others = [row for row in rows if row not in bought and row not in used]
+    assert all(row["EffectiveCost"] == row["ListCost"] == row["ContractedCost"] == row["BilledCost"] for row in others)
     assert {row["InvoiceId"] for row in rows} == {"ACME-2026-10"}
     assert {(row["BillingCurrency"], row["ProviderName"], row["InvoiceIssuerName"]) for row in rows} == {
         ("USD", "Acme AI", "Acme AI")
@@ -175,7 +181,7 @@ def test_rows_say_units_quantities_and_tags_as_focus_does(tmp_path, django_user_
     assert (untagged["Tags"], untagged["x_Team"], untagged["ConsumedQuantity"]) == (None, None, "3000000")
 
     # Shared pools: each cost center's share of the pooled charge, shares adding up to the whole charge.
-    platform = [row for row in rows if row["SkuId"] == "acme-ai/pool/platform"]
+    platform = [row for row in rows if row["SkuId"] == "acme-ai/pool/platform" and row["ChargeCategory"] == "Purchase"]
     assert {(row["x_CostCenter"], row["BilledCost"]) for row in platform} == {
         ("CC-110", "17.00"),
         ("CC-120", "25.00"),
@@ -204,18 +210,20 @@ def test_fixed_fee_transfer_nets_to_zero(tmp_path, django_user_model):
     ]
     assert total(fee) == 0
     assert total(rows) == run.invoice_total == Decimal("174.56")
-    # An internal transfer: the service owner provides it, no provider invoice stands behind it.
+    # An internal transfer: the service owner provides it, on the period's internal invoice (no provider's).
     assert {
         (row["ProviderName"], row["InvoiceIssuerName"], row["InvoiceId"], row["BillingCurrency"], row["PricingUnit"])
         for row in fee
-    } == {("Platform", "Platform", None, "USD", "Months")}
+    } == {("Platform", "Platform", "internal:CC-100:2026-10", "USD", "Months")}
+    assert {row["ChargeFrequency"] for row in fee} == {"Recurring"}
     assert {row["ChargeDescription"] for row in fee} == {
         "Fixed monthly fee of the Platform AI service (internal transfer)"
     }
 
 
 def test_usage_no_invoice_stands_for_is_exported_with_its_quantity_and_no_cost(tmp_path, django_user_model):
-    """No invoice yet: the run counts the usage with no money; the rows say so, dated by the period."""
+    """No invoice yet: the run counts the usage with no money; the rows say so, dated by the period,
+    on a provisional InvoiceId (InvoiceId-C-006-O: it may be generated before the invoice is issued)."""
     build_org()
     build_prices()
     build_mapping(tmp_path, make_approver(django_user_model))
@@ -226,7 +234,7 @@ def test_usage_no_invoice_stands_for_is_exported_with_its_quantity_and_no_cost(t
     assert focus_violations(header, rows, mandatory=MANDATORY) == []
     assert rows and total(rows) == run.invoice_total == 0
     assert {(r["InvoiceId"], r["BillingCurrency"], r["BillingAccountId"], r["BillingPeriodStart"]) for r in rows} == {
-        (None, "USD", "acme-ai", "2026-10-01T00:00:00Z")
+        ("provisional:acme-ai:2026-10", "USD", "acme-ai", "2026-10-01T00:00:00Z")
     }
     # Every ledger token once, in ConsumedQuantity.
     assert sum(Decimal(row["ConsumedQuantity"]) for row in rows) == sum(
@@ -258,7 +266,13 @@ def test_checker_catches_each_broken_rule(tmp_path, django_user_model):
     header, rows = read_focus_csv(stream.getvalue())
     usage = next(row for row in rows if row["ChargeCategory"] == "Usage" and row["x_AllocationMethod"] == "direct")
     tax = next(row for row in rows if row["ChargeCategory"] == "Tax")
+    purchase = next(row for row in rows if row["ChargeCategory"] == "Purchase")
     breaks = [
+        (usage, "ChargeFrequency", None, "ChargeFrequency-C-002-M"),
+        (usage, "ChargeFrequency", "Monthly", "ChargeFrequency-C-003-M"),
+        (purchase, "ChargeFrequency", "Usage-Based", "ChargeFrequency-C-004-C"),
+        (purchase, "EffectiveCost", purchase["BilledCost"], "EffectiveCost-C-005-C"),
+        (tax, "InvoiceId", None, "InvoiceId-C-005-C"),
         (usage, "ChargeCategory", "usage", "ChargeCategory-C-003-M"),
         (usage, "ChargePeriodStart", "2026-10-01 00:00:00", "ChargePeriodStart-C-002-M, DateTimeFormat-A-003-M"),
         (usage, "BilledCost", "1.01E+1", "BilledCost-C-002-M/-C-004-M, NumericFormat-A-003-M..-011-M"),
@@ -283,6 +297,25 @@ def test_checker_catches_each_broken_rule(tmp_path, django_user_model):
     rows_without = [{k: v for k, v in row.items() if k != "PricingUnit"} for row in rows]
     found = {(v.column, v.rule) for v in focus_violations(header_without, rows_without, mandatory=MANDATORY)}
     assert ("PricingUnit", "CostAndUsage-D-068-M") in found
+    for column, rule in (("ChargeFrequency", "CostAndUsage-D-027-O"), ("InvoiceId", "CostAndUsage-D-033-O")):
+        header_without = [name for name in header if name != column]
+        rows_without = [{k: v for k, v in row.items() if k != column} for row in rows]
+        found = {(v.column, v.rule) for v in focus_violations(header_without, rows_without, mandatory=MANDATORY)}
+        assert (column, rule) in found
     renamed = [name if name != "x_Team" else "Team" for name in header]
     found = {(v.column, v.rule) for v in focus_violations(renamed, rows, mandatory=MANDATORY)}
     assert ("Team", "ColumnHandling-A-010-M") in found
+
+
+def test_usage_no_price_book_prices_stands_on_its_providers_invoice(tmp_path, django_user_model):
+    """An unpriced line carries no invoice of its own; its row names the provider's one invoice of the run."""
+    gpu = usage("gpu-1", "gpu_second", 60, team="search", feature="web", environment="production")
+    build_run(tmp_path, django_user_model, extra_events=(gpu,))
+    _, header, rows = export(tmp_path)
+
+    assert focus_violations(header, rows, mandatory=MANDATORY) == []
+    gpu_rows = [row for row in rows if row["ConsumedUnit"] == "Seconds"]
+    assert {
+        (row["InvoiceId"], row["BilledCost"], row["ConsumedQuantity"], row["x_UnallocatedReason"]) for row in gpu_rows
+    } == {("ACME-2026-10", "0.00", "60", "unpriced")}
+    assert {row["InvoiceId"] for row in rows} == {"ACME-2026-10"}

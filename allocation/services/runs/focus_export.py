@@ -1,11 +1,12 @@
 """Allocated cost as a FOCUS 1.2 cost and usage CSV: the one service behind `export_focus`.
 
 One row per allocation line of the period's current run whose amount or
-quantity is not zero, streamed from the database. The columns:
+quantity is not zero (two for a share of a purchase, below), streamed from the
+database. The columns:
 
 * the 21 columns FOCUS 1.2 requires of every dataset, and the conditional or
-  recommended ones we can fill truthfully: ConsumedQuantity, ConsumedUnit,
-  InvoiceId, ServiceSubcategory, SkuId, SkuMeter, Tags;
+  recommended ones we can fill truthfully: ChargeFrequency, ConsumedQuantity,
+  ConsumedUnit, InvoiceId, ServiceSubcategory, SkuId, SkuMeter, Tags;
 * the allocation in `x_` columns (FOCUS ColumnHandling: custom columns carry
   the `x_` prefix and come after the FOCUS columns).
 
@@ -13,7 +14,12 @@ Money. BilledCost = EffectiveCost = ListCost = ContractedCost = the line's
 allocated amount, in the invoice currency. The run splits each invoice's
 effective (amortized) cost, so the file sums to the run's invoice total; for
 an invoice with a prepayment (billed now, effective later) BilledCost is the
-amortized share, not the cash billed. We emit no unit price columns, and
+amortized share, not the cash billed. A share of a purchase (a platform fee)
+is two rows, as FOCUS shows a purchase and its use: the Purchase row bills it
+with EffectiveCost 0 (EffectiveCost-C-005-C, which focus-validator asks of
+every Purchase row), and a Usage row "..., used this period" carries it as
+EffectiveCost with BilledCost, ListCost and ContractedCost 0. Each cost column
+still sums to the run's invoice total. We emit no unit price columns, and
 FOCUS then asks ListCost and ContractedCost of a charge to match its
 BilledCost (ListCost-C-008-C, ContractedCost-C-008-C); no discount is claimed.
 
@@ -23,7 +29,17 @@ consumer that wants only what is charged filters `x_Treatment = chargeback`.
 The unallocated bucket is rows with `x_CostCenter` null and
 `x_UnallocatedReason` saying why; `x_AllocationMethod` is `unallocated`. An
 internal fixed-fee transfer is two rows that net to zero (payer +fee, service
-owner -fee), with the service owner as ProviderName and no InvoiceId.
+owner -fee), with the service owner as ProviderName.
+
+Invoices. Every row names one (InvoiceId-C-005-C as focus-validator reads it):
+its line's invoice; for a line with none (usage no price book prices), its
+provider's one invoice in the run; for a fixed-fee transfer, the internal one
+of the period (`internal:<owner>:<YYYY-MM>`, the chargeback bills it); for
+usage no invoice stands for yet, a provisional id, `provisional:<provider>:
+<YYYY-MM>` (InvoiceId-C-006-O: it may be generated before the invoice is).
+
+ChargeFrequency. Usage is Usage-Based, a fixed monthly fee Recurring; a
+purchase, tax, credit or adjustment One-Time (the invoice says no more).
 
 Quantities. A line with a ledger unit is priced in that unit's FOCUS unit
 (`FOCUS_UNITS`: `1000000 Tokens`, `Seconds`, `Images` ...): ConsumedQuantity
@@ -38,10 +54,16 @@ period, it never corrects an invoiced one.
 
 Format. Date/times `YYYY-MM-DDTHH:mm:ssZ` in UTC, decimals in plain notation
 (no exponent), currency ISO 4217, Tags a JSON object; a null is an empty
-field and no non-null value is ever empty.
+field and no non-null value is ever empty. The file is written by the one CSV
+writer (`pricing.csv_export`): a text cell that begins with `=`, `+`, `-`,
+`@`, a tab or a carriage return (a tag, a model, an invoice id from outside)
+gets a leading `'` so a spreadsheet shows it rather than runs it. FOCUS says
+nothing against that in x_ columns and free text; in an id column it alters
+the id, a price we pay for a file finance opens in a spreadsheet. Costs and
+quantities are numbers and never altered, and Tags is a JSON object (it begins
+with `{`), so the exact tag values survive there.
 """
 
-import csv
 import json
 import os
 import tempfile
@@ -54,10 +76,11 @@ from pathlib import Path
 from typing import TextIO
 
 from allocation.choices import AllocationMethod, ChargeCategory, UnallocatedReason
-from allocation.models import AllocationLine, AllocationRun, CostCenter
+from allocation.models import AllocationLine, AllocationRun, CostCenter, ProviderInvoice
 from allocation.selectors.runs import allocation_run_current
+from pricing.csv_export import csv_write
 from pricing.errors import NotFound
-from pricing.formatting import focus_money_text, focus_quantity_text
+from pricing.formatting import focus_money, focus_quantity
 from pricing.models import Provider, Unit
 from pricing.money import QUANTITY_DECIMAL_PLACES, quantize
 from pricing.periods import Period
@@ -137,6 +160,7 @@ FOCUS_COLUMNS: tuple[str, ...] = (
     "ChargeCategory",
     "ChargeClass",
     "ChargeDescription",
+    "ChargeFrequency",
     "ChargePeriodEnd",
     "ChargePeriodStart",
     "ConsumedQuantity",
@@ -170,6 +194,8 @@ X_COLUMNS: tuple[str, ...] = (
     "x_AllocationRunId",
 )
 
+# ChargeFrequency's allowed values (ChargeFrequency-C-003-M).
+ONE_TIME, RECURRING, USAGE_BASED = "One-Time", "Recurring", "Usage-Based"
 SERVICE_CATEGORY = "AI and Machine Learning"
 SERVICE_SUBCATEGORY = "Generative AI"
 # The price books' default currency (pricing.Price.currency): the currency of
@@ -194,7 +220,6 @@ def focus_export(*, period: Period, stream: TextIO) -> FocusExportResult:
 
     Raises NotFound when the period has no current run, before anything is written.
     """
-    start, end = period.bounds
     run = allocation_run_current(period=period)
     if run is None:
         raise NotFound(
@@ -203,12 +228,7 @@ def focus_export(*, period: Period, stream: TextIO) -> FocusExportResult:
             code="no_current_run",
             extra={"period": str(period)},
         )
-    writer = csv.writer(stream)
-    writer.writerow(FOCUS_COLUMNS + X_COLUMNS)
-    rows = 0
-    for row in _rows(run, start, end):
-        writer.writerow(["" if value is None else value for value in row])
-        rows += 1
+    rows = csv_write(stream, _rows(run, period), header=FOCUS_COLUMNS + X_COLUMNS)
     return FocusExportResult(run_id=run.pk, period=str(period), rows=rows)
 
 
@@ -232,23 +252,29 @@ def focus_export_file(*, period: Period, path: str | os.PathLike) -> FocusExport
 @dataclass(frozen=True)
 class _Context:
     run: AllocationRun
+    period: Period
     start: str
     end: str
     currency: str
     providers: dict[str, str]
     units: dict[str, str]
     pool_totals: dict[tuple, Decimal]
+    # Each provider's one invoice in the run, for its lines that carry none (usage no price book prices).
+    provider_invoices: dict[str, ProviderInvoice]
 
 
-def _rows(run: AllocationRun, start: datetime, end: datetime) -> Iterator[list]:
+def _rows(run: AllocationRun, period: Period) -> Iterator[list]:
+    start, end = period.bounds
     context = _Context(
         run=run,
+        period=period,
         start=_datetime(start),
         end=_datetime(end),
         currency=_run_currency(run),
         providers=dict(Provider.objects.values_list("code", "name")),
         units=dict(Unit.objects.values_list("code", "name")),
         pool_totals=_pool_totals(run),
+        provider_invoices=_provider_invoices(run),
     )
     lines = (
         AllocationLine.objects.filter(run=run)
@@ -256,8 +282,40 @@ def _rows(run: AllocationRun, start: datetime, end: datetime) -> Iterator[list]:
         .select_related("invoice", "cost_center", "pool", "rule__cost_center", "rule__service_owner")
         .order_by("id")
     )
+    columns = FOCUS_COLUMNS + X_COLUMNS
     for line in lines.iterator(chunk_size=2000):
-        yield _row(line, context)
+        row = _row(line, context)
+        if row["ChargeCategory"] == ChargeCategory.PURCHASE.label and row["EffectiveCost"] != 0:
+            # EffectiveCost-C-005-C: a Purchase row's EffectiveCost is 0; what the run allocated of the
+            # purchase is this period's use of it, a Usage row with no BilledCost of its own.
+            yield [{**row, "EffectiveCost": Decimal("0.00")}[name] for name in columns]
+            yield [_purchase_use(row)[name] for name in columns]
+        else:
+            yield [row[name] for name in columns]
+
+
+def _purchase_use(row: dict) -> dict:
+    """The period's use of a purchase: its allocated (effective) cost, billed on the Purchase row."""
+    zero = Decimal("0.00")
+    return {
+        **row,
+        "BilledCost": zero,
+        "ChargeCategory": ChargeCategory.USAGE.label,
+        "ChargeDescription": f"{row['ChargeDescription']}, used this period",
+        "ChargeFrequency": USAGE_BASED,
+        "ConsumedQuantity": row["PricingQuantity"],
+        "ConsumedUnit": row["PricingUnit"],
+        "ContractedCost": zero,
+        "ListCost": zero,
+    }
+
+
+def _provider_invoices(run: AllocationRun) -> dict[str, ProviderInvoice]:
+    """Providers with exactly one invoice in the run, to that invoice."""
+    found: dict[str, list[ProviderInvoice]] = defaultdict(list)
+    for invoice in run.invoices.order_by("pk"):
+        found[invoice.provider].append(invoice)
+    return {provider: invoices[0] for provider, invoices in found.items() if len(invoices) == 1}
 
 
 def _run_currency(run: AllocationRun) -> str:
@@ -279,19 +337,21 @@ def _pool_totals(run: AllocationRun) -> dict[tuple, Decimal]:
     return dict(totals)
 
 
-def _row(line: AllocationLine, context: _Context) -> list:
-    invoice = line.invoice
+def _row(line: AllocationLine, context: _Context) -> dict:
     fee_owner = _fee_owner(line)
+    invoice = line.invoice or (None if fee_owner else context.provider_invoices.get(line.provider))
     if fee_owner is not None:
         provider_name = fee_owner.name
         account = f"internal:{fee_owner.code}"
         service = f"{fee_owner.name} AI service"
+        invoice_id = f"{account}:{context.period}"
     else:
         provider_name = (invoice.issuer if invoice else "") or context.providers.get(line.provider) or line.provider
         account = (invoice.billing_account if invoice else "") or line.provider
         service = f"{provider_name} API"
+        invoice_id = invoice.invoice_id if invoice else f"provisional:{line.provider}:{context.period}"
     category = ChargeCategory(line.category)
-    cost = focus_money_text(line.amount)
+    cost = focus_money(line.amount)
     quantity, pricing_unit, consumed, consumed_unit, sku, meter = _quantities(line, category, fee_owner, context)
     if category != ChargeCategory.USAGE:
         consumed = consumed_unit = None  # ConsumedQuantity-C-004-C: only Usage rows are consumption
@@ -306,13 +366,14 @@ def _row(line: AllocationLine, context: _Context) -> list:
         "ChargeCategory": category.label,
         "ChargeClass": None,
         "ChargeDescription": _description(line, category, provider_name, fee_owner, context),
+        "ChargeFrequency": _frequency(category, fee_owner),
         "ChargePeriodEnd": context.end,
         "ChargePeriodStart": context.start,
         "ConsumedQuantity": consumed,
         "ConsumedUnit": consumed_unit,
         "ContractedCost": cost,
         "EffectiveCost": cost,
-        "InvoiceId": invoice.invoice_id if invoice else None,
+        "InvoiceId": invoice_id,
         "InvoiceIssuerName": provider_name,
         "ListCost": cost,
         "PricingQuantity": quantity,
@@ -338,7 +399,16 @@ def _row(line: AllocationLine, context: _Context) -> list:
         "x_UnallocatedReason": line.reason or None,
         "x_AllocationRunId": str(context.run.pk),
     }
-    return [focus[name] for name in FOCUS_COLUMNS] + [custom[name] for name in X_COLUMNS]
+    return focus | custom
+
+
+def _frequency(category: ChargeCategory, fee_owner: CostCenter | None) -> str:
+    """ChargeFrequency: usage is Usage-Based, a fixed monthly fee Recurring; a purchase (never
+    Usage-Based: ChargeFrequency-C-004-C), a tax, a credit or an adjustment is charged once on its invoice,
+    as far as the invoice tells."""
+    if fee_owner is not None:
+        return RECURRING
+    return USAGE_BASED if category == ChargeCategory.USAGE else ONE_TIME
 
 
 def _fee_owner(line: AllocationLine) -> CostCenter | None:
@@ -361,18 +431,18 @@ def _quantities(
         return None, None, None, None, None, None
     if line.unit:
         unit = FOCUS_UNITS.get(line.unit, _UNKNOWN_UNIT)
-        priced = focus_quantity_text(_divide(line.quantity, Decimal(unit.quantum)))
+        priced = focus_quantity(_divide(line.quantity, Decimal(unit.quantum)))
         sku = "/".join(part for part in (line.provider, line.model, line.unit) if part)
         meter = context.units.get(line.unit, line.unit)
-        return priced, unit.pricing, focus_quantity_text(line.quantity), unit.name, sku, meter
+        return priced, unit.pricing, focus_quantity(line.quantity), unit.name, sku, meter
     if fee_owner is not None:
-        share = focus_quantity_text(_share(line.amount, line.rule.fixed_fee))
+        share = focus_quantity(_share(line.amount, line.rule.fixed_fee))
         return share, _FEE_UNIT, share, _FEE_UNIT, f"internal/{fee_owner.code}/fixed-fee", "Fixed monthly fee"
     if line.pool is not None:
         total = context.pool_totals.get((line.invoice_id, line.pool_id, line.category), Decimal(0))
-        share = focus_quantity_text(_share(line.amount, total))
+        share = focus_quantity(_share(line.amount, total))
         return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/pool/{line.pool.code}", line.pool.name
-    share = focus_quantity_text(_share(line.amount, line.amount))
+    share = focus_quantity(_share(line.amount, line.amount))
     return share, _SHARE_UNIT, share, _SHARE_UNIT, f"{line.provider}/{line.category}", category.label
 
 
