@@ -109,3 +109,20 @@ def test_every_invoice_ties_out_to_the_cent(base_world, tmp_path, events, lines,
             raise _Rollback
     except _Rollback:
         pass
+
+
+def test_a_cent_invoiced_against_thousands_rated_is_far_beyond_tolerance(base_world, tmp_path):
+    """Found by the property above on PostgreSQL: a variance share of a billion-fold overflowed
+    its column and failed the run. The share is kept at the column's limit and the run flagged."""
+    from allocation.models import ReconciliationLine
+    from allocation.services.invoices.ingest import invoice_ingest_file
+    from allocation.services.ledger import usage_ingest_events
+    from allocation.services.runs.reconciliation import SHARE_LIMIT
+
+    usage_ingest_events(events=[usage("big", "output_token", 10**9, team="search")], source_name="t")
+    rows = "INV-0,acme-ai,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,acme-1-tokens,t,,,0.000001,0.000001,,USD\n"
+    invoice_ingest_file(path=invoice_csv(tmp_path, rows), source_format="csv", provider="acme-ai")
+    run = allocation_run_execute(period=MONTH)
+    total = ReconciliationLine.objects.get(run=run, model="")
+    assert total.variance_share == SHARE_LIMIT and not total.within_tolerance and run.is_flagged
+    assert total.variance > 1000  # the variance itself is kept exactly

@@ -18,6 +18,10 @@ from pricing.selectors import model_resolve
 __all__ = ["reconcile_provider"]
 
 
+# The largest variance share a reconciliation line keeps (its column: 12 digits, 6 places).
+SHARE_LIMIT = Decimal("999999.999999")
+
+
 def reconcile_provider(
     run: AllocationRun, provider: str, lines: Iterable[InvoiceLine], charged, pool_of, tolerance
 ) -> list[ReconciliationLine]:
@@ -52,6 +56,10 @@ def reconcile_provider(
         variance = rated_cost - invoice_cost
         share = (variance / invoice_cost).quantize(Decimal("0.000001")) if invoice_cost else None
         within = abs(share) <= tolerance if share is not None else not variance
+        if share is not None and abs(share) > SHARE_LIMIT:
+            # A cent invoiced against thousands rated: the share only says "far beyond tolerance",
+            # and the column holds up to a million-fold.
+            share = SHARE_LIMIT.copy_sign(share)
         result.append(
             ReconciliationLine(
                 run=run,
