@@ -5,7 +5,7 @@ migrations are the same.
 """
 
 from .invoices import InvoiceBatch, InvoiceLine, InvoiceRejection, ProviderInvoice
-from .ledger import UsageBatch, UsageLine, UsageRejection
+from .ledger import UsageBatch, UsageBucketVersion, UsageLine, UsageRejection
 from .mapping import MappingRule, MappingVersion, MappingVersionEvent, SharedCostPool
 from .org import CostCenter, Feature, Team, Tenant
 from .rating import KeptTags, RatedUsage, RatingRequestCount, RatingRule, RatingRun, RatingSum
@@ -35,6 +35,7 @@ __all__ = [
     "Team",
     "Tenant",
     "UsageBatch",
+    "UsageBucketVersion",
     "UsageLine",
     "UsageRejection",
 ]
