@@ -175,6 +175,8 @@ OPENAI_CASES = [
     (openai_page(completion(), start=0), "start_time", "not a plausible usage time"),
     (openai_page(completion(), start=1790812800, end=1790812800 - 1), "end_time", "not within"),
     (openai_page(completion(model=["gpt-4o"])), "model", "expected a text or number"),
+    (openai_page(completion(service_tier=True)), "service_tier", "expected text, got bool"),
+    (openai_page(completion(user_id={"id": 1})), "user_id", "expected a text or number"),
     (openai_page(completion(extra=json.loads(nested(40)))), "(result)", "nested deeper than 32"),
     (
         openai_page(

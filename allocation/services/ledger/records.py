@@ -329,6 +329,8 @@ class LineBuilder:
                 if slot is None:
                     raise RowError(name, "unknown tag")
                 position, limit = slot
+                if not isinstance(value, str | int | float):  # bool is an int
+                    raise RowError(name, f"expected text, got {type(value).__name__}")
                 text = value.strip() if isinstance(value, str) else str(value)
                 if len(text) > limit:
                     raise RowError(name, f"longer than {limit} characters")
@@ -339,6 +341,8 @@ class LineBuilder:
             tag_values[_MODALITY_POSITION] = modality
         texts = (event_id, provider, model, service_tier, tier, context_band)
         for (name, limit), text in zip(_TEXT_LIMITS, texts, strict=True):
+            if not isinstance(text, str):  # a provider's JSON may hold anything where text is due
+                raise RowError(name, f"expected text, got {type(text).__name__}")
             if len(text) > limit:
                 raise RowError(name, f"longer than {limit} characters")
             if (problem := _unstorable(text)) is not None:
