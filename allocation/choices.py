@@ -4,12 +4,14 @@ from django.db import models
 
 __all__ = [
     "ApiTokenScope",
-    "MembershipRole",
-    "Environment",
-    "UsageSourceFormat",
-    "UsageBatchStatus",
-    "TAG_FIELDS",
+    "BUCKET_SOURCE_FORMATS",
     "CORE_TAGS",
+    "Environment",
+    "MembershipRole",
+    "TAG_FIELDS",
+    "UsageBatchStatus",
+    "UsageLineRestatement",
+    "UsageSourceFormat",
 ]
 
 
@@ -28,6 +30,19 @@ class UsageSourceFormat(models.TextChoices):
     ANTHROPIC_USAGE = "anthropic-usage", "Anthropic usage report pages"
     OTEL = "otel", "OpenTelemetry GenAI spans (OTLP/JSON)"
     API = "api", "Gateway API events"
+
+
+# Formats whose records are a provider's time buckets (aggregates a provider may
+# export again with new figures), not calls with their own ids.
+BUCKET_SOURCE_FORMATS: frozenset[str] = frozenset({UsageSourceFormat.OPENAI_USAGE, UsageSourceFormat.ANTHROPIC_USAGE})
+
+
+class UsageLineRestatement(models.IntegerChoices):
+    """What a ledger line is to its bucket: a line counts `1`, a reversal `-1`."""
+
+    ORIGINAL = 0, "Original"
+    REPLACEMENT = 1, "Replacement (a restated bucket's new figures)"
+    REVERSAL = -1, "Reversal (of a restated bucket's earlier figures)"
 
 
 class UsageBatchStatus(models.TextChoices):

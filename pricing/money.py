@@ -11,6 +11,8 @@ __all__ = [
     "CENT",
     "QUANTITY_MAX_DIGITS",
     "QUANTITY_DECIMAL_PLACES",
+    "QUANTITY_LIMIT",
+    "QUANTITY_QUANTUM",
     "decimal_from_db",
     "decimal_text",
     "largest_remainder",
@@ -44,7 +46,9 @@ def parse_decimal(value: object) -> Decimal:
         result = Decimal(repr(value))
     elif isinstance(value, str):
         text = value.strip()
-        if not text or "_" in text:
+        # Decimal() reads any Unicode digit ('٩' is 9) and underscores; a number in a
+        # usage file is ASCII, and anything else is a sign of a garbled source.
+        if not text or "_" in text or not text.isascii():
             raise ValueError(f"not a number: {value!r}")
         try:
             result = Decimal(text)
@@ -68,6 +72,8 @@ def decimal_text(value: Decimal) -> str:
     The same quantity reads the same from SQLite and PostgreSQL (which keeps
     the column's scale), in the API, the commands and the pages.
     """
+    if not value:
+        return "0"  # '-0', '0E-9' and '0.000' are all zero
     text = f"{value:f}"
     return text.rstrip("0").rstrip(".") if "." in text else text
 

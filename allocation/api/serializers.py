@@ -79,6 +79,7 @@ class UsageBatchSerializer(serializers.ModelSerializer):
             "duplicate",
             "rejected",
             "lines_inserted",
+            "restated",
             "bytes_total",
             "bytes_read",
             "progress",

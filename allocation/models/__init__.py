@@ -6,7 +6,7 @@ migrations are the same.
 
 from .access import ApiToken, CostCenterMembership
 from .invoices import InvoiceBatch, InvoiceLine, InvoiceRejection, ProviderInvoice
-from .ledger import UsageBatch, UsageLine, UsageRejection
+from .ledger import UsageBatch, UsageBucketVersion, UsageLine, UsageRejection
 from .mapping import MappingRule, MappingVersion, MappingVersionEvent, SharedCostPool
 from .org import CostCenter, Feature, Team, Tenant
 from .rating import KeptTags, RatedUsage, RatingRequestCount, RatingRule, RatingRun, RatingSum
@@ -38,6 +38,7 @@ __all__ = [
     "Team",
     "Tenant",
     "UsageBatch",
+    "UsageBucketVersion",
     "UsageLine",
     "UsageRejection",
 ]

@@ -6,11 +6,12 @@ from django.db.models import F, Q
 
 from allocation.choices import (
     UsageBatchStatus,
+    UsageLineRestatement,
     UsageSourceFormat,
 )
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
-__all__ = ["UsageBatch", "UsageRejection", "UsageLine"]
+__all__ = ["UsageBatch", "UsageBucketVersion", "UsageRejection", "UsageLine"]
 
 
 class UsageBatch(models.Model):
@@ -28,6 +29,9 @@ class UsageBatch(models.Model):
     duplicate = models.BigIntegerField(default=0)
     rejected = models.BigIntegerField(default=0)
     lines_inserted = models.BigIntegerField(default=0, help_text="Ledger lines written (a record may hold several)")
+    restated = models.BigIntegerField(
+        default=0, help_text="Of the inserted, provider buckets already in the ledger with other figures"
+    )
     bytes_total = models.BigIntegerField(null=True, blank=True)
     bytes_read = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, help_text="Why the batch was refused or failed")
@@ -94,6 +98,12 @@ class UsageLine(models.Model):
     input_token), so summing lines never counts a token twice. The event key
     is derived from the source's event id and the unit, which makes ingestion
     idempotent. Written only by ingestion, in bulk (COPY on PostgreSQL).
+
+    Append-only: a provider bucket restated with new figures gets a reversal
+    line (the negated earlier quantity) and replacement lines in the batch that
+    brought the new figures, so every sum over the ledger reads the latest
+    figures, and a line count is the sum of `restatement`'s sign (a reversal
+    counts -1): see UsageBucketVersion.
     """
 
     event_key = models.UUIDField(primary_key=True)
@@ -129,11 +139,48 @@ class UsageLine(models.Model):
         max_length=16, blank=True, default="", help_text="Empty when the call succeeded; failed or moderated"
     )
     is_untagged = models.BooleanField(help_text="Missing team, feature or environment")
+    # A database default, so COPY and raw inserts that do not name it write an original line.
+    restatement = models.SmallIntegerField(
+        choices=UsageLineRestatement.choices, default=UsageLineRestatement.ORIGINAL, db_default=0
+    )
 
     class Meta:
         constraints = [
-            models.CheckConstraint(condition=Q(quantity__gte=0), name="usage_line_quantity_not_negative"),
+            # Only a reversal is negative, and it is never positive.
+            models.CheckConstraint(
+                condition=Q(quantity__gte=0, restatement__gte=0) | Q(quantity__lte=0, restatement=-1),
+                name="usage_line_quantity_sign",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.occurred_at:%Y-%m-%d %H:%M} {self.provider}/{self.model} {self.quantity} {self.unit}"
+
+
+class UsageBucketVersion(models.Model):
+    """One version of the figures of a provider's usage bucket.
+
+    OpenAI and Anthropic usage reports are time buckets (a day of one model,
+    project, key ...), and a bucket is exported again with other figures when
+    it was not complete (today's partial day at noon, the whole day tomorrow).
+    Each distinct set of figures of a bucket is a version: the first is written
+    as original lines; a later one reverses the current version's lines and
+    adds its own (UsageLine.restatement), in its own batch. Figures seen before
+    in any version are a duplicate. Append-only, like the ledger.
+    """
+
+    bucket_key = models.UUIDField(help_text="The provider and the bucket's event id, hashed")
+    version = models.PositiveIntegerField()
+    figures = models.CharField(max_length=32, help_text="Hash of the canonical unit, tier and quantity of its lines")
+    line_keys = models.JSONField(help_text="Event keys of the ledger lines holding these figures")
+    batch = models.ForeignKey(UsageBatch, on_delete=models.PROTECT, related_name="bucket_versions")
+    source_line = models.IntegerField(help_text="The record of the batch's source that brought these figures")
+
+    class Meta:
+        ordering = ["bucket_key", "version"]
+        constraints = [
+            models.UniqueConstraint(fields=["bucket_key", "version"], name="usage_bucket_version_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"bucket {self.bucket_key} v{self.version} (batch {self.batch_id})"

@@ -2,19 +2,43 @@
 
 from decimal import Decimal
 
-from django.db.models import Count, Max, Q, QuerySet, Sum
+from django.core.cache import cache
+from django.db.models import Case, IntegerField, Max, Q, QuerySet, Sum, Value, When
+from django.db.models.query import ModelIterable
 
-from allocation.choices import CORE_TAGS, TAG_FIELDS
+from allocation.choices import CORE_TAGS, TAG_FIELDS, UsageBatchStatus, UsageLineRestatement
 from allocation.models import UsageBatch, UsageLine
 from pricing.periods import Period
 
 __all__ = [
+    "USAGE_PROGRESS_SECONDS",
+    "line_count",
+    "line_count_sql",
     "tag_coverage",
+    "usage_batch_progress",
     "usage_batches",
     "usage_latest_period",
     "usage_lines_in_period",
+    "usage_progress_key",
     "usage_rejection_rows",
 ]
+
+# How long a load's published counts are kept: longer than any load takes.
+USAGE_PROGRESS_SECONDS = 6 * 3600
+
+
+def line_count(condition: Q | None = None) -> Sum:
+    """The number of ledger lines, net of restatements: a reversal line takes back the
+    line it reverses (-1), so a restated bucket counts as the one line it now is."""
+    sign = Case(
+        When(restatement=UsageLineRestatement.REVERSAL, then=Value(-1)), default=Value(1), output_field=IntegerField()
+    )
+    return Sum(sign, filter=condition, default=0)
+
+
+def line_count_sql(alias: str) -> str:
+    """line_count as SQL over the ledger aliased `alias`."""
+    return f"SUM(CASE WHEN {alias}.restatement = {UsageLineRestatement.REVERSAL.value} THEN -1 ELSE 1 END)"
 
 
 def usage_lines_in_period(period: Period) -> QuerySet[UsageLine]:
@@ -29,13 +53,13 @@ def tag_coverage(*, period: Period) -> list[dict]:
     """
     tagged = {tag: ~Q(**{TAG_FIELDS[tag]: ""}) for tag in CORE_TAGS}
     aggregates = {
-        "lines": Count("event_key"),
+        "lines": line_count(),
         "total_quantity": Sum("quantity"),
-        "untagged_lines": Count("event_key", filter=Q(is_untagged=True)),
+        "untagged_lines": line_count(Q(is_untagged=True)),
         "untagged_quantity": Sum("quantity", filter=Q(is_untagged=True)),
     }
     for tag, condition in tagged.items():
-        aggregates[f"{tag}_lines"] = Count("event_key", filter=condition)
+        aggregates[f"{tag}_lines"] = line_count(condition)
         aggregates[f"{tag}_quantity"] = Sum("quantity", filter=condition)
     source = "batch__source_format"
     rows = usage_lines_in_period(period).values(source).annotate(**aggregates).order_by(source)
@@ -63,8 +87,33 @@ def _share(part: int | Decimal, whole: int | Decimal) -> Decimal:
     return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001"))
 
 
+def usage_progress_key(batch_id: int) -> str:
+    return f"usage-batch:{batch_id}:progress"
+
+
+def usage_batch_progress(*, batch_id: int) -> dict | None:
+    """The counts a running load has published (rows read, inserted, duplicate,
+    rejected, bytes read ...): its own transaction keeps the batch's row unchanged
+    until it completes."""
+    return cache.get(usage_progress_key(batch_id))
+
+
+class _LiveBatchIterable(ModelIterable):
+    """Batches as stored, a running one with the counts its load published so far."""
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            if batch.status == UsageBatchStatus.RUNNING:
+                for name, value in (usage_batch_progress(batch_id=batch.pk) or {}).items():
+                    setattr(batch, name, value)
+            yield batch
+
+
 def usage_batches() -> QuerySet[UsageBatch]:
-    return UsageBatch.objects.select_related("created_by", "api_token")
+    """Every batch, newest first; a running one shows its load's progress."""
+    queryset = UsageBatch.objects.select_related("created_by", "api_token")
+    queryset._iterable_class = _LiveBatchIterable
+    return queryset
 
 
 REJECTION_CSV_HEADER = ("batch", "source", "line", "field", "reason", "raw")

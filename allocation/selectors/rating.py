@@ -13,7 +13,7 @@ from django.db.models import Count, Sum
 
 from allocation.choices import TAG_FIELDS, RatingRunStatus
 from allocation.models import RatedUsage, RatingRule, RatingRun, UsageLine
-from allocation.selectors.ledger import usage_lines_in_period
+from allocation.selectors.ledger import line_count, line_count_sql, usage_lines_in_period
 from pricing.errors import ValidationFailed
 from pricing.money import decimal_from_db
 from pricing.periods import Period
@@ -55,7 +55,7 @@ def unpriced_usage(*, period: Period) -> dict:
     tier. Also the ledger's line count for the period, so a page can tell
     when usage arrived after the run.
     """
-    ledger_lines = usage_lines_in_period(period).count()
+    ledger_lines = usage_lines_in_period(period).aggregate(lines=line_count())["lines"]
     run = rating_run_current(period=period)
     rows: list[dict] = []
     if run is not None:
@@ -101,7 +101,7 @@ def rated_lines_sql(group_fields: Sequence[str]) -> str:
     context = "COALESCE(l.context_tokens, r.band_context, 0)"
     return f"""
         SELECT {", ".join(keys) + "," if keys else ""} r.price_id,
-               SUM(l.quantity) AS quantity, COUNT(*) AS line_count,
+               SUM(l.quantity) AS quantity, {line_count_sql("l")} AS line_count,
                SUM(l.quantity) * p.amount * 1.0 / p.quantum AS cost
         FROM "{UsageLine._meta.db_table}" l
         LEFT JOIN "{RatingRule._meta.db_table}" r

@@ -16,8 +16,9 @@ from django.db import connection, transaction
 from django.db.models import Max, Sum
 from django.utils import timezone
 
-from allocation.choices import RatingRunStatus, UsageBatchStatus
+from allocation.choices import RatingRunStatus, UsageBatchStatus, UsageLineRestatement
 from allocation.models import RatedUsage, RatingRequestCount, RatingRule, RatingRun, RatingSum, UsageBatch, UsageLine
+from allocation.selectors.ledger import line_count_sql
 from allocation.selectors.rating import rated_lines_params
 from pricing.models import Price
 from pricing.periods import Period
@@ -43,6 +44,7 @@ __all__ = [
 # The temporary table of the period's sums while the rating runs.
 RATING_SUMS = "rating_sums"
 _LEDGER = f'"{UsageLine._meta.db_table}"'
+_ORIGINAL = UsageLineRestatement.ORIGINAL.value
 # A rating extending an earlier one reads the ledger once for the lines of the batches
 # after its mark, into this temporary table, and sums (and counts requests) from it.
 LATER_LINES = "rating_later_lines"
@@ -197,7 +199,7 @@ def _rating_sql(
     positions = ", ".join(str(i) for i in range(1, 9 + len(extra_fields)))
     summed = f"""
         SELECT {segment} AS day, l.provider, l.model, l.unit, l.service_tier, l.tier, l.context_band,
-               {bucket} AS bucket{extra}, SUM(l.quantity) AS quantity, COUNT(*) AS line_count
+               {bucket} AS bucket{extra}, SUM(l.quantity) AS quantity, {line_count_sql("l")} AS line_count
         FROM {source} l
         WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s
         GROUP BY {positions}
@@ -385,7 +387,9 @@ def _requests_keep(
     cursor.execute(
         f"CREATE TEMP TABLE rating_requests AS SELECT {outer}, COUNT(*) AS requests "
         f"FROM (SELECT DISTINCT {columns}l.batch_id, l.event_id FROM {_LEDGER if extends is None else LATER_LINES} l "
-        f"WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s) d GROUP BY {outer}",
+        # A restated bucket's lines are the same request again: counted once, where it came first.
+        f"WHERE l.occurred_at >= %(start)s AND l.occurred_at < %(end)s AND l.restatement = {_ORIGINAL}) d "
+        f"GROUP BY {outer}",
         params,
     )
     if extends is not None:

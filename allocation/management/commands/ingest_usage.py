@@ -23,6 +23,7 @@ def batch_report(batch: UsageBatch) -> dict:
         "duplicate": batch.duplicate,
         "rejected": batch.rejected,
         "lines_inserted": batch.lines_inserted,
+        "restated": batch.restated,
         "error": batch.error or None,
         "rejections": {
             "count": batch.rejected,

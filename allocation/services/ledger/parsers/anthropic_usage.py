@@ -5,13 +5,22 @@ writes, and cache writes come as 5-minute and 1-hour kinds (priced apart), so
 each count maps to its own unit as given.
 """
 
-import json
 from collections.abc import Iterator
+from datetime import datetime
 from decimal import Decimal
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, nonzero_leaves, parse_occurred_at
-from .json_documents import usage_buckets, whole_number
+from ..records import (
+    LineBuilder,
+    ParsedRecord,
+    RejectedRecord,
+    RowError,
+    nonzero_leaves,
+    parse_occurred_at,
+    record_text,
+    require_nesting,
+)
+from .json_documents import UnreadableLine, group_text, usage_buckets, whole_number
 
 __all__ = ["parse_anthropic_usage"]
 
@@ -60,21 +69,38 @@ def _leaves(r: dict) -> list[tuple[str, int, str]]:
     ]
 
 
+def _stamp(moment: datetime | None) -> str:
+    if moment is None:
+        return "None"  # as the id read when a bucket had no ending_at
+    return moment.strftime("%Y-%m-%dT%H:%M:%S") + (f".{moment.microsecond:06d}" if moment.microsecond else "") + "Z"
+
+
 def parse_anthropic_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord | RejectedRecord]:
     record = 0
     for where, bucket in usage_buckets(
         stream, what=_WHAT, time_key="starting_at", other_time_key="start_time", other_format="openai-usage"
     ):
+        if isinstance(bucket, UnreadableLine):
+            record += 1
+            yield RejectedRecord(record, f"({where})", bucket.reason, "")
+            continue
         for i, result in enumerate(bucket["results"]):
             record += 1
             path = f"{where}.results[{i}]"
-            raw = json.dumps(result, sort_keys=True)[:2000]
+            raw = record_text(result)
             try:
                 if not isinstance(result, dict):
                     raise RowError("(result)", "not an object")
+                require_nesting(result, "(result)")
                 occurred_at = parse_occurred_at(bucket.get("starting_at"), "starting_at")
-                group = ":".join(str(result.get(f)) for f in _GROUP_FIELDS if result.get(f) is not None)
-                event_id = f"anthropic-usage:{bucket.get('starting_at')}:{bucket.get('ending_at')}:{group}"
+                ending = bucket.get("ending_at")
+                ends = parse_occurred_at(ending, "ending_at") if ending is not None else None
+                if ends is not None and ends <= occurred_at:
+                    raise RowError("ending_at", "not after starting_at")
+                group = group_text(result, _GROUP_FIELDS)
+                # The bucket's times in the one spelling Anthropic uses (2025-08-01T00:00:00Z),
+                # so an export writing them with another offset names the same bucket.
+                event_id = f"anthropic-usage:{_stamp(occurred_at)}:{_stamp(ends)}:{group}"
                 tags = {
                     "project": result.get("workspace_id"),
                     "api_key": result.get("api_key_id"),
@@ -95,6 +121,7 @@ def parse_anthropic_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[P
                         tier=tier,
                         context_band=result.get("context_window") or "",
                         tags=tags,
+                        time_field="starting_at",
                     )
                     for unit, quantity, tier in nonzero
                 ]

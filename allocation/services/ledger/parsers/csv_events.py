@@ -23,12 +23,11 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from hashlib import blake2b
 from operator import itemgetter
 from typing import TextIO
 
 from allocation.choices import CORE_TAGS, TAG_FIELDS
-from pricing.money import QUANTITY_LIMIT
+from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_LIMIT
 
 from ..records import (
     _MAX_LENGTHS,
@@ -141,7 +140,7 @@ def parse_csv(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord 
         raw = ",".join(row)
         event = dict(zip(columns, row, strict=True))
         try:
-            yield ParsedRecord(line, event_lines(event, line=line, builder=builder, raw_identity=raw))
+            yield ParsedRecord(line, event_lines(event, line=line, builder=builder))
         except RowError as exc:
             yield RejectedRecord(line, exc.field, exc.reason, raw)
 
@@ -215,12 +214,17 @@ def _fast_row_builder(
     # Rows of one call share its time: parse each distinct text once.
     last_time_text = last_time_copy = None
     last_time: datetime | None = None
+    earliest, latest = builder.earliest, builder.latest
 
     def fast_row(row: list[str], line: int, body: str | None) -> ParsedRecord | None:
         nonlocal last_time_text, last_time, last_time_copy
         if body is None:
             plain = bare = False
+            if any("\x00" in value for value in row):
+                return None  # NUL: LineBuilder rejects it
         else:
+            if "\x00" in body:
+                return None
             # (A split line holds no newline.) No character COPY text escapes:
             plain = not ("\t" in body or "\\" in body or "\x00" in body)
             # No whitespace, as str.strip() sees it in ASCII text: nothing to strip.
@@ -241,16 +245,21 @@ def _fast_row_builder(
         provider = values[i_provider]
         if not provider:
             return None
+        event_id = values[i_event_id]
+        if not event_id:
+            return None  # keyed by its canonical content: event_lines makes that key
         text = values[i_occurred_at]
         if text != last_time_text:
             try:
                 parsed = fromisoformat(text)
-            except ValueError:
+                time = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            except (ValueError, OverflowError):
                 return None
-            last_time = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            if not earliest <= time < latest:
+                return None  # not a plausible usage time
+            last_time = time
             last_time_text, last_time_copy = text, timestamp_text(last_time)
         model = values[i_model]
-        event_id = values[i_event_id] or "sha:" + blake2b(",".join(row).encode(), digest_size=16).hexdigest()
         text = values[i_context]
         if not text:
             if raw_context is not None and row[raw_context]:
@@ -261,16 +270,23 @@ def _fast_row_builder(
                 return None  # a padded zero is not the zero event_lines lets through
             context_tokens = 0
         else:
-            try:
-                context_tokens = int(text)
-            except ValueError:
+            # int() also reads '٣', '1_000' and ' 1'; event_lines takes a few ASCII digits only.
+            if not (text.isascii() and text.isdigit() and len(text) <= 18):
                 return None
+            context_tokens = int(text)
             if context_tokens <= 0:
                 return None
         unit = values[i_unit]
         text = values[i_quantity]
         if not unit or not text or "_" in text:
             return None  # missing, or an image input given by its size
+        # Decimal() reads any Unicode digit; an exponent or more than the ledger's decimal
+        # places is for LineBuilder to write out or refuse.
+        if not text.isascii() or "e" in text or "E" in text:
+            return None
+        dot = text.find(".")
+        if dot >= 0 and len(text) - dot - 1 > QUANTITY_DECIMAL_PLACES:
+            return None
         try:
             quantity = Decimal(text)
         except InvalidOperation:

@@ -6,14 +6,21 @@ We store the disjoint leaves only, and refuse a result whose leaves do not add
 up to its totals (a sign of a changed API, not something to guess about).
 """
 
-import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, nonzero_leaves
-from .json_documents import usage_buckets, whole_number
+from ..records import (
+    LineBuilder,
+    ParsedRecord,
+    RejectedRecord,
+    RowError,
+    nonzero_leaves,
+    record_text,
+    require_nesting,
+    utc_from_unix,
+)
+from .json_documents import UnreadableLine, group_text, usage_buckets, whole_number
 
 __all__ = ["parse_openai_usage"]
 
@@ -31,6 +38,10 @@ _GROUP_FIELDS = (
     "context_level",
     "vector_store_id",
 )
+
+
+# The widest bucket a usage page holds is a day; a month is the most we take.
+_LONGEST_BUCKET = 31 * 86400
 
 
 def _kind(result: dict) -> str:
@@ -132,7 +143,10 @@ def _lines_of(kind: str, r: dict, seconds: int) -> list[tuple[str, Decimal | int
     if kind == "vector_stores":
         # Billed per GB (10^9 bytes) held per day: bytes over the bucket's span.
         gb_days = Decimal(_required(r, "usage_bytes")) / Decimal(10**9) * Decimal(seconds) / Decimal(86400)
-        return [("vector_gb_day", gb_days.quantize(Decimal("0.000000001")), "")]
+        try:
+            return [("vector_gb_day", gb_days.quantize(Decimal("0.000000001")), "")]
+        except InvalidOperation:  # more digits than a quantity holds
+            raise RowError("usage_bytes", f"too large: {gb_days:.3e} GB-days") from None
     if kind in {"web_searches", "web_search_calls"}:
         # The context level is part of the bucket's identity (event id), not a price tier.
         return [("tool_call", _required(r, "num_requests"), "web_search")]
@@ -148,22 +162,29 @@ def parse_openai_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[Pars
     for where, bucket in usage_buckets(
         stream, what=_WHAT, time_key="start_time", other_time_key="starting_at", other_format="anthropic-usage"
     ):
+        if isinstance(bucket, UnreadableLine):
+            record += 1
+            yield RejectedRecord(record, f"({where})", bucket.reason, "")
+            continue
         for i, result in enumerate(bucket["results"]):
             record += 1
             path = f"{where}.results[{i}]"
-            raw = json.dumps(result, sort_keys=True)[:2000]
+            raw = record_text(result)
             try:
                 if not isinstance(result, dict):
                     raise RowError("(result)", "not an object")
+                require_nesting(result, "(result)")
                 start = whole_number(bucket.get("start_time"), "start_time")
                 end = (
                     whole_number(bucket.get("end_time"), "end_time")
                     if bucket.get("end_time") is not None
                     else start + 86400
                 )
+                if not 0 < end - start <= _LONGEST_BUCKET:
+                    raise RowError("end_time", f"{end} is not within {_LONGEST_BUCKET // 86400} days after start_time")
                 kind = _kind(result)
-                occurred_at = datetime.fromtimestamp(start, tz=UTC)
-                group = ":".join(str(result.get(f)) for f in _GROUP_FIELDS if result.get(f) is not None)
+                occurred_at = utc_from_unix(start, "start_time")
+                group = group_text(result, _GROUP_FIELDS)
                 event_id = f"openai-usage:{kind}:{start}:{end}:{group}"
                 tier = "batch" if result.get("batch") is True else (result.get("service_tier") or "")
                 tags = {
@@ -185,6 +206,7 @@ def parse_openai_usage(stream: TextIO, *, builder: LineBuilder) -> Iterator[Pars
                         service_tier=tier,
                         tier=unit_tier,
                         tags=tags,
+                        time_field="start_time",
                     )
                     for unit, quantity, unit_tier in nonzero
                 ]

@@ -7,14 +7,23 @@ Spans with no `gen_ai.*` attribute are other work of the trace (HTTP, DB) and
 are not usage records; a GenAI span without usage counts is rejected.
 """
 
-import json
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TextIO
 
-from ..records import LineBuilder, ParsedRecord, RejectedRecord, RowError, SourceFormatError, nonzero_leaves
-from .json_documents import json_documents, whole_number
+from ..records import (
+    BIGINT_LIMIT,
+    LineBuilder,
+    ParsedRecord,
+    RejectedRecord,
+    RowError,
+    SourceFormatError,
+    nonzero_leaves,
+    record_text,
+    require_nesting,
+    utc_from_unix,
+)
+from .json_documents import UnreadableLine, json_documents, whole_number
 
 __all__ = ["parse_otel", "TAG_ATTRIBUTES"]
 
@@ -63,7 +72,7 @@ def _outcome(span: dict, attrs: dict) -> str:
 def _attributes(items: object) -> dict[str, object]:
     if not isinstance(items, list):
         return {}
-    return {a["key"]: _value(a.get("value")) for a in items if isinstance(a, dict) and "key" in a}
+    return {a["key"]: _value(a.get("value")) for a in items if isinstance(a, dict) and isinstance(a.get("key"), str)}
 
 
 def _first(attributes: dict, keys: tuple[str, ...]) -> str:
@@ -74,18 +83,34 @@ def _first(attributes: dict, keys: tuple[str, ...]) -> str:
     return ""
 
 
-def _spans(stream: TextIO) -> list[tuple[int, str, dict, dict]]:
-    """(file line, path, merged resource attributes, span) of every span."""
-    spans = []
+def _spans(stream: TextIO) -> list[tuple[int, str, object, object]]:
+    """(file line, path, resource attributes as sent, span) of every span; a part
+    that is not what OTLP nests there is a span of its own, an UnreadableLine."""
+    spans: list[tuple[int, str, object, object]] = []
     for line, document in json_documents(stream, what=_WHAT):
+        if isinstance(document, UnreadableLine):
+            spans.append((line, "(line)", None, document))
+            continue
         if not isinstance(document, dict) or not isinstance(document.get("resourceSpans"), list):
             raise SourceFormatError(f"line {line}: no 'resourceSpans' list: expected {_WHAT}")
         for r, resource_spans in enumerate(document["resourceSpans"]):
-            resource = _attributes((resource_spans.get("resource") or {}).get("attributes"))
+            path = f"resourceSpans[{r}]"
+            if not isinstance(resource_spans, dict):
+                spans.append((line, path, None, UnreadableLine("not an object")))
+                continue
+            resource = resource_spans.get("resource")
+            attributes = resource.get("attributes") if isinstance(resource, dict) else None
             scopes = resource_spans.get("scopeSpans") or resource_spans.get("instrumentationLibrarySpans") or []
+            if not isinstance(scopes, list):
+                spans.append((line, f"{path}.scopeSpans", None, UnreadableLine("not a list")))
+                continue
             for s, scope in enumerate(scopes):
-                for i, span in enumerate(scope.get("spans") or []):
-                    spans.append((line, f"resourceSpans[{r}].scopeSpans[{s}].spans[{i}]", resource, span))
+                scope_spans = scope.get("spans") if isinstance(scope, dict) else None
+                if not isinstance(scope_spans, list | None):
+                    spans.append((line, f"{path}.scopeSpans[{s}].spans", None, UnreadableLine("not a list")))
+                    continue
+                for i, span in enumerate(scope_spans or []):
+                    spans.append((line, f"{path}.scopeSpans[{s}].spans[{i}]", attributes, span))
     return spans
 
 
@@ -126,13 +151,26 @@ def _leaves(attrs: dict, operation: str) -> tuple[list[tuple[str, int]], int]:
 
 def parse_otel(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord | RejectedRecord]:
     record = 0
-    for line, path, resource, span in _spans(stream):
-        attrs = {**resource, **_attributes(span.get("attributes"))} if isinstance(span, dict) else {}
-        if not any(key.startswith("gen_ai.") for key in attrs):
+    for line, path, resource_attributes, span in _spans(stream):
+        where = f"line {line}: {path}" if line > 1 else path
+        if isinstance(span, UnreadableLine):
+            record += 1
+            yield RejectedRecord(record, where, span.reason, "")
+            continue
+        try:
+            # Nesting is checked before attributes are read: _value recurses.
+            require_nesting(resource_attributes, "resource.attributes")
+            require_nesting(span, "(span)")
+            resource = _attributes(resource_attributes)
+            attrs = {**resource, **_attributes(span.get("attributes"))} if isinstance(span, dict) else {}
+        except RowError as exc:
+            record += 1
+            yield RejectedRecord(record, f"{where}.{exc.field}", exc.reason, record_text(span))
+            continue
+        if not any(isinstance(key, str) and key.startswith("gen_ai.") for key in attrs):
             continue
         record += 1
-        raw = json.dumps(span, sort_keys=True)[:2000]
-        where = f"line {line}: {path}" if line > 1 else path
+        raw = record_text(span)
         try:
             provider = _first(attrs, ("gen_ai.provider.name", "gen_ai.system"))
             if not provider:
@@ -144,12 +182,16 @@ def parse_otel(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord
             nanos = whole_number(start, "startTimeUnixNano")
             if not nanos:
                 raise RowError("startTimeUnixNano", "missing")
-            occurred_at = datetime.fromtimestamp(nanos // 1_000_000_000, tz=UTC).replace(
-                microsecond=(nanos % 1_000_000_000) // 1000
+            if nanos >= BIGINT_LIMIT:  # OTLP's fixed64; past it is no time at all
+                raise RowError("startTimeUnixNano", f"out of range: {nanos}")
+            occurred_at = utc_from_unix(
+                nanos // 1_000_000_000, "startTimeUnixNano", microseconds=(nanos % 1_000_000_000) // 1000
             )
             trace_id, span_id = span.get("traceId") or "", span.get("spanId") or ""
             if not span_id:
                 raise RowError("spanId", "missing")
+            if not isinstance(trace_id, str) or not isinstance(span_id, str):
+                raise RowError("spanId" if not isinstance(span_id, str) else "traceId", "expected text")
             tags = {tag: _first(attrs, keys) for tag, keys in TAG_ATTRIBUTES.items()}
             tags["trace_id"] = str(trace_id)
             tags["outcome"] = _outcome(span, attrs)
@@ -176,6 +218,7 @@ def parse_otel(stream: TextIO, *, builder: LineBuilder) -> Iterator[ParsedRecord
                     service_tier=service_tier,
                     context_tokens=context_tokens,
                     tags=tags,
+                    time_field="startTimeUnixNano",
                 )
                 for unit, quantity in nonzero
             ]

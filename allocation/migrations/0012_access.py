@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('allocation', '0010_rating_run_status_choices'),
+        ('allocation', '0011_ledger_trust'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
