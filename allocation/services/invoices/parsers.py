@@ -389,10 +389,11 @@ def _csv_rows(
         except csv.Error as exc:
             # The reader goes on at the next line (a field over csv's size limit
             # costs its row); the same line failing twice would never end.
-            if reader.line_num == failed_at:
-                raise SourceFormatError(f"line {reader.line_num}: not CSV ({exc}): expected {what}") from None
-            failed_at = reader.line_num
-            yield RejectedRecord(reader.line_num, "(row)", f"not readable as CSV: {exc}", "")
+            line = reader.reader.line_num  # DictReader's own count stops before a failed row
+            if line == failed_at:
+                raise SourceFormatError(f"line {line}: not CSV ({exc}): expected {what}") from None
+            failed_at = line
+            yield RejectedRecord(line, "(row)", f"not readable as CSV: {exc}", "")
             continue
         yield reader.line_num, row
 
