@@ -313,6 +313,14 @@ OPENAI_HOSTILE = [
         "NUL",
     ),
     (
+        "a project id that is a 300-digit number",
+        OPENAI_GOOD | {"project_id": "__RAW__"},
+        None,
+        "1" * 300,
+        "data[1].results[0].project_id",
+        "longer than 255",
+    ),
+    (
         "a start time in superscript digits",
         OPENAI_GOOD,
         {"start_time": "²"},

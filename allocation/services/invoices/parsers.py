@@ -40,9 +40,16 @@
   ==================== ======== =====================================================
 
 A parser yields a parsed line or a rejected record (line, field, reason) per
-line read; a file not in its format raises `SourceFormatError`. A negative
-quantity is accepted only as a reversal (a negative billed cost, as Azure
-states refunds in FOCUS) and rejected otherwise.
+line read; a file not in its format, or not readable at all, raises
+`SourceFormatError`. A negative quantity is accepted only as a reversal (a
+negative billed cost, as Azure states refunds in FOCUS) and rejected otherwise.
+
+Every value a line cannot hold is that line's rejection, never the load's
+error: a number not in ASCII digits, beyond its column (with a digit to
+spare for SQLite's float read-back) or not finite; a time outside
+`EARLIEST`..`LATEST`; text with a NUL or a lone surrogate or over its
+column; a JSON result nested deeper than `MAX_NESTING`; a CSV row with more
+or fewer fields than its header, or one the csv module cannot read.
 """
 
 import csv
@@ -227,7 +234,7 @@ def _text(value: object, field: str, column: str | None = None) -> str:
     if isinstance(value, str):
         text = value.strip()
     elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        text = _shown(value)  # an id sent as a JSON number
+        text = str(value)  # an id sent as a JSON number (ints read are at most _INT_DIGITS long)
     else:
         raise RowError(field, f"not text: {_shown(value)}")
     if "\x00" in text:
