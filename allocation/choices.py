@@ -93,7 +93,16 @@ class InvoiceSourceFormat(models.TextChoices):
     CSV = "csv", "CSV (documented schema)"
 
 
-__all__ += ["ChargeCategory", "InvoiceSourceFormat"]
+class InvoiceLineEntry(models.TextChoices):
+    """How an invoice line came to be: invoices are append-only, so a restated charge
+    is a reversal of the figures held and a replacement with the new ones."""
+
+    ORIGINAL = "original", "Original"
+    REVERSAL = "reversal", "Reversal"
+    REPLACEMENT = "replacement", "Replacement"
+
+
+__all__ += ["ChargeCategory", "InvoiceLineEntry", "InvoiceSourceFormat"]
 
 
 class MappingVersionStatus(models.TextChoices):

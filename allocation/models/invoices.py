@@ -6,6 +6,7 @@ from django.db.models import F, Q
 
 from allocation.choices import (
     ChargeCategory,
+    InvoiceLineEntry,
     InvoiceSourceFormat,
     UsageBatchStatus,
 )
@@ -37,6 +38,9 @@ class InvoiceBatch(models.Model):
     inserted = models.BigIntegerField(default=0)
     duplicate = models.BigIntegerField(default=0)
     rejected = models.BigIntegerField(default=0)
+    restated = models.BigIntegerField(
+        default=0, help_text="Of the inserted: lines that restated a charge held with other figures"
+    )
     error = models.TextField(blank=True, help_text="Why the batch was refused or failed")
     invoices = models.ManyToManyField(
         "ProviderInvoice", blank=True, related_name="batches", help_text="Invoices the file had lines of"
@@ -54,6 +58,7 @@ class InvoiceBatch(models.Model):
                 condition=Q(rows_read=F("inserted") + F("duplicate") + F("rejected")),
                 name="invoice_batch_rows_accounted",
             ),
+            models.CheckConstraint(condition=Q(restated__lte=F("inserted")), name="invoice_batch_restated_inserted"),
         ]
 
     def __str__(self) -> str:
@@ -111,12 +116,28 @@ class InvoiceLine(models.Model):
 
     Billed cost is what the invoice asks for; effective cost spreads
     prepayments and commitments over what used them; list cost is the
-    public price where the source states it. The line key (derived from the
-    source line's content) makes ingestion idempotent.
+    public price where the source states it.
+
+    Lines are never changed. The charge a line stands for is what it says apart
+    from its figures (its invoice, category, SKU, description, unit, model,
+    tier, project and charge period); ingestion compares a source line with the
+    standing lines of the same charge by their canonical `figures`: the same
+    figures are a duplicate, other figures a restatement, written as a reversal
+    of the standing line and a replacement. Every line counts: a restated
+    charge sums to its latest figures.
     """
 
     invoice = models.ForeignKey(ProviderInvoice, on_delete=models.PROTECT, related_name="lines")
-    line_key = models.CharField(max_length=32, unique=True)
+    line_key = models.CharField(max_length=32, unique=True, help_text="The line's own key, from its source row")
+    entry = models.CharField(max_length=16, choices=InvoiceLineEntry.choices, default=InvoiceLineEntry.ORIGINAL)
+    restates = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="restated_by",
+        help_text="The line a reversal cancels or a replacement takes the place of",
+    )
     batch = models.ForeignKey(InvoiceBatch, on_delete=models.PROTECT, related_name="lines")
     source_line = models.IntegerField(help_text="Line (result) in the source file")
     charge_category = models.CharField(max_length=16, choices=ChargeCategory.choices)
@@ -138,6 +159,11 @@ class InvoiceLine(models.Model):
     model = models.CharField(max_length=128, blank=True)
     service_tier = models.CharField(max_length=32, blank=True)
     project = models.CharField(max_length=255, blank=True, help_text="Provider project, workspace or sub-account")
+    # Exact on both databases (SQLite keeps a decimal column to 15 significant
+    # digits), so a file read again compares equal to what it wrote.
+    figures = models.CharField(
+        max_length=200, help_text="billed|effective|list|quantity as canonical decimal text, as read from the source"
+    )
 
     class Meta:
         ordering = ["invoice", "charge_period_start", "id"]
@@ -145,6 +171,14 @@ class InvoiceLine(models.Model):
             models.CheckConstraint(
                 condition=Q(charge_period_end__gte=F("charge_period_start")), name="invoice_line_period_order"
             ),
+            models.CheckConstraint(
+                condition=Q(entry=InvoiceLineEntry.ORIGINAL, restates__isnull=True)
+                | (~Q(entry=InvoiceLineEntry.ORIGINAL) & Q(restates__isnull=False)),
+                name="invoice_line_restates_unless_original",
+            ),
+            # A line is reversed and replaced at most once: two loads restating the
+            # same charge at once cannot both write.
+            models.UniqueConstraint(fields=["restates", "entry"], name="invoice_line_restated_once"),
         ]
 
     def __str__(self) -> str:

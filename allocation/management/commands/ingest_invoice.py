@@ -38,6 +38,7 @@ def invoice_batch_report(batch: InvoiceBatch) -> dict:
         "inserted": batch.inserted,
         "duplicate": batch.duplicate,
         "rejected": batch.rejected,
+        "restated": batch.restated,
         "error": batch.error or None,
         "invoices": [
             {
