@@ -33,7 +33,7 @@ def lines_figures(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('allocation', '0010_rating_run_status_choices'),
+        ('allocation', '0012_access'),
     ]
 
     operations = [
