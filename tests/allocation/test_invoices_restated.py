@@ -295,7 +295,7 @@ def test_lines_held_before_restatements_were_read_get_their_figures(tmp_path):
     read again after the upgrade is a duplicate, not a second charge."""
     invoice_ingest_file(path=SIMPLE_CSV, source_format="csv", provider="acme-ai")
     InvoiceLine.objects.update(figures="")
-    import_module("allocation.migrations.0012_invoices_trust").lines_figures(apps, None)
+    import_module("allocation.migrations.0013_invoices_trust").lines_figures(apps, None)
     assert InvoiceLine.objects.get(charge_category="purchase").figures == "300|0||"
     again = invoice_ingest_file(path=SIMPLE_CSV, source_format="csv", provider="acme-ai")
     assert counts(again) == (6, 0, 6, 0, 0)
