@@ -3,9 +3,10 @@
 import django_filters
 
 from allocation.choices import UsageBatchStatus, UsageSourceFormat
-from allocation.models import UsageBatch
+from allocation.models import AllocationRun, UsageBatch
+from pricing.periods import PeriodFilter
 
-__all__ = ["UsageBatchFilterSet"]
+__all__ = ["AllocationRunFilterSet", "UsageBatchFilterSet"]
 
 
 class UsageBatchFilterSet(django_filters.FilterSet):
@@ -17,3 +18,11 @@ class UsageBatchFilterSet(django_filters.FilterSet):
     class Meta:
         model = UsageBatch
         fields = ["status", "source_format"]
+
+
+class AllocationRunFilterSet(django_filters.FilterSet):
+    period = PeriodFilter()
+
+    class Meta:
+        model = AllocationRun
+        fields = ["period", "status", "is_flagged"]

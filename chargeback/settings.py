@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A NUL byte in a path or query is a 400 before any view (PostgreSQL would 500 on it).
+    "chargeback.middleware.RefuseNulBytesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -132,7 +134,8 @@ REST_FRAMEWORK = {
     # Every API view's URL rule (allocation/access.py), as for the pages.
     "DEFAULT_PERMISSION_CLASSES": ["allocation.api.access.AccessRulePermission"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # DRF's limit/offset, bounded: a limit of twenty digits is a 400, not a 500.
+    "DEFAULT_PAGINATION_CLASS": "chargeback.api.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "chargeback.api.exceptions.application_exception_handler",
@@ -146,6 +149,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and its docs go through the access rules like every other URL.
     "SERVE_PERMISSIONS": ["allocation.api.access.AccessRulePermission"],
+    # Every operation's errors are {code, message, extra}; the schema says so.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chargeback.api.schema.error_responses",
+    ],
 }
 
 # Celery: with no broker configured, tasks run in-process (eager) so the

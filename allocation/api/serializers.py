@@ -1,11 +1,13 @@
 """Serializers of the allocation API: small, one per resource or command."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from allocation.choices import UsageSourceFormat
 from allocation.models import AllocationRun, CostCenter, Feature, Team, Tenant, UsageBatch
 from pricing.money import decimal_text
 from pricing.periods import PeriodSerializerField
+from pricing.uploads import validate_upload_name
 
 __all__ = [
     "CostCenterSerializer",
@@ -15,6 +17,11 @@ __all__ = [
     "UsageBatchSerializer",
     "UsageBatchUploadSerializer",
     "UsageEventsInputSerializer",
+    "TagCoverageInputSerializer",
+    "TagCoverageSerializer",
+    "UsageEventResultSerializer",
+    "UsageEventsResultSerializer",
+    "UsageSummaryGroupSerializer",
     "UsageSummaryInputSerializer",
     "usage_summary_json",
 ]
@@ -23,7 +30,8 @@ MAX_EVENTS_PER_REQUEST = 10_000
 
 
 class CostCenterSerializer(serializers.ModelSerializer):
-    parent = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    # A top-level cost center has none: null, and the schema says so.
+    parent = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
 
     class Meta:
         model = CostCenter
@@ -95,8 +103,15 @@ class UsageBatchSerializer(serializers.ModelSerializer):
         return f"/api/v1/usage/batches/{batch.pk}/rejections"
 
 
+# Bytes in a multipart part: drf-spectacular would say a URI (a file field's answer), and
+# a client generating from the schema would send a URL as text.
+@extend_schema_field({"type": "string", "format": "binary"})
+class _UploadField(serializers.FileField):
+    pass
+
+
 class UsageBatchUploadSerializer(serializers.Serializer):
-    file = serializers.FileField()
+    file = _UploadField(validators=[validate_upload_name])
     format = serializers.ChoiceField(choices=[f for f in UsageSourceFormat.values if f != UsageSourceFormat.API])
 
 
@@ -114,6 +129,54 @@ class UsageSummaryInputSerializer(serializers.Serializer):
 
     def validate_group_by(self, value: str) -> list[str]:
         return [key.strip() for key in value.split(",") if key.strip()]
+
+
+class UsageSummaryGroupSerializer(serializers.Serializer):
+    """One group of the usage summary: a text value per key asked for in `group_by`
+    (`provider`, `team`, ...), beside these figures. Documents the answer; the view
+    writes the figures with `usage_summary_json`."""
+
+    quantity = serializers.CharField(help_text="Summed quantity, an exact decimal as text")
+    line_count = serializers.IntegerField()
+    cost = serializers.CharField(allow_null=True, help_text="Rated cost as text; null until the month is rated")
+    unpriced_line_count = serializers.IntegerField()
+
+
+class TagCoverageSerializer(serializers.Serializer):
+    """One source format's tag coverage; shares are decimals (0.0000 to 1.0000) as text."""
+
+    source = serializers.CharField()
+    lines = serializers.IntegerField()
+    quantity = serializers.CharField()
+    untagged_lines = serializers.IntegerField()
+    untagged_quantity = serializers.CharField()
+    untagged_line_share = serializers.CharField()
+    team_line_share = serializers.CharField()
+    team_quantity_share = serializers.CharField()
+    feature_line_share = serializers.CharField()
+    feature_quantity_share = serializers.CharField()
+    environment_line_share = serializers.CharField()
+    environment_quantity_share = serializers.CharField()
+
+
+class TagCoverageInputSerializer(serializers.Serializer):
+    period = PeriodSerializerField()
+
+
+class UsageEventResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField(help_text="The event's place in the request, from 1")
+    event_id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected"])
+    field = serializers.CharField(required=False, help_text="Rejected events only: the field at fault")
+    reason = serializers.CharField(required=False, help_text="Rejected events only: why")
+
+
+class UsageEventsResultSerializer(serializers.Serializer):
+    batch_id = serializers.IntegerField()
+    accepted = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    results = UsageEventResultSerializer(many=True)
 
 
 def usage_summary_json(groups: list[dict]) -> list[dict]:

@@ -18,14 +18,19 @@ from allocation.api.serializers import (
     AllocationRunStartSerializer,
     CostCenterSerializer,
     FeatureSerializer,
+    TagCoverageInputSerializer,
+    TagCoverageSerializer,
     TeamSerializer,
     TenantSerializer,
     UsageBatchSerializer,
     UsageBatchUploadSerializer,
     UsageEventsInputSerializer,
+    UsageEventsResultSerializer,
+    UsageSummaryGroupSerializer,
     UsageSummaryInputSerializer,
     usage_summary_json,
 )
+from allocation.filtersets import AllocationRunFilterSet
 from allocation.models import CostCenter, Feature, Team, Tenant
 from allocation.selectors.ledger import tag_coverage, usage_batches, usage_rejection_rows
 from allocation.selectors.rating import usage_summary
@@ -102,7 +107,8 @@ class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return batches_visible(self.request.user, super().get_queryset())
 
-    @extend_schema(request=UsageBatchUploadSerializer, responses={202: UsageBatchSerializer})
+    # A file travels as multipart only; a JSON body can carry no file.
+    @extend_schema(request={"multipart/form-data": UsageBatchUploadSerializer}, responses={202: UsageBatchSerializer})
     def create(self, request: Request) -> Response:
         """Upload a usage file; it is ingested in the background (poll the batch)."""
         payload = UsageBatchUploadSerializer(data=request.data)
@@ -125,7 +131,7 @@ class UsageBatchViewSet(viewsets.ReadOnlyModelViewSet):
 class UsageEventsIngestApi(APIView):
     """For gateways: a batch of events, idempotent by event id, answered per event."""
 
-    @extend_schema(request=UsageEventsInputSerializer, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(request=UsageEventsInputSerializer, responses=UsageEventsResultSerializer)
     def post(self, request: Request) -> Response:
         payload = UsageEventsInputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -151,7 +157,7 @@ class UsageEventsIngestApi(APIView):
 class UsageSummaryApi(APIView):
     """Quantity and line count per group for a period (any tag can be a key)."""
 
-    @extend_schema(parameters=[UsageSummaryInputSerializer], responses={200: _ROWS})
+    @extend_schema(parameters=[UsageSummaryInputSerializer], responses=UsageSummaryGroupSerializer(many=True))
     def get(self, request: Request) -> Response:
         params = UsageSummaryInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
@@ -162,9 +168,9 @@ class UsageSummaryApi(APIView):
 class TagCoverageApi(APIView):
     """Per source: the share of lines and quantity carrying team, feature, environment."""
 
-    @extend_schema(parameters=[UsageSummaryInputSerializer], responses={200: _ROWS})
+    @extend_schema(parameters=[TagCoverageInputSerializer], responses=TagCoverageSerializer(many=True))
     def get(self, request: Request) -> Response:
-        params = UsageSummaryInputSerializer(data=request.query_params)
+        params = TagCoverageInputSerializer(data=request.query_params)
         params.is_valid(raise_exception=True)
         report = tag_coverage(period=params.validated_data["period"])
         return Response(
@@ -177,7 +183,7 @@ class AllocationRunViewSet(viewsets.ReadOnlyModelViewSet):
 
     queryset = allocation_runs()
     serializer_class = AllocationRunSerializer
-    filterset_fields = ["period", "status", "is_flagged"]
+    filterset_class = AllocationRunFilterSet
 
     @extend_schema(request=AllocationRunStartSerializer, responses={202: dict})
     def create(self, request: Request) -> Response:

@@ -10,6 +10,7 @@ from allocation.choices import UsageSourceFormat
 from allocation.selectors.rating import SUMMARY_GROUP_KEYS
 from allocation.services.ledger import FILE_FORMATS
 from pricing.periods import PeriodFormField
+from pricing.uploads import validate_upload_name
 
 __all__ = ["DEFAULT_GROUP_BY", "UsageSummaryForm", "UsageUploadForm"]
 
@@ -55,7 +56,11 @@ class UsageSummaryForm(forms.Form):
 
 
 class UsageUploadForm(forms.Form):
-    file = forms.FileField(label="Usage file", widget=forms.FileInput(attrs={"aria-describedby": "upload-hint"}))
+    file = forms.FileField(
+        label="Usage file",
+        validators=[validate_upload_name],
+        widget=forms.FileInput(attrs={"aria-describedby": "upload-hint"}),
+    )
     source_format = forms.ChoiceField(
         label="Format",
         choices=[(value, UsageSourceFormat(value).label) for value in FILE_FORMATS],

@@ -8,7 +8,7 @@ from django.db.models.query import ModelIterable
 
 from allocation.choices import CORE_TAGS, TAG_FIELDS, UsageBatchStatus, UsageLineRestatement
 from allocation.models import UsageBatch, UsageLine
-from pricing.periods import Period
+from pricing.periods import FIRST_PERIOD, LAST_PERIOD, Period
 
 __all__ = [
     "USAGE_PROGRESS_SECONDS",
@@ -129,6 +129,13 @@ def usage_rejection_rows(*, batch: UsageBatch):
 
 
 def usage_latest_period() -> Period:
-    """The latest month holding usage (one indexed MAX), else the current month (UTC)."""
-    latest = UsageLine.objects.aggregate(latest=Max("occurred_at"))["latest"]
-    return Period.of(latest) if latest is not None else Period.current()
+    """The latest month holding usage up to this one (one indexed MAX), else the current
+    month (UTC): the month the pages open on.
+
+    Usage dated after this month, or outside the months a user may name, is left out:
+    one event stamped 9999-12-31 must not send every page to a month no link can reach.
+    """
+    this = min(Period.current(), LAST_PERIOD)
+    window = UsageLine.objects.filter(occurred_at__gte=FIRST_PERIOD.start, occurred_at__lt=this.end)
+    latest = window.aggregate(latest=Max("occurred_at"))["latest"]
+    return Period.of(latest) if latest is not None else this

@@ -101,7 +101,8 @@ def usage_overview(request: HttpRequest) -> HttpResponse:
                 previous_period=previous_period,
                 next_period=next_period,
             )
-    return render(request, "allocation/ledger/usage_overview.html", context)
+    # A period or grouping the page cannot show is the client's error, as on the API.
+    return render(request, "allocation/ledger/usage_overview.html", context, status=400 if form.errors else 200)
 
 
 def _coverage_row(entry: dict) -> dict:

@@ -135,7 +135,8 @@ def test_overview_reports_tag_coverage_per_source(signed_in, batch):
 def test_overview_shows_a_bad_period_as_a_form_error(signed_in, batch):
     response = signed_in.get(reverse("usage-overview"), {"period": "2025-13", "group_by": ["provider"]})
     html = response.content.decode()
-    assert response.status_code == 200
+    # 400, as the allocation and unpriced-usage pages answer a bad period.
+    assert response.status_code == 400
     assert "is not YYYY-MM" in html
     assert 'aria-invalid="true"' in html
     assert "Rated cost" not in html
@@ -143,6 +144,7 @@ def test_overview_shows_a_bad_period_as_a_form_error(signed_in, batch):
 
 def test_overview_shows_an_unknown_group_key_as_a_form_error(signed_in, batch):
     response = signed_in.get(reverse("usage-overview"), {"period": "2025-05", "group_by": ["colour"]})
+    assert response.status_code == 400
     assert "unknown group key(s) colour" in response.content.decode()
 
 

@@ -317,3 +317,10 @@ def test_the_platform_team_sees_no_run_button_and_a_post_is_refused(client, worl
     assert response.status_code == 403
     assert "pat may not do this: only finance (approvers and analysts) may" in page_text(response)
     assert not AllocationRun.objects.exists()
+
+
+def test_a_nul_byte_in_the_lines_filter_is_a_400_not_a_lookup(client_logged_in, run):
+    # The lines page looks ?cost_center= up as given; PostgreSQL refused the NUL with a 500.
+    response = client_logged_in.get(f"/allocation/runs/{run.pk}/lines/?cost_center=it-platform%00")
+    assert response.status_code == 400
+    assert "nul_in_request" in response.content.decode()

@@ -46,9 +46,9 @@ def activity_counts_load_file(*, path: str | os.PathLike) -> dict:
             code = (row.get("cost_center") or "").strip()
             try:
                 period = str(Period.parse(text))
-            except ApplicationError:
+            except ApplicationError as exc:
                 period = text
-                errors.add(f"period {text!r} is not YYYY-MM", line=line)
+                errors.add(exc.message, line=line)
             if not driver:
                 errors.add("driver is required (the proxy's name, such as jobs_run)", line=line)
             if code not in centers:
