@@ -68,7 +68,15 @@ from allocation.models.invoices import (
     INVOICE_QUANTITY_MAX_DIGITS,
     InvoiceLine,
 )
-from allocation.services.ledger.records import RejectedRecord, RowError, SourceFormatError
+from allocation.services.ledger.parsers.json_documents import page_buckets
+from allocation.services.ledger.records import (
+    MAX_NESTING,
+    RejectedRecord,
+    RowError,
+    SourceFormatError,
+    nests_too_deep,
+    require_nesting,
+)
 from pricing.money import parse_decimal, quantize
 
 __all__ = [
@@ -97,7 +105,6 @@ EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 12, 1, tzinfo=UTC)
 # How deep a JSON result may nest. Cost results are flat; deeper ones are rejected
 # before anything walks them, so no reading or showing of a result can overflow the stack.
-MAX_NESTING = 32
 # Python refuses to make an int of more digits than this (4300); longer JSON
 # integers are read as Decimal, and rejected where a field cannot hold them.
 _INT_DIGITS = 4000
@@ -329,21 +336,9 @@ def _month(moment: datetime) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _nesting_beyond(value: object, limit: int) -> bool:
-    """Whether a JSON value nests deeper than `limit`, found without recursion."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
-
-
 def _raw(value: object) -> str:
     """A rejected record as the rejection keeps it: JSON, ASCII (so NUL and surrogates are escaped)."""
-    if isinstance(value, dict | list) and _nesting_beyond(value, MAX_NESTING):
+    if isinstance(value, dict | list) and nests_too_deep(value):
         return "(not shown: nested too deeply)"
     if isinstance(value, dict) and None in value:  # a CSV row's fields beyond the header
         value = {("(more fields)" if k is None else k): v for k, v in value.items()}
@@ -499,23 +494,11 @@ def _json_documents(stream: TextIO, *, what: str) -> list[object]:
 def _buckets(
     stream: TextIO, *, what: str, time_key: str, other_time_key: str, other_format: str
 ) -> list[tuple[str, dict]]:
-    """The (path, bucket) of every time bucket of provider report pages.
-
-    All pages are checked before any record is read, so a file in another
-    format (its buckets keyed by `other_time_key`) is refused whole, with a hint.
-    """
-    buckets = []
-    for page in _json_documents(stream, what=what):
-        if not isinstance(page, dict) or not isinstance(page.get("data"), list):
-            raise SourceFormatError(f"a document has no 'data' list: expected {what}")
-        for b, bucket in enumerate(page["data"]):
-            if not isinstance(bucket, dict) or time_key not in bucket or not isinstance(bucket.get("results"), list):
-                hint = ""
-                if isinstance(bucket, dict) and other_time_key in bucket:
-                    hint = f" (its buckets have {other_time_key}: use --format {other_format})"
-                raise SourceFormatError(f"data[{b}] is not a bucket with {time_key} and results{hint}: expected {what}")
-            buckets.append((f"data[{b}]", bucket))
-    return buckets
+    """The (path, bucket) of every time bucket of provider cost report pages."""
+    pages = ((1, page) for page in _json_documents(stream, what=what))
+    return page_buckets(  # our reader refuses a bad page whole: it yields no UnreadableLine
+        pages, what=what, time_key=time_key, other_time_key=other_time_key, other_format=other_format
+    )
 
 
 def _monthly_header(provider: str, start: datetime, currency: str) -> InvoiceHeader:
@@ -539,8 +522,7 @@ def _bucket_results(buckets: list[tuple[str, dict]]) -> Iterator[tuple[int, str,
 def _flat_object(result: object, path: str) -> dict:
     if not isinstance(result, dict):
         raise RowError(path, f"not an object: {_shown(result)}")
-    if _nesting_beyond(result, MAX_NESTING):
-        raise RowError(path, f"nested deeper than {MAX_NESTING} levels")
+    require_nesting(result, path)
     return result
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "EARLIEST_USAGE",
     "LEDGER_COLUMNS",
     "MAX_NESTING",
+    "nests_too_deep",
     "LineBuilder",
     "ParsedRecord",
     "RejectedRecord",
@@ -208,9 +209,14 @@ def _nesting(value: object) -> int:
     return deepest
 
 
+def nests_too_deep(value: object) -> bool:
+    """Whether a JSON value nests deeper than MAX_NESTING levels."""
+    return _nesting(value) > MAX_NESTING
+
+
 def require_nesting(value: object, field: str) -> None:
     """Reject a record nesting deeper than MAX_NESTING levels."""
-    if _nesting(value) > MAX_NESTING:
+    if nests_too_deep(value):
         raise RowError(field, f"nested deeper than {MAX_NESTING} levels")
 
 

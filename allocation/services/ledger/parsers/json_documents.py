@@ -1,7 +1,7 @@
 """Reading provider exports that are JSON documents: one, a list, or JSON lines."""
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -9,7 +9,15 @@ from pricing.money import QUANTITY_LIMIT
 
 from ..records import RowError, SourceFormatError
 
-__all__ = ["UnreadableLine", "group_text", "json_documents", "json_loads", "usage_buckets", "whole_number"]
+__all__ = [
+    "UnreadableLine",
+    "group_text",
+    "json_documents",
+    "json_loads",
+    "page_buckets",
+    "usage_buckets",
+    "whole_number",
+]
 
 # Digits of the largest whole number worth reading: past the ledger's limit anyway,
 # and short of Python's 4,300-digit limit on int(), which raises ValueError.
@@ -112,13 +120,27 @@ def usage_buckets(
     stream: TextIO, *, what: str, time_key: str, other_time_key: str, other_format: str
 ) -> list[tuple[str, dict | UnreadableLine]]:
     """The (path, bucket) of every time bucket of provider report pages, or
-    (line, UnreadableLine) for a page line that is not JSON.
+    (line, UnreadableLine) for a page line that is not JSON."""
+    return page_buckets(
+        json_documents(stream, what=what),
+        what=what,
+        time_key=time_key,
+        other_time_key=other_time_key,
+        other_format=other_format,
+    )
+
+
+def page_buckets(
+    pages: Iterable[tuple[int, object]], *, what: str, time_key: str, other_time_key: str, other_format: str
+) -> list[tuple[str, dict | UnreadableLine]]:
+    """The (path, bucket) of every time bucket of (line, page) pairs: provider report
+    pages, of usage or of costs.
 
     All pages are checked before any record is read, so a file in another
     format (its buckets keyed by `other_time_key`) is refused whole, with a hint.
     """
     buckets: list[tuple[str, dict | UnreadableLine]] = []
-    for line, page in json_documents(stream, what=what):
+    for line, page in pages:
         if isinstance(page, UnreadableLine):
             buckets.append((f"line {line}", page))
             continue
