@@ -84,7 +84,10 @@ class Permission(StrEnum):
     FEED_LEDGER = "feed_ledger"  # usage uploads and events: the platform team and the gateway
     RATE_USAGE = "rate_usage"  # rate a month ahead of its allocation
     EDIT_MAPPING = "edit_mapping"  # draft and edit mapping versions
-    SIGN_OFF = "sign_off"  # sign mapping versions (and, later, statements) off
+    SIGN_OFF = "sign_off"  # sign mapping versions and statements off, override a flagged run, close a month
+    PREPARE_STATEMENTS = "prepare_statements"  # build a month's statements and send them for review
+    FILE_DISPUTE = "file_dispute"  # dispute a line of one's own cost center's statement
+    RESOLVE_DISPUTE = "resolve_dispute"  # review, accept or reject disputes
     RUN_ALLOCATION = "run_allocation"  # run a period's allocation
     ADMIN_SITE = "admin_site"  # Django's admin: its own staff check decides
 
@@ -103,6 +106,9 @@ GRANTS: dict[Permission, frozenset[str]] = {
     Permission.EDIT_MAPPING: _COMPANY,
     Permission.SIGN_OFF: frozenset({FINANCE_APPROVER}),
     Permission.RUN_ALLOCATION: _FINANCE,
+    Permission.PREPARE_STATEMENTS: _FINANCE,
+    Permission.FILE_DISPUTE: frozenset({TEAM_MEMBER}),
+    Permission.RESOLVE_DISPUTE: _FINANCE,
 }
 # What a refusal tells the user: who may, in words (the groups are in the error's extra).
 PERMISSION_HOLDERS: dict[Permission, str] = {
@@ -117,6 +123,9 @@ PERMISSION_HOLDERS: dict[Permission, str] = {
     Permission.EDIT_MAPPING: "finance and the platform team",
     Permission.SIGN_OFF: "a finance approver",
     Permission.RUN_ALLOCATION: "finance (approvers and analysts)",
+    Permission.PREPARE_STATEMENTS: "finance (approvers and analysts)",
+    Permission.FILE_DISPUTE: "members of the statement's cost center",
+    Permission.RESOLVE_DISPUTE: "finance (approvers and analysts)",
 }
 # Who sees every cost center; the rest see their memberships.
 _SEES_EVERY_COST_CENTER = _COMPANY

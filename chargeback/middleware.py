@@ -12,9 +12,10 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonR
 from django.shortcuts import render
 
 from allocation.access import PERMISSION_HOLDERS, Permission, access_allows, url_rule
+from chargeback.services.audit import request_id_set
 from pricing.errors import NotAllowed
 
-__all__ = ["NUL_IN_REQUEST", "AccessMiddleware", "RefuseNulBytesMiddleware", "error_page"]
+__all__ = ["NUL_IN_REQUEST", "AccessMiddleware", "RefuseNulBytesMiddleware", "RequestIdMiddleware", "error_page"]
 
 NUL_IN_REQUEST = "nul_in_request"
 
@@ -101,3 +102,17 @@ class AccessMiddleware:
             )
             return error_page(request, title="Not allowed", code=NotAllowed.code, message=message, status=403)
         return None
+
+
+class RequestIdMiddleware:
+    """Gives every request an id (the proxy's `X-Request-ID`, or a new one) that audit rows
+    record and the response echoes."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.request_id = request_id_set(request.headers.get("X-Request-ID"))
+        response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response

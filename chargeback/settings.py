@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # An id per request, echoed as X-Request-ID and written on every audit row.
+    "chargeback.middleware.RequestIdMiddleware",
     # A NUL byte in a path or query is a 400 before any view (PostgreSQL would 500 on it).
     "chargeback.middleware.RefuseNulBytesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -187,6 +189,26 @@ CHARGEBACK_INGEST_CHUNK_ROWS = int(os.environ.get("CHARGEBACK_INGEST_CHUNK_ROWS"
 # Reconciliation: a provider whose rated usage differs from its invoice by more
 # than this share flags the run; the true-up scales usage by at most this much.
 CHARGEBACK_RECONCILIATION_TOLERANCE = os.environ.get("CHARGEBACK_RECONCILIATION_TOLERANCE", "0.02")
+
+# The monthly close. A team may dispute a statement line while it is in review and for
+# this many days after sign-off; finance decides a dispute within the SLA, or it stands
+# out as overdue. Unallocated buckets appear on the statement of the cost center named
+# here (the platform team that runs the AI gateway, usually); empty: on the dashboard only.
+CHARGEBACK_DISPUTE_WINDOW_DAYS = int(os.environ.get("CHARGEBACK_DISPUTE_WINDOW_DAYS", "10"))
+CHARGEBACK_DISPUTE_SLA_DAYS = int(os.environ.get("CHARGEBACK_DISPUTE_SLA_DAYS", "5"))
+CHARGEBACK_UNALLOCATED_OWNER = os.environ.get("CHARGEBACK_UNALLOCATED_OWNER", "")
+
+# Dispute mail goes through Django's email framework: SMTP when a host is set, else the
+# console (the embedded default prints mail where the server runs).
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = os.environ.get("EMAIL_USE_TLS", "").lower() in {"1", "true", "yes"}
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chargeback@localhost")
 
 # The cache carries an allocation run's progress from the worker to the pages
 # while the run's transaction is open: Redis when one is configured (shared by

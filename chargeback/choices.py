@@ -1,0 +1,47 @@
+"""Statuses of the monthly close (DESIGN.md "Statements, sign-off, disputes, journals")."""
+
+from django.db import models
+
+__all__ = ["DisputeStatus", "PeriodStatus", "StatementLineKind", "StatementStatus"]
+
+
+class PeriodStatus(models.TextChoices):
+    """Where a month stands in its close."""
+
+    OPEN = "open", "Open"
+    CLOSING = "closing", "Closing (statements out for review)"
+    CLOSED = "closed", "Closed"
+
+
+class StatementStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    IN_REVIEW = "in_review", "In review"
+    APPROVED = "approved", "Approved"
+    POSTED = "posted", "Posted"
+
+
+# Statements in these states are signed off: their content never changes again.
+SIGNED_STATUSES: tuple[str, ...] = (StatementStatus.APPROVED, StatementStatus.POSTED)
+
+
+class StatementLineKind(models.TextChoices):
+    """What a statement line is: this month's charge, a bucket the cost center owns, or
+    money from another month landing here."""
+
+    CHARGE = "charge", "Charge"
+    UNALLOCATED = "unallocated", "Unallocated (owned by this cost center)"
+    CORRECTION = "correction", "Prior-period correction"
+    ADJUSTMENT = "adjustment", "Dispute adjustment"
+
+
+class DisputeStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    UNDER_REVIEW = "under_review", "Under review"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+
+
+# Disputes finance still has to decide.
+UNDECIDED_DISPUTES: tuple[str, ...] = (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW)
+
+__all__ += ["SIGNED_STATUSES", "UNDECIDED_DISPUTES"]

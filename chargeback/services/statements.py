@@ -1,0 +1,481 @@
+"""Statements: built from the stored lines of the run being closed, sent for review,
+signed off. Each transition checks the actor's role, locks the row, moves the state and
+writes its audit row in one transaction (STYLE.md house rule 3).
+
+A statement's content is its header figures and its lines; `statement_content_hash` is
+the SHA-256 of their canonical text, recorded at sign-off, so anyone can check later
+that what was approved is what the database (or a PDF) holds.
+"""
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, Q
+from django.utils import timezone
+
+from allocation.access import Permission, access_require, user_of
+from allocation.choices import AllocationRunStatus, Treatment
+from allocation.models import AllocationLine, AllocationRun, CostCenter, UsageLine
+from allocation.selectors.runs import allocation_run_current
+from allocation.services.runs.run import PeriodClosed, allocation_run_close
+from chargeback.choices import SIGNED_STATUSES, PeriodStatus, StatementLineKind, StatementStatus
+from chargeback.models import Adjustment, ReconciliationOverride, Statement, StatementFeature, StatementLine
+from chargeback.services.audit import audit_record
+from chargeback.services.periods import period_locked
+from pricing.errors import Conflict, ValidationFailed
+from pricing.money import CENT, decimal_text, quantize
+from pricing.periods import Period
+
+__all__ = [
+    "StatementsBuilt",
+    "statement_approve",
+    "statement_content_hash",
+    "statement_return",
+    "statement_submit",
+    "statements_approve_period",
+    "statements_build",
+    "statements_submit_period",
+]
+
+# The fields of a line that its content hash covers, in order.
+_LINE_FIELDS = (
+    "kind",
+    "source_period",
+    "provider",
+    "model",
+    "modality",
+    "team",
+    "feature",
+    "environment",
+    "treatment",
+    "category",
+    "method",
+    "reason",
+    "description",
+    "unit",
+    "quantity",
+    "line_count",
+    "amount",
+)
+_TOTAL_FIELDS = ("total", "chargeback", "showback", "unallocated", "corrections", "adjustments")
+
+
+def _line_text(line: StatementLine) -> list[str]:
+    values = []
+    for field in _LINE_FIELDS:
+        value = getattr(line, field)
+        if field == "amount":
+            value = decimal_text(quantize(Decimal(value), CENT))
+        elif field == "quantity":
+            value = decimal_text(Decimal(value))
+        values.append(str(value))
+    return values
+
+
+def statement_content_hash(statement: Statement, lines: Iterable[StatementLine] | None = None) -> str:
+    """SHA-256 of the statement's canonical content: who, when, from which run, its totals
+    and every line (sorted, so the order of storage does not matter)."""
+    lines = statement.lines.all() if lines is None else lines
+    header = {
+        "period": statement.period,
+        "cost_center": statement.cost_center.code,
+        "currency": statement.currency,
+        "run": statement.run_id,
+        "run_fingerprint": statement.run.fingerprint,
+        **{field: decimal_text(quantize(Decimal(getattr(statement, field)), CENT)) for field in _TOTAL_FIELDS},
+    }
+    body = sorted(_line_text(line) for line in lines)
+    return hashlib.sha256(json.dumps({"header": header, "lines": body}, sort_keys=True).encode()).hexdigest()
+
+
+def _snapshot(statement: Statement) -> dict:
+    return {
+        "status": statement.status,
+        "run": statement.run_id,
+        "total": decimal_text(statement.total),
+        "line_count": statement.line_count,
+        "content_hash": statement.content_hash,
+    }
+
+
+# --- building -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatementsBuilt:
+    """What a build did: statements written or rewritten, left as they were, and those
+    already signed off (never touched)."""
+
+    period: str
+    run: int
+    built: int
+    unchanged: int
+    signed: int
+    returned_to_draft: int
+
+    def as_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def _unallocated_owner() -> CostCenter | None:
+    code = getattr(settings, "CHARGEBACK_UNALLOCATED_OWNER", "")
+    return CostCenter.objects.filter(code=code).first() if code else None
+
+
+_LINE_VALUES = (
+    "id",
+    "cost_center_id",
+    "reason",
+    "provider",
+    "model",
+    "modality",
+    "team",
+    "feature",
+    "environment",
+    "treatment",
+    "category",
+    "method",
+    "unit",
+    "quantity",
+    "line_count",
+    "amount",
+    "run__period",
+)
+
+
+def _allocation_statement_line(row: dict, kind: str) -> StatementLine:
+    return StatementLine(
+        kind=kind,
+        source_period=row["run__period"],
+        allocation_line_id=row["id"],
+        provider=row["provider"],
+        model=row["model"],
+        modality=row["modality"],
+        team=row["team"],
+        feature=row["feature"],
+        environment=row["environment"],
+        treatment=row["treatment"],
+        category=row["category"],
+        method=row["method"],
+        reason=row["reason"],
+        unit=row["unit"],
+        quantity=row["quantity"],
+        line_count=row["line_count"],
+        amount=row["amount"],
+    )
+
+
+def _correction_runs(period: Period):
+    """Corrections of closed months booked into this one (a correction run's period is
+    the month it corrects)."""
+    if not hasattr(AllocationRunStatus, "CORRECTION"):  # MERGE-TODO: corrections branch
+        return AllocationRun.objects.none()
+    return AllocationRun.objects.filter(status=AllocationRunStatus.CORRECTION, booked_in=str(period))
+
+
+def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | None) -> dict[int, list[StatementLine]]:
+    """Every line of the month's statements, by cost center: the run's charges, the
+    unallocated buckets (on their owner's), corrections and adjustments booked here."""
+    by_center: dict[int, list[StatementLine]] = defaultdict(list)
+    owner_id = owner.pk if owner is not None else None
+    sources = [(AllocationLine.objects.filter(run=run), StatementLineKind.CHARGE)]
+    sources.append((AllocationLine.objects.filter(run__in=_correction_runs(period)), StatementLineKind.CORRECTION))
+    for lines, kind in sources:
+        for row in lines.values(*_LINE_VALUES).iterator(chunk_size=5000):
+            center = row["cost_center_id"]
+            if center is None:
+                if owner_id is None:
+                    continue  # no owner named: the dashboard shows it, no statement carries it
+                center = owner_id
+                kind_here = StatementLineKind.UNALLOCATED if kind == StatementLineKind.CHARGE else kind
+            else:
+                kind_here = kind
+            by_center[center].append(_allocation_statement_line(row, kind_here))
+    for adjustment in Adjustment.objects.filter(period=str(period)).select_related("dispute__line"):
+        center = adjustment.cost_center_id if adjustment.cost_center_id is not None else owner_id
+        if center is None:
+            continue
+        disputed = adjustment.dispute.line
+        by_center[center].append(
+            StatementLine(
+                kind=StatementLineKind.ADJUSTMENT,
+                source_period=adjustment.source_period,
+                adjustment=adjustment,
+                provider=disputed.provider,
+                model=disputed.model,
+                modality=disputed.modality,
+                team=disputed.team,
+                feature=disputed.feature,
+                environment=disputed.environment,
+                treatment=adjustment.treatment,
+                category=disputed.category,
+                description=adjustment.description,
+                unit=disputed.unit,
+                amount=adjustment.amount,
+            )
+        )
+    return by_center
+
+
+def _totals(lines: list[StatementLine]) -> dict[str, Decimal]:
+    totals = dict.fromkeys(_TOTAL_FIELDS, Decimal(0))
+    for line in lines:
+        amount = Decimal(line.amount)
+        totals["total"] += amount
+        if line.kind == StatementLineKind.UNALLOCATED or (line.reason and line.kind == StatementLineKind.CORRECTION):
+            totals["unallocated"] += amount
+        elif line.treatment == Treatment.SHOWBACK:
+            totals["showback"] += amount
+        else:
+            totals["chargeback"] += amount
+        if line.kind == StatementLineKind.CORRECTION:
+            totals["corrections"] += amount
+        elif line.kind == StatementLineKind.ADJUSTMENT:
+            totals["adjustments"] += amount
+    return totals
+
+
+def _feature_counts(period: Period) -> dict[tuple[str, str, str], tuple[int, int]]:
+    """Requests and traces per (team, feature, environment) in the month's ledger: one
+    grouped read (reversals of restated buckets are not calls)."""
+    start, end = period.bounds
+    rows = (
+        UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end, restatement__gte=0)
+        .values("team", "feature", "environment")
+        .annotate(
+            requests=Count("request_id", distinct=True, filter=~Q(request_id="")),
+            traces=Count("trace_id", distinct=True, filter=~Q(trace_id="")),
+        )
+    )
+    return {(r["team"], r["feature"], r["environment"]): (r["requests"], r["traces"]) for r in rows}
+
+
+@transaction.atomic
+def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
+    """Build (or bring up to date) one statement per cost center for the month, from its
+    current allocation run. Signed-off statements are never touched; a statement in
+    review whose content changed goes back to draft, with an audit row saying so."""
+    if actor is not None:
+        access_require(actor, Permission.PREPARE_STATEMENTS, doing=f"build the statements of {period}")
+    row = period_locked(period)
+    if row.status == PeriodStatus.CLOSED:
+        raise PeriodClosed(f"{period} is closed: its statements stay as signed off", extra={"period": str(period)})
+    run = allocation_run_current(period=period)
+    if run is None:
+        raise ValidationFailed(
+            f"{period} has no allocation run: run the allocation before building statements",
+            code="no_allocation_run",
+            extra={"period": str(period)},
+        )
+    currency = run.invoices.values_list("currency", flat=True).first() or "USD"
+    by_center = _lines_by_center(run, period, _unallocated_owner())
+    existing = {s.cost_center_id: s for s in Statement.objects.select_for_update().filter(period=str(period))}
+    for center_id in existing:
+        by_center.setdefault(center_id, [])  # a statement whose lines all went stays, at zero
+    previous = dict(Statement.objects.filter(period=str(period.previous)).values_list("cost_center_id", "total"))
+    centers = CostCenter.objects.in_bulk(list(by_center))
+    counts = _feature_counts(period)
+    now = timezone.now()
+    built = unchanged = signed = returned = 0
+    for center_id in sorted(by_center, key=lambda pk: centers[pk].code):
+        lines = by_center[center_id]
+        statement = existing.get(center_id)
+        if statement is not None and statement.status in SIGNED_STATUSES:
+            signed += 1
+            continue
+        candidate = Statement(
+            period=str(period),
+            cost_center=centers[center_id],
+            run=run,
+            currency=currency,
+            previous_total=previous.get(center_id),
+            line_count=len(lines),
+            built_at=now,
+            **_totals(lines),
+        )
+        if statement is not None:
+            if statement_content_hash(statement) == statement_content_hash(candidate, lines):
+                unchanged += 1
+                continue
+            before = _snapshot(statement)
+            statement.lines.all().delete()
+            statement.features.all().delete()
+            for field in ("run", "currency", "previous_total", "line_count", "built_at", *_TOTAL_FIELDS):
+                setattr(statement, field, getattr(candidate, field))
+            if statement.status == StatementStatus.IN_REVIEW:
+                statement.status = StatementStatus.DRAFT
+                returned += 1
+            statement.save()
+            action = "rebuild"
+        else:
+            statement = candidate
+            statement.save()
+            before, action = {}, "build"
+        for line in lines:
+            line.statement = statement
+        StatementLine.objects.bulk_create(lines, batch_size=2000)
+        keys = sorted({(x.team, x.feature, x.environment) for x in lines if x.kind == StatementLineKind.CHARGE})
+        StatementFeature.objects.bulk_create(
+            StatementFeature(
+                statement=statement,
+                team=team,
+                feature=feature,
+                environment=environment,
+                requests=counts.get((team, feature, environment), (0, 0))[0],
+                traces=counts.get((team, feature, environment), (0, 0))[1],
+            )
+            for team, feature, environment in keys
+        )
+        audit_record(
+            subject="statement",
+            subject_id=statement.pk,
+            action=action,
+            actor=actor,
+            before=before,
+            after=_snapshot(statement),
+            reason=f"from allocation run #{run.pk}",
+        )
+        built += 1
+    if row.status == PeriodStatus.OPEN and (built or unchanged or signed):
+        row.status = PeriodStatus.CLOSING
+        row.save(update_fields=["status", "updated_at"])
+    return StatementsBuilt(
+        period=str(period), run=run.pk, built=built, unchanged=unchanged, signed=signed, returned_to_draft=returned
+    )
+
+
+# --- the workflow ------------------------------------------------------------------
+
+
+def _locked(statement: Statement) -> Statement:
+    return Statement.objects.select_for_update().select_related("run", "cost_center").get(pk=statement.pk)
+
+
+def _refuse_unless(statement: Statement, *statuses: str, doing: str) -> None:
+    if statement.status not in statuses:
+        raise Conflict(
+            f"{statement.cost_center.code}'s statement for {statement.period} is "
+            f"{statement.get_status_display().lower()}: it can't be {doing}",
+            code="statement_status",
+            extra={"statement": statement.pk, "status": statement.status},
+        )
+
+
+@transaction.atomic
+def statement_submit(*, statement: Statement, actor) -> Statement:
+    """Send a draft for review: the cost center's members see it and may dispute its lines."""
+    access_require(actor, Permission.PREPARE_STATEMENTS, doing="send a statement for review")
+    statement = _locked(statement)
+    _refuse_unless(statement, StatementStatus.DRAFT, doing="sent for review")
+    before = _snapshot(statement)
+    statement.status, statement.submitted_at, statement.submitted_by = (
+        StatementStatus.IN_REVIEW,
+        timezone.now(),
+        user_of(actor),
+    )
+    statement.save(update_fields=["status", "submitted_at", "submitted_by"])
+    audit_record(
+        subject="statement",
+        subject_id=statement.pk,
+        action="submit",
+        actor=actor,
+        before=before,
+        after=_snapshot(statement),
+    )
+    return statement
+
+
+@transaction.atomic
+def statements_submit_period(*, period: Period, actor) -> list[Statement]:
+    """Send every draft of the month for review, each audited."""
+    access_require(actor, Permission.PREPARE_STATEMENTS, doing=f"send the statements of {period} for review")
+    drafts = Statement.objects.filter(period=str(period), status=StatementStatus.DRAFT).order_by("cost_center__code")
+    return [statement_submit(statement=s, actor=actor) for s in drafts]
+
+
+@transaction.atomic
+def statement_return(*, statement: Statement, actor, reason: str) -> Statement:
+    """Send a statement in review back to draft, with a reason (a figure to fix first)."""
+    access_require(actor, Permission.PREPARE_STATEMENTS, doing="return a statement to draft")
+    if not reason.strip():
+        raise ValidationFailed("returning a statement to draft needs a reason", code="reason_required")
+    statement = _locked(statement)
+    _refuse_unless(statement, StatementStatus.IN_REVIEW, doing="returned to draft")
+    before = _snapshot(statement)
+    statement.status = StatementStatus.DRAFT
+    statement.save(update_fields=["status"])
+    audit_record(
+        subject="statement",
+        subject_id=statement.pk,
+        action="return",
+        actor=actor,
+        before=before,
+        after=_snapshot(statement),
+        reason=reason.strip(),
+    )
+    return statement
+
+
+def _refuse_unsignable_run(statement: Statement) -> None:
+    run = statement.run
+    if run.status != AllocationRunStatus.COMPLETED:
+        raise Conflict(
+            f"{statement.cost_center.code}'s statement for {statement.period} was built from run #{run.pk}, "
+            "which a later run superseded: build the statements again",
+            code="statement_stale",
+            extra={"statement": statement.pk, "run": run.pk},
+        )
+    if run.is_flagged and not ReconciliationOverride.objects.filter(run=run).exists():
+        raise Conflict(
+            f"run #{run.pk}'s reconciliation is beyond the tolerance: a finance approver must override it, "
+            "with a written reason, before its statements are signed off",
+            code="reconciliation_flagged",
+            extra={"statement": statement.pk, "run": run.pk},
+        )
+
+
+@transaction.atomic
+def statement_approve(*, statement: Statement, actor) -> Statement:
+    """Sign a statement off: approver, time and the SHA-256 of its content. From then on
+    it never changes; its run's period takes no new run."""
+    access_require(actor, Permission.SIGN_OFF, doing="sign a statement off")
+    statement = _locked(statement)
+    _refuse_unless(statement, StatementStatus.IN_REVIEW, doing="signed off")
+    period = period_locked(Period.parse(statement.period))
+    if period.status == PeriodStatus.CLOSED:
+        raise PeriodClosed(f"{statement.period} is closed", extra={"period": statement.period})
+    _refuse_unsignable_run(statement)
+    before = _snapshot(statement)
+    statement.content_hash = statement_content_hash(statement)
+    statement.status, statement.approved_at, statement.approved_by = (
+        StatementStatus.APPROVED,
+        timezone.now(),
+        user_of(actor),
+    )
+    statement.save(update_fields=["status", "approved_at", "approved_by", "content_hash"])
+    allocation_run_close(run=statement.run, at=statement.approved_at)
+    audit_record(
+        subject="statement",
+        subject_id=statement.pk,
+        action="approve",
+        actor=actor,
+        before=before,
+        after=_snapshot(statement),
+    )
+    return statement
+
+
+@transaction.atomic
+def statements_approve_period(*, period: Period, actor) -> list[Statement]:
+    """Sign off every statement of the month that is in review, each audited; all or none."""
+    access_require(actor, Permission.SIGN_OFF, doing=f"sign off the statements of {period}")
+    pending = Statement.objects.filter(period=str(period), status=StatementStatus.IN_REVIEW).order_by(
+        "cost_center__code"
+    )
+    return [statement_approve(statement=s, actor=actor) for s in pending]
