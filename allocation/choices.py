@@ -168,10 +168,15 @@ __all__ += [
 
 
 class AllocationRunStatus(models.TextChoices):
-    """A run is written whole in one transaction: it is current until a later run supersedes it."""
+    """A run is written whole in one transaction: it is current until a later run supersedes it.
+
+    A correction is not a run of its period: it holds what late data changed in a closed
+    period's allocation, booked in a later, open period (DESIGN.md "Corrections, never rewrites").
+    """
 
     COMPLETED = "completed", "Current"
     SUPERSEDED = "superseded", "Superseded"
+    CORRECTION = "correction", "Correction of a closed period"
 
 
 class AllocationProgressState(models.TextChoices):

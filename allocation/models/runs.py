@@ -57,6 +57,11 @@ class AllocationRun(models.Model):
 
     Written whole in one transaction. A later run of the period supersedes it
     (kept for audit) unless the period was closed by an approved statement.
+
+    A correction (status `correction`) is what late data changed in a closed period's
+    allocation: its lines are the differences, per key, between the period allocated
+    now and its closed run plus the corrections booked before; `period` is the
+    corrected month, `booked_in` the open month whose statements carry it.
     """
 
     period = models.CharField(max_length=7, help_text="YYYY-MM")
@@ -79,6 +84,24 @@ class AllocationRun(models.Model):
     closed_at = models.DateTimeField(
         null=True, blank=True, help_text="When a statement from this run was approved: the period is closed"
     )
+    corrects = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="corrections",
+        help_text="A correction's closed run: the period it corrects",
+    )
+    # Null on a run, as `corrects` is: a correction is told by both, and "" would be a period.
+    booked_in = models.CharField(  # noqa: DJ001
+        max_length=7, null=True, blank=True, help_text="A correction's YYYY-MM: the period whose statements carry it"
+    )
+    late_data_checked = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="A closed run's: the late data its period's corrections account for (newest usage batch looked "
+        "through, invoice line counts, activity counts), so that a booking reads only what came since",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(auto_now_add=True)
     seconds = models.DecimalField(max_digits=10, decimal_places=3, default=0, help_text="Wall time of the run")
@@ -98,7 +121,18 @@ class AllocationRun(models.Model):
                 condition=Q(status=AllocationRunStatus.COMPLETED),
                 name="allocation_run_one_current_per_period",
             ),
+            # A correction names its closed run and a later period to be booked in; a run names neither.
+            models.CheckConstraint(
+                condition=(
+                    Q(status=AllocationRunStatus.CORRECTION)
+                    & Q(corrects__isnull=False, booked_in__isnull=False)
+                    & Q(booked_in__gt=F("period"))
+                )
+                | (~Q(status=AllocationRunStatus.CORRECTION) & Q(corrects__isnull=True, booked_in__isnull=True)),
+                name="allocation_run_correction_booked_later",
+            ),
         ]
+        indexes = [models.Index(fields=["booked_in"], name="allocation_run_booked_in")]
 
     def __str__(self) -> str:
         return f"Allocation run #{self.pk} {self.period} ({self.status})"

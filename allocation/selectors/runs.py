@@ -202,3 +202,90 @@ def allocation_line_list(*, run: AllocationRun, cost_center=None, reason: str = 
 
 
 __all__ += ["allocation_line_list", "allocation_run_cost_centers"]
+
+
+# --- corrections of closed periods (DESIGN.md "Corrections, never rewrites") ------------------------------------
+
+
+def _closed_runs() -> QuerySet[AllocationRun]:
+    return AllocationRun.objects.filter(closed_at__isnull=False).exclude(status=AllocationRunStatus.CORRECTION)
+
+
+def period_is_closed(*, period: Period) -> bool:
+    """A statement from the period's run was approved: it is never run again, and its late
+    data is booked as corrections in a later period."""
+    return _closed_runs().filter(period=str(period)).exists()
+
+
+def period_next_open(*, after: Period) -> Period:
+    """The first period after `after` that is not closed (it may have no run yet): where
+    corrections of `after`, and adjustments of its disputes, are booked."""
+    closed = set(_closed_runs().filter(period__gt=str(after)).values_list("period", flat=True))
+    month = after.next
+    while str(month) in closed:
+        month = month.next
+    return month
+
+
+def correction_runs_booked_in(*, period: Period) -> QuerySet[AllocationRun]:
+    """The corrections booked in a period (their `period` is the one each corrects), oldest
+    corrected period first."""
+    return (
+        AllocationRun.objects.filter(status=AllocationRunStatus.CORRECTION, booked_in=str(period))
+        .select_related("corrects", "mapping_version", "created_by")
+        .order_by("period", "pk")
+    )
+
+
+def correction_runs_of(*, run: AllocationRun) -> QuerySet[AllocationRun]:
+    """The corrections of a closed run's period, in the order they were booked."""
+    return (
+        AllocationRun.objects.filter(status=AllocationRunStatus.CORRECTION, corrects=run)
+        .select_related("created_by")
+        .order_by("booked_in", "pk")
+    )
+
+
+def correction_lines(*, period: Period, scope: CostCenterScope = EVERY_COST_CENTER) -> QuerySet[AllocationLine]:
+    """The lines of the corrections booked in a period, in scope: the prior-period corrections
+    of its statements. Each line's `run.period` is the period it corrects; its amount is the
+    change (negative when the cost center pays less than its closed statement said).
+    Unallocated lines (no cost center) are in the company-wide scope only."""
+    lines = AllocationLine.objects.filter(run__status=AllocationRunStatus.CORRECTION, run__booked_in=str(period))
+    return (
+        scope.filter(lines)
+        .select_related("run", "cost_center", "invoice")
+        .order_by("run__period", "cost_center__code", "reason", "provider", "team", "feature", "model", "unit", "id")
+    )
+
+
+def correction_summary(*, period: Period, scope: CostCenterScope = EVERY_COST_CENTER) -> list[dict]:
+    """Per correction booked in a period: the period it corrects, its closed run, the changes
+    of the invoice total, allocated and unallocated, and per cost center in scope its change
+    (chargeback, showback, total). Amounts are decimal strings, to the cent."""
+    return [
+        {
+            "run": correction.pk,
+            "period": correction.period,
+            "corrects": correction.corrects_id,
+            "booked_in": correction.booked_in,
+            "closed": correction.closed_at is not None,
+            "created_at": correction.created_at.isoformat(timespec="seconds"),
+            "fingerprint": correction.fingerprint,
+            "invoice_total": money_plain(correction.invoice_total),
+            "allocated": money_plain(correction.allocated),
+            "unallocated": money_plain(correction.unallocated),
+            "cost_centers": allocation_run_cost_centers(run=correction, scope=scope),
+        }
+        for correction in correction_runs_booked_in(period=period)
+    ]
+
+
+__all__ += [
+    "correction_lines",
+    "correction_runs_booked_in",
+    "correction_runs_of",
+    "correction_summary",
+    "period_is_closed",
+    "period_next_open",
+]

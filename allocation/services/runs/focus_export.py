@@ -1,8 +1,9 @@
 """Allocated cost as a FOCUS 1.2 cost and usage CSV: the one service behind `export_focus`.
 
 One row per allocation line of the period's current run whose amount or
-quantity is not zero (two for a share of a purchase, below), streamed from the
-database. The columns:
+quantity is not zero (two for a share of a purchase, below), then one per line of
+the corrections booked in the period (below), streamed from the database. The
+columns:
 
 * the 21 columns FOCUS 1.2 requires of every dataset, and the conditional or
   recommended ones we can fill truthfully: ChargeFrequency, ConsumedQuantity,
@@ -49,8 +50,19 @@ PricingQuantity is its share of the pooled charge in `Units` (of a fee, in
 `Months`), signed as its cost. Companion lines (margins, rate-card spreads)
 carry their unit with quantity 0: their tokens are counted on the paying row.
 Tax rows have no quantity, unit or SKU (FOCUS asks them null); Credit and
-Adjustment rows neither. ChargeClass is always null: a run restates its own
-period, it never corrects an invoiced one.
+Adjustment rows neither.
+
+Corrections. A closed period's late data is booked in a later, open period as a
+correction run whose lines are differences (FOCUS's Delta style: a decrement for
+the cost center that pays less, an increment for the one that pays more); the
+export of the period they are booked in carries them after the run's own rows,
+as FOCUS's closed-billing-period examples show a correction: ChargeClass
+`Correction`, BillingPeriodStart/End the period exported (the one that bills
+them), ChargePeriodStart/End the corrected period (when the cost was incurred),
+InvoiceId the corrected period's invoice they tie to, x_AllocationRunId the
+correction's run, and ChargeDescription beginning "Correction of YYYY-MM: ".
+Quantities and costs are signed as the change is. The run's own rows keep
+ChargeClass null: a run restates its own period, it never corrects an invoiced one.
 
 Format. Date/times `YYYY-MM-DDTHH:mm:ssZ` in UTC, decimals in plain notation
 (no exponent), currency ISO 4217, Tags a JSON object; a null is an empty
@@ -64,6 +76,7 @@ quantities are numbers and never altered, and Tags is a JSON object (it begins
 with `{`), so the exact tag values survive there.
 """
 
+import itertools
 import json
 import os
 import tempfile
@@ -77,7 +90,7 @@ from typing import TextIO
 
 from allocation.choices import AllocationMethod, ChargeCategory, UnallocatedReason
 from allocation.models import AllocationLine, AllocationRun, CostCenter, ProviderInvoice
-from allocation.selectors.runs import allocation_run_current
+from allocation.selectors.runs import allocation_run_current, correction_runs_booked_in
 from pricing.csv_export import csv_write
 from pricing.errors import NotFound
 from pricing.formatting import focus_money, focus_quantity
@@ -213,6 +226,8 @@ class FocusExportResult:
     run_id: int
     period: str
     rows: int
+    # The corrections booked in the period, exported after the run's rows.
+    correction_run_ids: tuple[int, ...] = ()
 
 
 def focus_export(*, period: Period, stream: TextIO) -> FocusExportResult:
@@ -228,8 +243,21 @@ def focus_export(*, period: Period, stream: TextIO) -> FocusExportResult:
             code="no_current_run",
             extra={"period": str(period)},
         )
-    rows = csv_write(stream, _rows(run, period), header=FOCUS_COLUMNS + X_COLUMNS)
-    return FocusExportResult(run_id=run.pk, period=str(period), rows=rows)
+    corrections = list(correction_runs_booked_in(period=period))
+    rows = csv_write(
+        stream,
+        itertools.chain(
+            _rows(run, period),
+            *(_rows(correction, Period.parse(correction.period), booked_in=period) for correction in corrections),
+        ),
+        header=FOCUS_COLUMNS + X_COLUMNS,
+    )
+    return FocusExportResult(
+        run_id=run.pk,
+        period=str(period),
+        rows=rows,
+        correction_run_ids=tuple(correction.pk for correction in corrections),
+    )
 
 
 def focus_export_file(*, period: Period, path: str | os.PathLike) -> FocusExportResult:
@@ -252,6 +280,7 @@ def focus_export_file(*, period: Period, path: str | os.PathLike) -> FocusExport
 @dataclass(frozen=True)
 class _Context:
     run: AllocationRun
+    # The run's period: of a correction, the period it corrects (its charge period).
     period: Period
     start: str
     end: str
@@ -261,9 +290,12 @@ class _Context:
     pool_totals: dict[tuple, Decimal]
     # Each provider's one invoice in the run, for its lines that carry none (usage no price book prices).
     provider_invoices: dict[str, ProviderInvoice]
+    # A correction's: the period it is booked in, which bills it (its rows' billing period).
+    booked_in: tuple[str, str] | None = None
 
 
-def _rows(run: AllocationRun, period: Period) -> Iterator[list]:
+def _rows(run: AllocationRun, period: Period, booked_in: Period | None = None) -> Iterator[list]:
+    """The run's rows; a correction's (`booked_in` the period exported) marked as corrections."""
     start, end = period.bounds
     context = _Context(
         run=run,
@@ -275,6 +307,7 @@ def _rows(run: AllocationRun, period: Period) -> Iterator[list]:
         units=dict(Unit.objects.values_list("code", "name")),
         pool_totals=_pool_totals(run),
         provider_invoices=_provider_invoices(run),
+        booked_in=None if booked_in is None else (_datetime(booked_in.start), _datetime(booked_in.end)),
     )
     lines = (
         AllocationLine.objects.filter(run=run)
@@ -356,16 +389,23 @@ def _row(line: AllocationLine, context: _Context) -> dict:
     if category != ChargeCategory.USAGE:
         consumed = consumed_unit = None  # ConsumedQuantity-C-004-C: only Usage rows are consumption
     tags = {key: getattr(line, key) for key in TAG_KEYS if getattr(line, key)}
+    billing_start = _datetime(invoice.billing_period_start) if invoice else context.start
+    billing_end = _datetime(invoice.billing_period_end) if invoice else context.end
+    description = _description(line, category, provider_name, fee_owner, context)
+    if context.booked_in is not None:
+        # FOCUS's corrections of a closed billing period: billed in the open one, charged when incurred.
+        billing_start, billing_end = context.booked_in
+        description = f"Correction of {context.period}: {description}"
     focus = {
         "BilledCost": cost,
         "BillingAccountId": account,
         "BillingAccountName": None,
         "BillingCurrency": invoice.currency if invoice else context.currency,
-        "BillingPeriodEnd": _datetime(invoice.billing_period_end) if invoice else context.end,
-        "BillingPeriodStart": _datetime(invoice.billing_period_start) if invoice else context.start,
+        "BillingPeriodEnd": billing_end,
+        "BillingPeriodStart": billing_start,
         "ChargeCategory": category.label,
-        "ChargeClass": None,
-        "ChargeDescription": _description(line, category, provider_name, fee_owner, context),
+        "ChargeClass": None if context.booked_in is None else "Correction",
+        "ChargeDescription": description,
         "ChargeFrequency": _frequency(category, fee_owner),
         "ChargePeriodEnd": context.end,
         "ChargePeriodStart": context.start,

@@ -3,6 +3,8 @@
 `allocation_run_execute` checks the actor's role, takes the period's lock, refuses a
 closed period or one without a signed mapping version, and runs the engine
 (`engine.allocation_compute`) in one transaction: complete, or nothing left behind.
+The same transaction books in the period the corrections of earlier closed periods
+that late data changed (`corrections.allocation_corrections_book`).
 `allocation_run_queue` puts a run on a worker; `allocation_usage_rate` rates a
 period ahead of its run; `allocation_run_close` closes the period on approval.
 """
@@ -14,7 +16,7 @@ from decimal import Decimal
 from django.db import transaction
 
 from allocation.access import Permission, access_require
-from allocation.choices import AllocationProgressState
+from allocation.choices import AllocationProgressState, AllocationRunStatus
 from allocation.models import (
     AllocationRun,
     MappingVersion,
@@ -22,6 +24,7 @@ from allocation.models import (
 )
 from allocation.selectors.mapping import mapping_version_in_force
 from allocation.services.rating import usage_rate_period
+from allocation.services.runs.corrections import PeriodClosed, allocation_corrections_book
 from allocation.services.runs.engine import (
     allocation_compute,
     default_tolerance,
@@ -36,7 +39,7 @@ from allocation.services.runs.progress import (
     progress_start,
     run_in_progress,
 )
-from pricing.errors import Conflict, ValidationFailed
+from pricing.errors import ValidationFailed
 from pricing.periods import Period
 from pricing.task_queue import task_queue_on_commit
 
@@ -50,19 +53,19 @@ __all__ = [
 ]
 
 
-class PeriodClosed(Conflict):
-    code = "period_closed"
-
-
 def _refuse_if_not_runnable(period: Period, actor) -> None:
     """An actor without the role, or a closed period, is refused."""
     if actor is not None:
         access_require(actor, Permission.RUN_ALLOCATION, doing=f"run the allocation of {period}")
-    closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).first()
+    closed = (
+        AllocationRun.objects.filter(period=period, closed_at__isnull=False)
+        .exclude(status=AllocationRunStatus.CORRECTION)
+        .first()
+    )
     if closed is not None:
         raise PeriodClosed(
             f"{period} is closed: a statement from allocation run #{closed.pk} was approved; "
-            "book corrections as adjustments in the next period",
+            "late data for it is booked as corrections in the next open period's run",
             extra={"period": str(period), "run": closed.pk},
         )
 
@@ -108,7 +111,8 @@ def allocation_run_execute(
 ) -> AllocationRun:
     """Allocate one period: every invoice cent on a cost center or in the named unallocated
     bucket. Complete or nothing (one transaction); refused while another run of the period
-    runs, and when the period is closed. Supersedes the period's current run."""
+    runs, and when the period is closed. Supersedes the period's current run, and books in
+    the period the corrections of earlier closed periods that late data changed."""
     if actor is not None:
         access_require(actor, Permission.RUN_ALLOCATION, doing=f"run the allocation of {period}")
     tolerance = default_tolerance() if tolerance is None else tolerance
@@ -121,6 +125,8 @@ def allocation_run_execute(
             _refuse_if_not_runnable(period, None)  # the actor's role is checked before the lock
             version = _version_in_force_or_refuse(period)
             run = allocation_compute(period=period, version=version, actor=actor, tolerance=tolerance, began=began)
+            progress_set(period, step="booking corrections of closed periods", percent=95)
+            allocation_corrections_book(period=period, actor=actor)
     except AllocationRunning:
         raise
     except Exception as exc:
@@ -134,11 +140,22 @@ def allocation_run_execute(
 @transaction.atomic
 def allocation_run_close(*, run: AllocationRun, at: datetime | None = None) -> AllocationRun:
     """Close the run's period: a statement from it was approved. Later runs of the period
-    are refused; corrections go to the next period as adjustments."""
+    are refused, and so is booking corrections in it: the corrections booked in it close
+    with it; late data for it goes to the next open period as corrections."""
     run = AllocationRun.objects.select_for_update().get(pk=run.pk)
+    if run.status == AllocationRunStatus.CORRECTION:
+        raise ValidationFailed(
+            f"allocation run #{run.pk} is a correction of {run.period}: it closes with {run.booked_in}, "
+            "the period it is booked in",
+            code="correction_not_closable",
+            extra={"run": run.pk, "booked_in": run.booked_in},
+        )
     if run.closed_at is None:
         run.closed_at = at or datetime.now(UTC)
         run.save(update_fields=["closed_at"])
+        AllocationRun.objects.filter(
+            status=AllocationRunStatus.CORRECTION, booked_in=run.period, closed_at__isnull=True
+        ).update(closed_at=run.closed_at)
     return run
 
 
