@@ -334,6 +334,7 @@ def _provider_row(entry: dict, currency: str) -> dict:
         "rated_usage": Money.of(entry["rated_usage"], currency),
         "variance": Money.of(entry["variance"], currency),
         "variance_share": Share.of(entry["variance_share"]),
+        "no_share": _no_share(entry),
         "within_tolerance": entry["within_tolerance"],
         "allocated": Money.of(entry["allocated"], currency),
         "chargeback": Money.of(entry["chargeback"], currency),
@@ -362,6 +363,15 @@ def _provider_row(entry: dict, currency: str) -> dict:
             for row in entry["reconciliation"]
         ],
     }
+
+
+def _no_share(entry: dict) -> str:
+    """Why a provider has no variance share. The share divides by invoiced usage, so it is empty
+    both without an invoice and with one whose lines all go to shared-cost pools or are not
+    usage (a GPU cluster, a vector store): that provider has an invoice, only no usage on it."""
+    if entry["variance_share"] is not None:
+        return ""
+    return "no usage invoiced" if entry["invoices"] else "no invoice"
 
 
 def _provider_totals(entries: list[dict], currency: str) -> dict:

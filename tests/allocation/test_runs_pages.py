@@ -14,8 +14,9 @@ import pytest
 from django.urls import reverse
 
 from allocation.models import ActivityCount, AllocationLine, AllocationRun
+from allocation.services.invoices.ingest import invoice_ingest_file
 from allocation.services.runs.run import allocation_run_close, allocation_run_execute, allocation_run_queue
-from tests.page_reading import page_text
+from tests.page_reading import page_text, table_rows
 
 from .runs_world import (
     MONTH,
@@ -24,6 +25,7 @@ from .runs_world import (
     build_mapping,
     build_org,
     build_prices,
+    invoice_csv,
     load_invoice,
     load_usage,
     make_approver,
@@ -324,3 +326,24 @@ def test_a_nul_byte_in_the_lines_filter_is_a_400_not_a_lookup(client_logged_in, 
     response = client_logged_in.get(f"/allocation/runs/{run.pk}/lines/?cost_center=it-platform%00")
     assert response.status_code == 400
     assert "nul_in_request" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_provider_whose_invoice_bills_no_usage_is_not_shown_as_without_invoice(client_logged_in, world, tmp_path):
+    """A provider whose invoice lines all go to a shared-cost pool has no invoiced usage to rate
+    against, so its variance share is empty; the page once read that as "no invoice"."""
+    pooled = (
+        "VS-2026-10,vecstore,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,hosting,Hosted vector store,"
+        ",,12.00,12.00,,USD\n"
+    )
+    invoice_ingest_file(path=invoice_csv(tmp_path, pooled, "vecstore.csv"), source_format="csv", provider="vecstore")
+    run = allocation_run_execute(period=MONTH, actor=world["approver"])
+    assert run.reconciliation.get(provider="vecstore", model="").variance_share is None
+
+    response = client_logged_in.get(reverse("allocation-run", args=[run.pk]))
+    rows = {row[0]: row for row in table_rows(response) if row and row[0] in ("acme-ai", "vecstore")}
+    vecstore = rows["vecstore"]
+    assert "$12.00" in vecstore  # its invoice total
+    assert "no invoice" not in vecstore and "no usage invoiced" in vecstore
+    assert f"{MINUS}0.99%" in rows["acme-ai"]
+    assert "VS-2026-10" in page_text(response)
