@@ -21,7 +21,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from allocation.access import Permission, access_allows, cost_center_scope
+from allocation.access import CostCenterScope, Permission, access_allows, cost_center_scope
 from allocation.choices import (
     AllocationMethod,
     AllocationProgressState,
@@ -437,17 +437,16 @@ def _inputs(run: AllocationRun) -> dict:
 NAMING_FILTERS = ("cost_center", "reason")
 
 
-def _line_filterset(request: HttpRequest, run: AllocationRun) -> AllocationLineFilterSet:
+def _line_filterset(request: HttpRequest, run: AllocationRun, scope: CostCenterScope) -> AllocationLineFilterSet:
     """The run's lines in the reader's scope, narrowed by the query; a cost center that is
     unknown, not in this run or not the reader's, and an unknown reason, are a 404."""
-    lines = cost_center_scope(request.user).filter(allocation_line_list(run=run))
-    filterset = AllocationLineFilterSet(request.GET, queryset=lines)
+    filterset = AllocationLineFilterSet(request.GET, queryset=scope.filter(allocation_line_list(run=run)))
     if any(name in filterset.form.errors for name in NAMING_FILTERS):
         raise Http404("no such lines")
     return filterset
 
 
-def _lines_heading(filterset: AllocationLineFilterSet) -> str:
+def _lines_heading(filterset: AllocationLineFilterSet, *, sees_company: bool) -> str:
     chosen = filterset.chosen
     if "cost_center" in chosen:
         return f"Lines of {dict(filterset.filters['cost_center'].extra['choices'])[chosen['cost_center']]}"
@@ -455,13 +454,16 @@ def _lines_heading(filterset: AllocationLineFilterSet) -> str:
         return f"Unallocated lines: {UnallocatedReason(chosen['reason']).label.lower()}"
     if "reason" in chosen:
         return "Unallocated lines"
-    return "Lines" if chosen else "All lines"
+    if chosen:
+        return "Lines"
+    return "All lines" if sees_company else "Your lines"
 
 
 @require_GET
 def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
-    filterset = _line_filterset(request, run)
+    scope = cost_center_scope(request.user)
+    filterset = _line_filterset(request, run, scope)
     valid = filterset.form.is_valid()
     lines = (filterset.qs if valid else filterset.queryset.none()).select_related(
         "cost_center", "invoice", "rule", "pool"
@@ -477,7 +479,9 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
     context = {
         "run": run,
         "filterset": filterset,
-        "heading": _lines_heading(filterset),
+        "heading": _lines_heading(filterset, sees_company=scope.is_everything),
+        # A team member's lines are never unallocated: the reason filter is finance's.
+        "sees_company": scope.is_everything,
         "one_cost_center": "cost_center" in chosen,
         "filtered": bool(chosen),
         "page": page,
@@ -506,7 +510,7 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
 @require_GET
 def allocation_run_lines_csv(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
-    filterset = _line_filterset(request, run)
+    filterset = _line_filterset(request, run, cost_center_scope(request.user))
     if not filterset.form.is_valid():
         problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in filterset.form.errors.items())
         return HttpResponseBadRequest(f"The filters are not valid: {problems}", content_type="text/plain")

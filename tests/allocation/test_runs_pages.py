@@ -13,9 +13,11 @@ from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from allocation.models import ActivityCount, AllocationLine, AllocationRun
+from allocation.services.access import membership_grant
 from allocation.services.invoices.ingest import invoice_ingest_file
 from allocation.services.runs.run import allocation_run_close, allocation_run_execute, allocation_run_queue
 from tests.page_reading import page_text, table_rows
@@ -457,3 +459,22 @@ def test_amounts_on_the_run_pages_are_to_the_cent_even_for_sub_cent_rated_costs(
     assert "<$0.01" in lines and "$0.001234" not in lines and "$0.0012" not in lines
     run_page = page_text(client_logged_in.get(pages["run"]))
     assert "$69.00" in run_page and "69.001234" not in run_page
+
+
+@pytest.mark.django_db
+def test_a_team_member_filters_only_their_own_lines(client, run, django_user_model):
+    member = django_user_model.objects.create_user(username="sam", password="x")
+    member.groups.add(Group.objects.get_or_create(name="team_member")[0])
+    membership_grant(username="sam", cost_center_code="CC-110")
+    client.force_login(member)
+    url = reverse("allocation-run-lines", args=[run.pk])
+    response = client.get(url)
+    html = response.content.decode()
+    assert "<h1>Your lines</h1>" in html
+    assert '<option value="CC-110">CC-110 Search</option>' in html and "CC-120" not in html
+    assert 'name="reason"' not in html  # their lines are never unallocated
+    assert '<option value="research">' not in html  # another cost center's team is not offered
+    assert client.get(f"{url}?team=research").status_code == 400
+    own = AllocationLine.objects.filter(run=run, cost_center__code="CC-110", feature="web")
+    rows = csv_rows(client.get(f"{reverse('allocation-run-lines-csv', args=[run.pk])}?feature=web"))
+    assert len(rows) - 1 == own.count() > 0
