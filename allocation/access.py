@@ -316,6 +316,7 @@ URL_RULES: dict[str, UrlRule] = {
     "login": UrlRule(read=_P.PUBLIC, write=_P.PUBLIC),
     "logout": UrlRule(read=_P.PUBLIC, write=_P.PUBLIC),
     "home": UrlRule(read=_P.SIGNED_IN, scoped=True),
+    "favicon": UrlRule(read=_P.PUBLIC),
     "admin:*": UrlRule(read=_P.ADMIN_SITE, write=_P.ADMIN_SITE),
     # usage ledger and its ingestion
     "usage-overview": UrlRule(read=_P.VIEW_COMPANY),

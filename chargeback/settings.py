@@ -38,6 +38,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    # Swagger UI and Redoc as our own static files: /api/v1/docs/ works offline, no CDN.
+    "drf_spectacular_sidecar",
     "axes",
     "pricing",
     "allocation",
@@ -156,6 +158,10 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chargeback.api.schema.error_responses",
     ],
+    # The docs pages load Swagger UI and Redoc from drf_spectacular_sidecar's static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: with no broker configured, tasks run in-process (eager) so the

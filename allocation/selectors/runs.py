@@ -3,7 +3,7 @@
 from collections import defaultdict
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import F, QuerySet, Sum
 
 from allocation.access import EVERY_COST_CENTER, CostCenterScope
 from allocation.choices import AllocationRunStatus, Treatment, UnallocatedReason
@@ -198,7 +198,10 @@ def allocation_line_list(*, run: AllocationRun, cost_center=None, reason: str = 
         lines = lines.filter(cost_center__isnull=True)
     elif reason:
         lines = lines.filter(cost_center__isnull=True, reason=reason)
-    return lines.order_by("cost_center__code", "reason", "provider", "team", "feature", "model", "unit", "id")
+    # Cost centers first, then the unallocated bucket, on SQLite as on PostgreSQL (their NULLs sort apart).
+    return lines.order_by(
+        F("cost_center__code").asc(nulls_last=True), "reason", "provider", "team", "feature", "model", "unit", "id"
+    )
 
 
 __all__ += ["allocation_line_list", "allocation_run_cost_centers"]

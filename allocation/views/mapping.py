@@ -7,6 +7,7 @@ services, which check roles and drafts; views only shape values for display
 template filters of `pricing.formatting`, never floats).
 """
 
+import re
 from collections.abc import Callable
 from decimal import Decimal
 from functools import wraps
@@ -67,6 +68,18 @@ CHARGE_MODEL_LABELS: dict[str, str] = {
 }
 UNALLOCATED_PREFIX = "unallocated:"
 EDITORS_TEXT = "finance approvers, finance analysts and platform admins"
+
+
+def _source_text(source: str) -> str:
+    """Where a version came from, for a reader: a loaded file by its name alone (the server's
+    directories mean nothing to a user and say too much), else the origin as recorded."""
+    source = source.strip()
+    if not source:
+        return ""
+    name = re.split(r"[\\/]", source.rstrip("\\/"))[-1]
+    if name != source or name.lower().endswith((".yaml", ".yml")):
+        return f"Loaded from {name}"
+    return source[:1].upper() + source[1:]
 
 
 def _where_label(code: str, names: dict[str, str]) -> str:
@@ -200,6 +213,7 @@ def _detail_context(
     in_force = mapping_version_in_force(period=Period.current())
     return {
         "version": version,
+        "source": _source_text(version.source),
         "is_draft": is_draft,
         "can_edit": can_edit,
         "user_can_edit": user_can_edit,

@@ -8,7 +8,6 @@ share the shaping of providers, reasons and lines, and read best side by side.
 """
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -16,13 +15,13 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet, Sum
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
-from allocation.access import EVERY_COST_CENTER, CostCenterScope, Permission, access_allows, cost_center_scope
+from allocation.access import CostCenterScope, Permission, access_allows, cost_center_scope
 from allocation.choices import (
     AllocationMethod,
     AllocationProgressState,
@@ -31,7 +30,8 @@ from allocation.choices import (
     Treatment,
     UnallocatedReason,
 )
-from allocation.models import AllocationLine, AllocationRun, CostCenter
+from allocation.filtersets import AllocationLineFilterSet
+from allocation.models import AllocationLine, AllocationRun
 from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.runs import (
     allocation_line_list,
@@ -334,6 +334,7 @@ def _provider_row(entry: dict, currency: str) -> dict:
         "rated_usage": Money.of(entry["rated_usage"], currency),
         "variance": Money.of(entry["variance"], currency),
         "variance_share": Share.of(entry["variance_share"]),
+        "no_share": _no_share(entry),
         "within_tolerance": entry["within_tolerance"],
         "allocated": Money.of(entry["allocated"], currency),
         "chargeback": Money.of(entry["chargeback"], currency),
@@ -362,6 +363,15 @@ def _provider_row(entry: dict, currency: str) -> dict:
             for row in entry["reconciliation"]
         ],
     }
+
+
+def _no_share(entry: dict) -> str:
+    """Why a provider has no variance share. The share divides by invoiced usage, so it is empty
+    both without an invoice and with one whose lines all go to shared-cost pools or are not
+    usage (a GPU cluster, a vector store): that provider has an invoice, only no usage on it."""
+    if entry["variance_share"] is not None:
+        return ""
+    return "no usage invoiced" if entry["invoices"] else "no invoice"
 
 
 def _provider_totals(entries: list[dict], currency: str) -> dict:
@@ -422,64 +432,60 @@ def _inputs(run: AllocationRun) -> dict:
 
 # --- a run's lines: the drill-down behind a cost center or an unallocated reason ------
 
-
-@dataclass(frozen=True, slots=True)
-class _LineFilter:
-    """Which of a run's lines a page or CSV shows: one cost center, one unallocated
-    reason (`unallocated` for every reason), or all."""
-
-    cost_center: CostCenter | None = None
-    reason: str = ""
-    scope: CostCenterScope = EVERY_COST_CENTER
-
-    @property
-    def query(self) -> dict[str, str]:
-        if self.cost_center is not None:
-            return {"cost_center": self.cost_center.code}
-        return {"reason": self.reason} if self.reason else {}
-
-    @property
-    def slug(self) -> str:
-        return self.cost_center.code if self.cost_center is not None else self.reason or "all"
+# Filters whose unknown value names something that is not there (or not the reader's):
+# a page that does not exist, as before the page had a form.
+NAMING_FILTERS = ("cost_center", "reason")
 
 
-def _line_filter(request: HttpRequest) -> _LineFilter:
-    """The filter a query names; an unknown cost center or reason is a page that does not exist,
-    and so is a cost center outside the user's scope."""
-    code = request.GET.get("cost_center", "").strip()
-    reason = request.GET.get("reason", "").strip()
-    scope = cost_center_scope(request.user)
-    if code:
-        return _LineFilter(
-            cost_center=get_object_or_404(scope.filter(CostCenter.objects.all(), "pk"), code=code), scope=scope
-        )
-    if reason and reason != "unallocated" and reason not in UnallocatedReason.values:
-        raise Http404(f"no unallocated reason {reason!r}")
-    return _LineFilter(reason=reason, scope=scope)
+def _line_filterset(request: HttpRequest, run: AllocationRun, scope: CostCenterScope) -> AllocationLineFilterSet:
+    """The run's lines in the reader's scope, narrowed by the query; a cost center that is
+    unknown, not in this run or not the reader's, and an unknown reason, are a 404."""
+    filterset = AllocationLineFilterSet(request.GET, queryset=scope.filter(allocation_line_list(run=run)))
+    if any(name in filterset.form.errors for name in NAMING_FILTERS):
+        raise Http404("no such lines")
+    return filterset
 
 
-def _lines(run: AllocationRun, line_filter: _LineFilter) -> QuerySet[AllocationLine]:
-    lines = allocation_line_list(run=run, cost_center=line_filter.cost_center, reason=line_filter.reason)
-    return line_filter.scope.filter(lines)
+def _lines_heading(filterset: AllocationLineFilterSet, *, sees_company: bool) -> str:
+    chosen = filterset.chosen
+    if "cost_center" in chosen:
+        return f"Lines of {dict(filterset.filters['cost_center'].extra['choices'])[chosen['cost_center']]}"
+    if chosen.get("reason") in UnallocatedReason.values:
+        return f"Unallocated lines: {UnallocatedReason(chosen['reason']).label.lower()}"
+    if "reason" in chosen:
+        return "Unallocated lines"
+    if chosen:
+        return "Lines"
+    return "All lines" if sees_company else "Your lines"
 
 
 @require_GET
 def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
-    line_filter = _line_filter(request)
-    lines = _lines(run, line_filter).select_related("cost_center", "invoice", "rule", "pool")
+    scope = cost_center_scope(request.user)
+    filterset = _line_filterset(request, run, scope)
+    valid = filterset.form.is_valid()
+    lines = (filterset.qs if valid else filterset.queryset.none()).select_related(
+        "cost_center", "invoice", "rule", "pool"
+    )
     totals = lines.aggregate(amount=Sum("amount"), rated_cost=Sum("rated_cost"))
     page = Paginator(lines, LINES_PER_PAGE).get_page(request.GET.get("page"))
     currency = _currency(run)
-    methods, treatments = {**dict(AllocationMethod.choices), **METHOD_SHORT}, dict(Treatment.choices)
-    categories = dict(ChargeCategory.choices)
+    methods = {**dict(AllocationMethod.choices), **METHOD_SHORT}
+    treatments = {value: label.split(" (")[0] for value, label in Treatment.choices}
+    # A line's charge category is said only when it is not usage, the common case.
+    categories = {value: label for value, label in ChargeCategory.choices if value != ChargeCategory.USAGE}
+    chosen = filterset.chosen
     context = {
         "run": run,
-        "filter": line_filter,
-        "reason_label": UnallocatedReason(line_filter.reason).label
-        if line_filter.reason in UnallocatedReason.values
-        else "",
+        "filterset": filterset,
+        "heading": _lines_heading(filterset, sees_company=scope.is_everything),
+        # A team member's lines are never unallocated: the reason filter is finance's.
+        "sees_company": scope.is_everything,
+        "one_cost_center": "cost_center" in chosen,
+        "filtered": bool(chosen),
         "page": page,
+        "currency": currency,
         "rows": [
             {
                 "line": line,
@@ -487,8 +493,8 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
                 "rated_cost": Money.of(line.rated_cost, currency),
                 "amount": Money.of(line.amount, currency),
                 "method": methods.get(line.method, line.method),
-                "treatment": treatments.get(line.treatment, line.treatment).split(" (")[0],
-                "category": categories.get(line.category, line.category),
+                "treatment": treatments.get(line.treatment, line.treatment),
+                "category": categories.get(line.category, ""),
                 "reason": UnallocatedReason(line.reason).label if line.reason else "",
             }
             for line in page
@@ -496,24 +502,30 @@ def allocation_run_lines(request: HttpRequest, run_id: int) -> HttpResponse:
         "count": page.paginator.count,
         "total": Money.of(totals["amount"], currency),
         "rated_total": Money.of(totals["rated_cost"], currency),
-        "csv_query": urlencode(line_filter.query),
+        "csv_query": urlencode(chosen),
     }
-    return render(request, "allocation/runs/allocation_run_lines.html", context)
+    return render(request, "allocation/runs/allocation_run_lines.html", context, status=200 if valid else 400)
 
 
 @require_GET
-def allocation_run_lines_csv(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+def allocation_run_lines_csv(request: HttpRequest, run_id: int) -> HttpResponse:
     run = _run_or_404(run_id)
-    line_filter = _line_filter(request)
+    filterset = _line_filterset(request, run, cost_center_scope(request.user))
+    if not filterset.form.is_valid():
+        problems = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in filterset.form.errors.items())
+        return HttpResponseBadRequest(f"The filters are not valid: {problems}", content_type="text/plain")
+    chosen = filterset.chosen
     filename = f"allocation-run-{run.pk}-{run.period}-lines"
-    if line_filter.query:
-        filename += f"-{line_filter.slug}"
-    return csv_download(_line_rows(run, line_filter), filename=f"{filename}.csv")
+    if chosen:
+        filename += "-" + (chosen.get("cost_center") or chosen.get("reason") or "filtered")
+        if len(chosen) > 1:
+            filename += "-filtered"
+    return csv_download(_line_rows(run, filterset.qs), filename=f"{filename}.csv")
 
 
-def _line_rows(run: AllocationRun, line_filter: _LineFilter) -> Iterator[list]:
+def _line_rows(run: AllocationRun, lines: QuerySet[AllocationLine]) -> Iterator[list]:
     yield LINE_CSV_HEADER
-    rows = _lines(run, line_filter).values_list(
+    rows = lines.values_list(
         "provider",
         "invoice__invoice_id",
         "cost_center__code",

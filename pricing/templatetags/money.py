@@ -3,7 +3,9 @@
 
 Each filter is the `pricing.formatting` helper of the same concept, so a page
 that formats in its template reads exactly like one whose view formats; an
-empty value (None, "") prints as nothing.
+empty value (None, "") prints as nothing. Every amount of money on a page is to
+the cent, rated costs included; only a unit price keeps more places, and it
+says what it is per ('$0.000125 per token', `pricing.formatting.price_text`).
 """
 
 from decimal import Decimal
@@ -11,14 +13,14 @@ from decimal import Decimal
 from django import template
 
 from pricing.formatting import (
+    MINUS,
     money_change_text,
     money_text,
     percent_change_text,
     percent_text,
     quantity_text,
-    rated_cost_text,
 )
-from pricing.money import parse_decimal
+from pricing.money import CENT, parse_decimal, quantize
 
 __all__ = ["money", "money_change", "percent", "percent_change", "quantity", "rated_cost"]
 
@@ -46,8 +48,15 @@ def money_change(value: object, currency: str = "USD") -> str:
 
 @register.filter
 def rated_cost(value: object, currency: str = "USD") -> str:
-    """'$12.34', or '$0.002' for a cost below a cent."""
-    return rated_cost_text(_decimal(value), currency)
+    """A rated cost to the cent like every amount on a page: '$12.34'. A cost too small for a
+    cent reads '<$0.01' (a negative one '>−$0.01'): '$0.00' would read as free, and '$0.002'
+    beside two-decimal amounts reads as a typo."""
+    cost = _decimal(value)
+    if cost is None:
+        return ""
+    if cost and not quantize(cost, CENT):
+        return f">{MINUS}{money_text(CENT, currency)}" if cost < 0 else f"<{money_text(CENT, currency)}"
+    return money_text(cost, currency)
 
 
 @register.filter

@@ -45,6 +45,7 @@ NOBODY: set[str] = set()
 # url name -> (who may read, who may write); None: the URL takes no such method.
 MATRIX: dict[str, tuple[set[str] | None, set[str] | None]] = {
     "home": (SESSION_USERS, None),
+    "favicon": (set(ACTORS), None),
     "usage-overview": (COMPANY, None),
     "usage-batches": (COMPANY, {"platform"}),
     "usage-batch": (COMPANY, None),
@@ -154,6 +155,7 @@ def _paths(world: dict) -> dict[str, str]:
     team, feature = center.teams.first(), None
     paths = {
         "home": reverse("home"),
+        "favicon": reverse("favicon"),
         "usage-overview": reverse("usage-overview"),
         "usage-batches": reverse("usage-batches"),
         "usage-batch": reverse("usage-batch", args=[batch.pk]),

@@ -520,3 +520,19 @@ def test_a_move_out_of_range_is_refused_and_changes_nothing(as_approver, draft):
     assert response.status_code == 400
     assert "position must be between 1 and 5, not 9" in page_text(response)
     assert _rules(draft) == before
+
+
+def test_a_loaded_version_names_its_file_without_the_servers_directories(as_approver, world, draft):
+    signed = world["signed"]
+    assert signed.source.endswith("/mapping.yaml") and signed.source.startswith("/")  # as load_mapping recorded it
+    body = as_approver.get(reverse("mapping-version", args=[signed.number])).content.decode()
+    assert "Loaded from mapping.yaml" in body
+    directory = signed.source.rsplit("/", 1)[0]
+    assert directory not in body and signed.source not in body
+
+    MappingVersion.objects.filter(pk=signed.pk).update(source=r"C:\configs\finance\mapping-fy26.yml")
+    body = as_approver.get(reverse("mapping-version", args=[signed.number])).content.decode()
+    assert "Loaded from mapping-fy26.yml" in body and "configs" not in body
+
+    copied = as_approver.get(reverse("mapping-version", args=[draft.number]))
+    assert f"Copy of version {signed.number}" in page_text(copied)

@@ -7,15 +7,20 @@ allocated 170.12 (chargeback 157.89, showback 12.23), unallocated 4.44 = untagge
 
 import csv
 import io
+import re
 import uuid
 from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from allocation.models import ActivityCount, AllocationLine, AllocationRun
+from allocation.services.access import membership_grant
+from allocation.services.invoices.ingest import invoice_ingest_file
 from allocation.services.runs.run import allocation_run_close, allocation_run_execute, allocation_run_queue
-from tests.page_reading import page_text
+from tests.page_reading import page_text, table_rows
 
 from .runs_world import (
     MONTH,
@@ -24,10 +29,13 @@ from .runs_world import (
     build_mapping,
     build_org,
     build_prices,
+    build_run,
+    invoice_csv,
     load_invoice,
     load_usage,
     make_approver,
     scenario_events,
+    usage,
 )
 
 MINUS = "\u2212"
@@ -288,7 +296,7 @@ def test_a_cost_centers_lines_page_and_csv_hold_only_its_lines(client_logged_in,
     html = page(client_logged_in, f"{url}?cost_center=CC-100")
     count = AllocationLine.objects.filter(run=run, cost_center__code="CC-100").count()
     assert "Lines of CC-100 Platform" in html
-    assert f"{count} lines of run #{run.pk}, adding up to" in html
+    assert f"{count} lines of run #{run.pk} match the filters, adding up to" in html
     assert f"{MINUS}$8.47" in html
     assert "?cost_center=CC-100" in html  # the filtered download
 
@@ -324,3 +332,149 @@ def test_a_nul_byte_in_the_lines_filter_is_a_400_not_a_lookup(client_logged_in, 
     response = client_logged_in.get(f"/allocation/runs/{run.pk}/lines/?cost_center=it-platform%00")
     assert response.status_code == 400
     assert "nul_in_request" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_provider_whose_invoice_bills_no_usage_is_not_shown_as_without_invoice(client_logged_in, world, tmp_path):
+    """A provider whose invoice lines all go to a shared-cost pool has no invoiced usage to rate
+    against, so its variance share is empty; the page once read that as "no invoice"."""
+    pooled = (
+        "VS-2026-10,vecstore,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,usage,hosting,Hosted vector store,"
+        ",,12.00,12.00,,USD\n"
+    )
+    invoice_ingest_file(path=invoice_csv(tmp_path, pooled, "vecstore.csv"), source_format="csv", provider="vecstore")
+    run = allocation_run_execute(period=MONTH, actor=world["approver"])
+    assert run.reconciliation.get(provider="vecstore", model="").variance_share is None
+
+    response = client_logged_in.get(reverse("allocation-run", args=[run.pk]))
+    rows = {row[0]: row for row in table_rows(response) if row and row[0] in ("acme-ai", "vecstore")}
+    vecstore = rows["vecstore"]
+    assert "$12.00" in vecstore  # its invoice total
+    assert "no invoice" not in vecstore and "no usage invoiced" in vecstore
+    assert f"{MINUS}0.99%" in rows["acme-ai"]
+    assert "VS-2026-10" in page_text(response)
+
+
+# --- the lines page's filters --------------------------------------------------------
+
+# An amount with its decimals as a page shows it ("$0" in a sentence is prose, not an amount).
+MONEY = re.compile(r"[<>]?\u2212?[$][\d,]+\.\d+")
+
+
+def _shown_amount(text: str) -> Decimal:
+    """'−$8.47' as shown on a page, back to a Decimal."""
+    return Decimal(text.replace(MINUS, "-").replace("$", "").replace(",", ""))
+
+
+def _lines_csv(client, run: AllocationRun, query: str) -> list[list[str]]:
+    return csv_rows(client.get(f"{reverse('allocation-run-lines-csv', args=[run.pk])}?{query}"))
+
+
+@pytest.mark.django_db
+def test_the_lines_page_offers_a_filter_of_each_key_with_the_values_the_run_holds(client_logged_in, run):
+    response = client_logged_in.get(reverse("allocation-run-lines", args=[run.pk]))
+    html = response.content.decode()
+    for name in ("cost_center", "reason", "provider", "modality", "team", "feature", "environment", "treatment"):
+        assert f'name="{name}"' in html, name
+    assert '<option value="CC-110">CC-110 Search</option>' in html
+    assert '<option value="eval">Evaluation</option>' in html
+    assert '<option value="showback">Showback</option>' in html
+    assert '<option value="-">(blank)</option>' in html  # the untagged usage's team
+    assert '<option value="staging">' not in html  # no line of the run is in staging
+
+
+@pytest.mark.django_db
+def test_filtering_narrows_the_lines_and_the_csv_holds_the_same_lines(client_logged_in, run):
+    url = reverse("allocation-run-lines", args=[run.pk])
+    everything = AllocationLine.objects.filter(run=run)
+    cases = {
+        "environment=eval": everything.filter(environment="eval"),
+        "treatment=showback": everything.filter(treatment="showback"),
+        "team=platform&treatment=chargeback": everything.filter(team="platform", treatment="chargeback"),
+        "team=-": everything.filter(team=""),
+        "provider=acme-ai&reason=untagged": everything.filter(cost_center__isnull=True, reason="untagged"),
+        "cost_center=CC-110&feature=web": everything.filter(cost_center__code="CC-110", feature="web"),
+    }
+    for query, expected in cases.items():
+        assert 0 < expected.count() < everything.count(), query
+        total = sum(line.amount for line in expected)
+        response = client_logged_in.get(f"{url}?{query}")
+        assert response.status_code == 200, query
+        text = page_text(response)
+        assert f"{expected.count()} line{'s' if expected.count() != 1 else ''} of run #{run.pk} match" in text, query
+        body_rows = [row for row in table_rows(response) if len(row) >= 8][1:]  # less the head; the total spans
+        assert len(body_rows) == expected.count(), query
+        assert sum(_shown_amount(row[-1]) for row in body_rows) == sum(round(line.amount, 2) for line in expected)
+        # The page's download link carries its filters, and the CSV holds the page's lines.
+        link = re.search(r'href="([^"]*lines\.csv[^"]*)"', response.content.decode()).group(1).replace("&amp;", "&")
+        assert parse_qs(urlsplit(link).query) == parse_qs(query), query
+        header, *rows = _lines_csv(client_logged_in, run, query)
+        assert len(rows) == expected.count(), query
+        assert sum(Decimal(row[-1]) for row in rows) == total, query
+        keys = [(row[header.index("team")], row[header.index("feature")], row[-1]) for row in rows]
+        assert sorted(keys) == sorted((line.team, line.feature, f"{line.amount:.2f}") for line in expected), query
+
+
+@pytest.mark.django_db
+def test_an_unknown_filter_value_is_refused_beside_its_field(client_logged_in, run):
+    url = reverse("allocation-run-lines", args=[run.pk])
+    response = client_logged_in.get(f"{url}?environment=moon")
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+    assert "No lines of run" not in response.content.decode()
+    refused = client_logged_in.get(f"{reverse('allocation-run-lines-csv', args=[run.pk])}?environment=moon")
+    assert refused.status_code == 400 and b"environment" in refused.content
+    assert client_logged_in.get(f"{url}?cost_center=CC-999").status_code == 404
+
+
+# --- money to the cent ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_amounts_on_the_run_pages_are_to_the_cent_even_for_sub_cent_rated_costs(
+    client_logged_in, tmp_path, django_user_model
+):
+    # 1,234 tokens at $1 per 1M: a rated cost of $0.001234, on a line and in the provider's rated usage.
+    tiny = usage("tiny-1", "input_token", 1_234, team="search", feature="autocomplete", environment="production")
+    run = build_run(tmp_path, django_user_model, extra_events=(tiny,))
+    line = AllocationLine.objects.get(run=run, feature="autocomplete")
+    assert line.rated_cost == Decimal("0.001234")
+    assert run.reconciliation.get(model="").rated_cost == Decimal("69.001234")
+    pages = {
+        "run": reverse("allocation-run", args=[run.pk]),
+        "lines": reverse("allocation-run-lines", args=[run.pk]) + "?cost_center=CC-110",
+        "period": f"{RUNS_URL}?period={PERIOD}",
+        "usage": reverse("usage-overview") + f"?period={PERIOD}",
+        "unpriced": reverse("unpriced-usage") + f"?period={PERIOD}",
+    }
+    for name, url in pages.items():
+        response = client_logged_in.get(url)
+        assert response.status_code == 200, name
+        text = page_text(response).replace("&lt;", "<")
+        figures = MONEY.findall(text)
+        assert figures, name
+        wrong = [figure for figure in figures if not re.fullmatch(r"[<>]?\u2212?\$[\d,]+\.\d\d", figure)]
+        assert not wrong, (name, wrong)
+    lines = page_text(client_logged_in.get(pages["lines"])).replace("&lt;", "<")
+    assert "<$0.01" in lines and "$0.001234" not in lines and "$0.0012" not in lines
+    run_page = page_text(client_logged_in.get(pages["run"]))
+    assert "$69.00" in run_page and "69.001234" not in run_page
+
+
+@pytest.mark.django_db
+def test_a_team_member_filters_only_their_own_lines(client, run, django_user_model):
+    member = django_user_model.objects.create_user(username="sam", password="x")
+    member.groups.add(Group.objects.get_or_create(name="team_member")[0])
+    membership_grant(username="sam", cost_center_code="CC-110")
+    client.force_login(member)
+    url = reverse("allocation-run-lines", args=[run.pk])
+    response = client.get(url)
+    html = response.content.decode()
+    assert "<h1>Your lines</h1>" in html
+    assert '<option value="CC-110">CC-110 Search</option>' in html and "CC-120" not in html
+    assert 'name="reason"' not in html  # their lines are never unallocated
+    assert '<option value="research">' not in html  # another cost center's team is not offered
+    assert client.get(f"{url}?team=research").status_code == 400
+    own = AllocationLine.objects.filter(run=run, cost_center__code="CC-110", feature="web")
+    rows = csv_rows(client.get(f"{reverse('allocation-run-lines-csv', args=[run.pk])}?feature=web"))
+    assert len(rows) - 1 == own.count() > 0

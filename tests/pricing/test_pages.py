@@ -411,8 +411,8 @@ def test_unpriced_page_lists_unpriced_usage_with_its_reason(client_logged_in, ra
     assert f"<dt>Run</dt><dd>{run.pk}</dd>" in html
     assert "<dt>Lines rated</dt><dd>4</dd>" in html
     assert "<dt>Lines unpriced</dt><dd><strong>3</strong></dd>" in html
-    # 1,000 input tokens at $2.00 per 1M: below a cent, so shown exactly, not as $0.00.
-    assert "$0.002</span>" in html
+    # 1,000 input tokens at $2.00 per 1M: below a cent, so "<$0.01", neither $0.00 nor $0.002.
+    assert "<dt>Cost of priced lines</dt><dd>&lt;$0.01</dd>" in html
 
 
 def test_unpriced_page_rates_the_period_on_request(client_logged_in, rated_october, user):
