@@ -11,11 +11,16 @@
   ends by emptying the database. Without a broker the worker tests skip,
   except under CI (`CI=true`), where a missing or unreachable broker or
   PostgreSQL fails the run instead of letting it pass on skips.
+- Browser tests (tests/browser/, marked `browser`) run only when asked for, by a
+  `-m` naming `browser` (`make test-browser`) or by naming their folder or files
+  on the command line; every other run deselects them, so `make test` needs no
+  chromium.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +28,7 @@ import sys
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -93,12 +99,45 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             pytest.exit(f"CI=true and {problem}", returncode=3)
 
 
+BROWSER_TESTS = Path(__file__).resolve().parent / "browser"
+_browser_deselected = pytest.StashKey[int]()
+
+
+def _browser_tests_asked_for(config: pytest.Config) -> Callable[[pytest.Item], bool]:
+    """Which browser tests this run asked for: all, when its -m names them (the expression
+    then selects them itself); else those inside a path given on the command line."""
+    if re.search(r"\bbrowser\b", config.option.markexpr or ""):
+        return lambda item: True
+    named = []
+    if config.args_source is pytest.Config.ArgsSource.ARGS:
+        paths = [(config.invocation_params.dir / arg.split("::")[0]).resolve() for arg in config.args]
+        named = [path for path in paths if path.is_relative_to(BROWSER_TESTS)]
+    return lambda item: any(item.path.is_relative_to(path) for path in named)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Mark worker tests so a pass can select or deselect them: -m "not celery_worker".
     for item in items:
         if "celery_worker" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.celery_worker)
+        if item.path.is_relative_to(BROWSER_TESTS):
+            item.add_marker(pytest.mark.browser)
+    # Deselected here rather than by a -m in the Makefile, which a PYTEST_ARGS='-m ...' would replace.
+    asked_for = _browser_tests_asked_for(config)
+    kept, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("browser") and not asked_for(item) else kept).append(item)
+    if deselected:
+        items[:] = kept
+        config.hook.pytest_deselected(items=deselected)
+        config.stash[_browser_deselected] = len(deselected)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    deselected = config.stash.get(_browser_deselected, 0)
+    if deselected:
+        terminalreporter.write_line(f"{deselected} browser tests deselected: `make test-browser` runs them.")
 
 
 @pytest.fixture(scope="session")
