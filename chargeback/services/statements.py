@@ -22,7 +22,7 @@ from django.utils import timezone
 from allocation.access import Permission, access_require, user_of
 from allocation.choices import AllocationRunStatus, Treatment
 from allocation.models import AllocationLine, AllocationRun, CostCenter, UsageLine
-from allocation.selectors.runs import allocation_run_current
+from allocation.selectors.runs import allocation_run_current, correction_runs_booked_in
 from allocation.services.runs.run import PeriodClosed, allocation_run_close
 from chargeback.choices import SIGNED_STATUSES, PeriodStatus, StatementLineKind, StatementStatus
 from chargeback.models import Adjustment, ReconciliationOverride, Statement, StatementFeature, StatementLine
@@ -171,21 +171,14 @@ def _allocation_statement_line(row: dict, kind: str) -> StatementLine:
     )
 
 
-def _correction_runs(period: Period):
-    """Corrections of closed months booked into this one (a correction run's period is
-    the month it corrects)."""
-    if not hasattr(AllocationRunStatus, "CORRECTION"):  # MERGE-TODO: corrections branch
-        return AllocationRun.objects.none()
-    return AllocationRun.objects.filter(status=AllocationRunStatus.CORRECTION, booked_in=str(period))
-
-
 def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | None) -> dict[int, list[StatementLine]]:
     """Every line of the month's statements, by cost center: the run's charges, the
     unallocated buckets (on their owner's), corrections and adjustments booked here."""
     by_center: dict[int, list[StatementLine]] = defaultdict(list)
     owner_id = owner.pk if owner is not None else None
     sources = [(AllocationLine.objects.filter(run=run), StatementLineKind.CHARGE)]
-    sources.append((AllocationLine.objects.filter(run__in=_correction_runs(period)), StatementLineKind.CORRECTION))
+    corrections = AllocationLine.objects.filter(run__in=correction_runs_booked_in(period=period))
+    sources.append((corrections, StatementLineKind.CORRECTION))
     for lines, kind in sources:
         for row in lines.values(*_LINE_VALUES).iterator(chunk_size=5000):
             center = row["cost_center_id"]
