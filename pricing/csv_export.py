@@ -33,6 +33,7 @@ __all__ = [
     "csv_cell_restore",
     "csv_lines",
     "csv_write",
+    "xlsx_bytes",
 ]
 
 CSV_CONTENT_TYPE = "text/csv; charset=utf-8"
@@ -95,3 +96,35 @@ def csv_write(
         stream.write(line)
         count += 1
     return count
+
+
+XLSX_CONTENT_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+def xlsx_bytes(sheets: dict[str, tuple[list[str], Iterable[Iterable[object]]]]) -> bytes:
+    """A workbook of one sheet per (header, rows): ints and Decimals as numbers, every
+    other cell as text neutralized as in a CSV (openpyxl would store `=...` as a formula)."""
+    from io import BytesIO
+
+    from openpyxl import Workbook
+
+    book = Workbook(write_only=True)
+    for title, (header, rows) in sheets.items():
+        sheet = book.create_sheet(title=title[:31])
+        sheet.append(header)
+        for row in rows:
+            sheet.append([_xlsx_cell(value) for value in row])
+    buffer = BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
+
+
+def _xlsx_cell(value: object) -> object:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int | Decimal):
+        return value
+    return csv_cell(value)
+
+
+__all__ += ["XLSX_CONTENT_TYPE"]

@@ -17,6 +17,9 @@ from allocation import access
 from allocation.models import ApiToken, CostCenter, MappingRule, UsageBatch
 from allocation.services.access import api_token_issue, api_token_revoke, membership_grant
 from allocation.services.runs.run import allocation_run_execute
+from chargeback.models import Statement
+from chargeback.services.disputes import dispute_file
+from chargeback.services.statements import statement_submit, statements_build
 from pricing.models import PriceBook
 
 from .runs_world import (
@@ -69,6 +72,26 @@ MATRIX: dict[str, tuple[set[str] | None, set[str] | None]] = {
     "allocation-run": (ROLES, None),
     "allocation-run-lines": (ROLES, None),
     "allocation-run-lines-csv": (ROLES, None),
+    # the monthly close
+    "statements": (ROLES, None),
+    "statements-build": (None, FINANCE),
+    "statements-submit": (None, FINANCE),
+    "statements-approve": ({"approver"}, {"approver"}),
+    "period-close": (None, {"approver"}),
+    "period-reopen": (None, {"approver"}),
+    "run-override": (None, {"approver"}),
+    "statement": (ROLES, None),
+    "statement-submit": (None, FINANCE),
+    "statement-return": (None, FINANCE),
+    "statement-approve": ({"approver"}, {"approver"}),
+    "statement-csv": (ROLES, None),
+    "statement-xlsx": (ROLES, None),
+    "statement-line": (ROLES, None),
+    "statement-rollup": (ROLES, None),
+    "dispute-file": ({"member"}, {"member"}),
+    "disputes": (ROLES, None),
+    "dispute": (ROLES, FINANCE),
+    "dispute-evidence": (ROLES, None),
     # the API
     "api-root": (ROLES | {"gateway", "erp"}, None),
     "api-schema": (ROLES | {"gateway", "erp"}, None),
@@ -139,11 +162,23 @@ def world(tmp_path, django_user_model) -> dict:
     users["platform"] = django_user_model.objects.create_user(username="platform", password="x")
     users["platform"].groups.add(Group.objects.get_or_create(name="platform_admin")[0])
     membership_grant(username="member", cost_center_code="CC-110")
+    statements_build(period=MONTH, actor=approver)
+    statement = statement_submit(statement=Statement.objects.get(cost_center__code="CC-110"), actor=approver)
+    line = statement.lines.order_by("-amount").first()
+    dispute = dispute_file(line=line, actor=users["member"], amount=line.amount, reason="not ours")
     tokens = {
         "gateway": api_token_issue(name="gateway", scope="gateway").secret,
         "erp": api_token_issue(name="erp", scope="erp").secret,
     }
-    return {"run": run, "users": users, "tokens": tokens, "centers": centers}
+    return {
+        "run": run,
+        "users": users,
+        "tokens": tokens,
+        "centers": centers,
+        "statement": statement,
+        "line": line,
+        "dispute": dispute,
+    }
 
 
 def _paths(world: dict) -> dict[str, str]:
@@ -152,6 +187,7 @@ def _paths(world: dict) -> dict[str, str]:
     rule = MappingRule.objects.filter(version__number=1).first()
     book = PriceBook.objects.get(code="LIST-ACME")
     center = world["centers"]["CC-110"]
+    statement = world["statement"]
     team, feature = center.teams.first(), None
     paths = {
         "home": reverse("home"),
@@ -179,6 +215,25 @@ def _paths(world: dict) -> dict[str, str]:
         "allocation-run": reverse("allocation-run", args=[run.pk]),
         "allocation-run-lines": reverse("allocation-run-lines", args=[run.pk]),
         "allocation-run-lines-csv": reverse("allocation-run-lines-csv", args=[run.pk]),
+        "statements": reverse("statements") + f"?period={MONTH}",
+        "statements-build": reverse("statements-build"),
+        "statements-submit": reverse("statements-submit"),
+        "statements-approve": reverse("statements-approve") + f"?period={MONTH}",
+        "period-close": reverse("period-close"),
+        "period-reopen": reverse("period-reopen"),
+        "run-override": reverse("run-override", args=[run.pk]),
+        "statement": reverse("statement", args=[statement.pk]),
+        "statement-submit": reverse("statement-submit", args=[statement.pk]),
+        "statement-return": reverse("statement-return", args=[statement.pk]),
+        "statement-approve": reverse("statement-approve", args=[statement.pk]),
+        "statement-csv": reverse("statement-csv", args=[statement.pk]),
+        "statement-xlsx": reverse("statement-xlsx", args=[statement.pk]),
+        "statement-line": reverse("statement-line", args=[statement.pk, world["line"].pk]),
+        "statement-rollup": reverse("statement-rollup", args=["CC-110"]) + f"?period={MONTH}",
+        "dispute-file": reverse("dispute-file", args=[statement.pk, world["line"].pk]),
+        "disputes": reverse("disputes"),
+        "dispute": reverse("dispute", args=[world["dispute"].pk]),
+        "dispute-evidence": reverse("dispute-evidence", args=[world["dispute"].pk]),
         "api-root": reverse("api-root"),
         "api-schema": reverse("api-schema"),
         "api-docs": reverse("api-docs"),

@@ -1,0 +1,218 @@
+"""Reads of the close: a month's statements, one statement's sections, the calls behind
+a line, a parent's roll-up, and the dispute queue. Aggregation is in SQL; Python only
+shapes the few hundred rows a statement holds."""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Count, Q, QuerySet, Sum
+from django.utils import timezone
+
+from allocation.access import CostCenterScope, cost_center_scope
+from allocation.choices import Environment
+from allocation.models import AllocationRun, CostCenter, UsageLine
+from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind
+from chargeback.models import AccountingPeriod, Dispute, ReconciliationOverride, Statement, StatementLine
+from pricing.periods import Period
+
+__all__ = [
+    "CallsPage",
+    "disputes_list",
+    "period_status",
+    "statement_calls",
+    "statement_rollup",
+    "statement_sections",
+    "statements_of_period",
+    "statements_visible",
+]
+
+TOP_FEATURES = 5
+# Production apart from the rest: eval, staging, development and internal traffic.
+PRODUCTION = Environment.PRODUCTION
+
+
+def period_status(*, period: Period) -> str:
+    row = AccountingPeriod.objects.filter(period=str(period)).values_list("status", flat=True).first()
+    return row or PeriodStatus.OPEN
+
+
+def statements_visible(actor) -> QuerySet[Statement]:
+    """The statements an actor may see: every one for finance and the platform team, their
+    own cost centers' (and those below the ones they own) for a team member."""
+    return cost_center_scope(actor).filter(Statement.objects.select_related("cost_center", "run", "approved_by"))
+
+
+def statements_of_period(*, period: Period, scope: CostCenterScope) -> list[Statement]:
+    """The month's statements in scope, each with its undecided disputes counted."""
+    statements = scope.filter(Statement.objects.filter(period=str(period)))
+    return list(
+        statements.select_related("cost_center", "approved_by")
+        .annotate(open_disputes=Count("disputes", filter=Q(disputes__status__in=UNDECIDED_DISPUTES)))
+        .order_by("cost_center__code")
+    )
+
+
+def _sum_by(lines: QuerySet, *fields: str) -> list[dict]:
+    return list(lines.values(*fields).annotate(amount=Sum("amount"), calls=Sum("line_count")).order_by("-amount"))
+
+
+def statement_sections(*, statement: Statement) -> dict:
+    """Everything a statement page shows beside its lines: spend by modality, by provider
+    and model, production apart from the rest, top features per modality, cost per
+    request and per trace by feature, owned unallocated by reason, prior-period
+    corrections, adjustments and disputes, and the month before."""
+    lines = statement.lines.all()
+    charges = lines.filter(kind=StatementLineKind.CHARGE)
+    by_feature = _sum_by(charges, "team", "feature", "environment", "modality")
+    top: dict[str, list[dict]] = defaultdict(list)
+    for row in by_feature:
+        if len(top[row["modality"]]) < TOP_FEATURES:
+            top[row["modality"]].append(row)
+    counts = {(f.team, f.feature, f.environment): f for f in statement.features.all()}
+    per_feature: dict[tuple, Decimal] = defaultdict(Decimal)
+    for row in by_feature:
+        per_feature[(row["team"], row["feature"], row["environment"])] += row["amount"] or 0
+    unit_costs = []
+    for key, amount in sorted(per_feature.items(), key=lambda item: -item[1]):
+        stats = counts.get(key)
+        requests, traces = (stats.requests, stats.traces) if stats else (0, 0)
+        unit_costs.append(
+            {
+                "team": key[0],
+                "feature": key[1],
+                "environment": key[2],
+                "amount": amount,
+                "requests": requests,
+                "traces": traces,
+                "per_request": amount / requests if requests else None,
+                "per_trace": amount / traces if traces else None,
+            }
+        )
+    environments = _sum_by(charges, "environment")
+    production = sum((r["amount"] or 0 for r in environments if r["environment"] == PRODUCTION), Decimal(0))
+    return {
+        "by_modality": _sum_by(charges, "modality"),
+        "by_provider": _sum_by(charges, "provider", "model"),
+        "by_environment": environments,
+        "production": production,
+        "non_production": sum((r["amount"] or 0 for r in environments), Decimal(0)) - production,
+        "by_treatment": _sum_by(lines.exclude(kind=StatementLineKind.UNALLOCATED), "treatment"),
+        "top_features": dict(top),
+        "unit_costs": unit_costs,
+        "unallocated": _sum_by(lines.filter(kind=StatementLineKind.UNALLOCATED), "reason", "provider"),
+        "corrections": list(lines.filter(kind=StatementLineKind.CORRECTION).order_by("source_period", "-amount")),
+        "adjustments": list(lines.filter(kind=StatementLineKind.ADJUSTMENT).order_by("source_period", "id")),
+        "disputes": list(
+            statement.disputes.select_related("line", "filed_by", "decided_by", "counterpart").order_by("-filed_at")
+        ),
+        "override": ReconciliationOverride.objects.filter(run=statement.run).select_related("overridden_by").first(),
+    }
+
+
+@dataclass(frozen=True)
+class CallsPage:
+    """One page of the ledger lines behind a statement line, newest first, and the
+    cursor of the next page (None on the last)."""
+
+    calls: list[UsageLine]
+    next_cursor: str | None
+
+
+def _line_calls(line: StatementLine) -> QuerySet[UsageLine]:
+    """The ledger lines behind a statement line: its month, provider, model and tags."""
+    start, end = Period.parse(line.source_period).bounds
+    return UsageLine.objects.filter(
+        occurred_at__gte=start,
+        occurred_at__lt=end,
+        provider=line.provider,
+        model=line.model,
+        team=line.team,
+        feature=line.feature,
+        environment=line.environment,
+        modality=line.modality,
+    )
+
+
+def statement_calls(*, line: StatementLine, trace: str = "", cursor: str = "", limit: int = 50) -> CallsPage:
+    """A page of the calls behind a line (or one trace of it), keyset-paged by time so
+    that a page costs the same on the first and the thousandth page."""
+    calls = _line_calls(line)
+    if trace:
+        calls = calls.filter(trace_id=trace)
+    if cursor:
+        moment, _, key = cursor.partition("|")
+        try:
+            at = datetime.fromisoformat(moment)
+        except ValueError:
+            at = None
+        if at is not None and key:
+            calls = calls.filter(Q(occurred_at__lt=at) | Q(occurred_at=at, event_key__lt=key))
+    rows = list(calls.order_by("-occurred_at", "-event_key")[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    last = rows[-1] if more and rows else None
+    return CallsPage(calls=rows, next_cursor=f"{last.occurred_at.isoformat()}|{last.event_key}" if last else None)
+
+
+def statement_rollup(*, cost_center: CostCenter, period: Period, scope: CostCenterScope) -> dict:
+    """A parent's roll-up: its own statement and those of every cost center below it that
+    the actor may see, summed by modality and by cost center."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for pk, parent in CostCenter.objects.filter(parent__isnull=False).values_list("pk", "parent_id"):
+        children[parent].append(pk)
+    tree, pending = {cost_center.pk}, [cost_center.pk]
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if child not in tree:
+                tree.add(child)
+                pending.append(child)
+    statements = scope.filter(
+        Statement.objects.filter(period=str(period), cost_center__in=tree).select_related("cost_center")
+    ).order_by("cost_center__code")
+    lines = StatementLine.objects.filter(statement__in=statements)
+    totals = statements.aggregate(
+        total=Sum("total"), chargeback=Sum("chargeback"), showback=Sum("showback"), previous=Sum("previous_total")
+    )
+    return {
+        "statements": list(statements),
+        "totals": {key: value or Decimal(0) for key, value in totals.items()},
+        "by_modality": _sum_by(lines.exclude(kind=StatementLineKind.UNALLOCATED), "modality"),
+    }
+
+
+def disputes_list(*, scope: CostCenterScope, status: str = "", now: datetime | None = None) -> list[Dispute]:
+    """Disputes in scope, undecided first and the oldest due first; each marked `overdue`
+    when undecided past its SLA."""
+    now = now or timezone.now()
+    disputes = scope.filter(Dispute.objects.all()).select_related(
+        "statement", "line", "cost_center", "filed_by", "decided_by", "counterpart"
+    )
+    if status == "undecided":
+        disputes = disputes.filter(status__in=UNDECIDED_DISPUTES)
+    elif status:
+        disputes = disputes.filter(status=status)
+    rows = sorted(disputes, key=lambda d: (d.status not in UNDECIDED_DISPUTES, d.due_at, d.pk))
+    for dispute in rows:
+        dispute.overdue = dispute.status in UNDECIDED_DISPUTES and dispute.due_at < now
+    return rows
+
+
+def period_runs_needing_override(*, period: Period) -> list[AllocationRun]:
+    """The month's flagged runs with statements and no override yet."""
+    return list(
+        AllocationRun.objects.filter(
+            period=str(period), is_flagged=True, statements__isnull=False, override__isnull=True
+        )
+        .distinct()
+        .order_by("-created_at")
+    )
+
+
+def dispute_window_days() -> int:
+    return settings.CHARGEBACK_DISPUTE_WINDOW_DAYS
+
+
+__all__ += ["dispute_window_days", "period_runs_needing_override"]
