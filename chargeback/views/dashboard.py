@@ -17,6 +17,7 @@ from django.shortcuts import render
 from allocation.access import CostCenterScope
 from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.runs import allocation_run_current
+from chargeback.choices import StatementStatus
 from chargeback.selectors.dashboard import (
     dashboard_currency,
     dashboard_default_period,
@@ -26,6 +27,12 @@ from chargeback.selectors.dashboard import (
     dashboard_spend_by_modality,
     dashboard_totals,
     dashboard_unallocated,
+)
+from chargeback.selectors.statements import (
+    disputes_list,
+    period_runs_needing_override,
+    period_status,
+    statements_of_period,
 )
 from pricing.errors import ValidationFailed
 from pricing.formatting import Money, Share, money_change_text, percent_text
@@ -61,6 +68,16 @@ def dashboard(request: HttpRequest, *, scope: CostCenterScope) -> HttpResponse:
             _chart("spend-by-modality", "Spend by modality", "Modality", by_modality),
             _chart("spend-by-cost-center", "Spend by cost center", "Cost center", by_cost_center),
         ],
+    }
+    statements = statements_of_period(period=period, scope=scope)
+    disputes = disputes_list(scope=scope, status="undecided")
+    context["close"] = {
+        "status": period_status(period=period),
+        "statements": len(statements),
+        "by_status": {s: sum(1 for x in statements if x.status == s) for s in StatementStatus.values},
+        "disputes_open": len(disputes),
+        "disputes_overdue": sum(1 for d in disputes if d.overdue),
+        "needs_override": period_runs_needing_override(period=period),
     }
     if scope.is_everything:
         context |= {

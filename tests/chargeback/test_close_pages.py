@@ -66,6 +66,8 @@ def test_finance_closes_the_month_in_the_web_ui(world):
     page = finance.get(reverse("statement", args=[statement.pk])).content.decode()
     statement.refresh_from_db()
     assert statement.content_hash in page and "matches the content" in page and "fiona" in page.lower()
+    dashboard = finance.get(reverse("home") + f"?period={MONTH}").content.decode()
+    assert "Close of 2026-10" in dashboard and "Go to the close of 2026-10" in dashboard
     follow(finance, reverse("period-close"), {"period": str(MONTH)})
     assert AccountingPeriod.objects.get(period=str(MONTH)).status == PeriodStatus.CLOSED
     follow(finance, reverse("period-reopen"), {"period": str(MONTH), "reason": ""})
@@ -134,6 +136,8 @@ def test_a_team_member_reads_drills_down_downloads_and_disputes(world):
         ("CC-110", Decimal("-1.00"), "2026-11"),
         ("CC-130", Decimal("1.00"), "2026-11"),
     ]
+    home = member.get(reverse("home") + f"?period={MONTH}").content.decode()
+    assert "Your statements of 2026-10" in home
     assert "the job was an eval" in member.get(reverse("dispute", args=[dispute.pk])).content.decode()
 
 
