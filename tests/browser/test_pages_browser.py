@@ -36,9 +36,13 @@ def test_finance_signs_in_and_sees_usage_the_run_and_the_mappings(page: Page, ru
     axe_check(page, "the sign-in page")
 
     login(page, "finance")
-    expect(page).to_have_url(re.compile(r"/usage/"))  # finance's home is the company's usage
+    expect(heading(page)).to_contain_text(f"Finance dashboard {PERIOD}")  # finance's home
+    axe_check(page, "finance's home (the dashboard)")
+
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Usage").click()
+    expect(page).to_have_url(re.compile(r"/usage/"))
     expect(heading(page)).to_have_text(f"Usage in {PERIOD}")
-    axe_check(page, "finance's home (usage overview)")
+    axe_check(page, "the usage overview")
 
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Allocation").click()
     # The runs table's "Run #N" links start with a visually hidden word, whose 1px box is
@@ -60,7 +64,10 @@ def test_a_team_member_starts_at_their_cost_centers_share(page: Page, run, make_
     make_user("sofia", TEAM_MEMBER, memberships={"CC-110": MembershipRole.OWNER})
 
     login(page, "sofia")
+    expect(heading(page)).to_contain_text(f"Your cost centers' spend {PERIOD}")  # her home
+    axe_check(page, "a team member's dashboard")
 
+    page.get_by_role("link", name=f"See your cost centers' lines in run #{run.pk}").click()
     expect(page).to_have_url(re.compile(rf"/allocation/runs/{run.pk}/$"))
     expect(heading(page)).to_contain_text(f"Your cost centers in {PERIOD}")
     centers = section(page, "Cost centers")
