@@ -200,9 +200,11 @@ CHARGEBACK_RECONCILIATION_TOLERANCE = os.environ.get("CHARGEBACK_RECONCILIATION_
 # this many days after sign-off; finance decides a dispute within the SLA, or it stands
 # out as overdue. Unallocated buckets appear on the statement of the cost center named
 # here (the platform team that runs the AI gateway, usually); empty: on the dashboard only.
+# The default is the demo organization's AI Platform, so the embedded first run shows
+# them on a statement; a cost center with no such code leaves them on the dashboard.
 CHARGEBACK_DISPUTE_WINDOW_DAYS = int(os.environ.get("CHARGEBACK_DISPUTE_WINDOW_DAYS", "10"))
 CHARGEBACK_DISPUTE_SLA_DAYS = int(os.environ.get("CHARGEBACK_DISPUTE_SLA_DAYS", "5"))
-CHARGEBACK_UNALLOCATED_OWNER = os.environ.get("CHARGEBACK_UNALLOCATED_OWNER", "")
+CHARGEBACK_UNALLOCATED_OWNER = os.environ.get("CHARGEBACK_UNALLOCATED_OWNER", "CC-1100")
 
 # Dispute mail goes through Django's email framework: SMTP when a host is set, else the
 # console (the embedded default prints mail where the server runs).

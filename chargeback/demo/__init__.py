@@ -1,11 +1,11 @@
 """The demo: a working installation from nothing (`python manage.py demo`).
 
 Larkspur Software's organization, three months of seeded usage, the providers'
-invoices of those months, a signed mapping and an allocation run per month, all
-through the services a user would call. Its input files and their sources are in
-`data/` (see `data/README.md`). Where each part lives:
+invoices of those months, a signed mapping, an allocation run per month and the
+statements' close, all through the services a user would call. Its input files and
+their sources are in `data/` (see `data/README.md`). Where each part lives:
 
-* `organization.py`: the organization (`data/org.yaml`), the demo login, the teams
+* `organization.py`: the organization (`data/org.yaml`), the demo logins, the teams
   and tenants usage is tagged with;
 * `usage.py`: the workloads, the events of each month and their ingestion;
 * `mapping.py`: list prices, the embedding rate card, the signed mapping version and
@@ -13,6 +13,8 @@ through the services a user would call. Its input files and their sources are in
 * `invoices.py`: each provider's invoice files per month and their ingestion;
   `files.py` writes them;
 * `runs.py`: the rating and the allocation run of each month, and their figures;
+* `close.py`: the statements' close: the first month closed, the second in review
+  with a dispute and its flagged run, the third open;
 * `load.py`: `demo_load`, which does the above in order, and its `DemoResult`.
 
 Callers import from here.

@@ -6,7 +6,10 @@ sales tax, Anthropic's cost report (cents, as strings), AWS SageMaker as FOCUS w
 a savings plan bought up front and drawn down, CoreWeave's GPU cluster and
 Pinecone's vector store in our invoice CSV. Usage is billed at the rated cost times
 1.003 to 1.012 per model (providers round and meter differently), inside the 2%
-tolerance. An invoice once written is never rewritten: a provider does not reissue
+tolerance, except in the second month: Anthropic's cost report also bills a workspace
+the gateway never saw (a team's batch job run with its own key), so that month's run
+is flagged beyond the tolerance and waits for finance's override (`STRAY_WORKSPACE`).
+An invoice once written is never rewritten: a provider does not reissue
 it when our prices change, and a second run re-ingests the same files as duplicates.
 The five providers stay in this one module (a little over 500 lines) because they
 share the month's bill and the invoice columns; each is one function.
@@ -61,6 +64,11 @@ AWS_SAVINGS_PLAN_GPU_HOUR = Decimal("2.8674")  # 30% off under the savings plan
 # three months' SageMaker spend at the plan's rate; the rest is billed on demand.
 AWS_SAVINGS_PLAN_SHARE = Decimal("0.85")
 AWS_ACCOUNT = "412345678901"
+# The second month's stray Anthropic workspace: usage outside the gateway, billed at this
+# share of the month's metered Anthropic usage, on its largest model. Three times the 2%
+# tolerance, so its run is flagged at any scale and seed.
+STRAY_WORKSPACE = "wrkspc_01larkspurbatchjobs"
+STRAY_WORKSPACE_SHARE = Decimal("0.06")
 MONEY_PLACES = Decimal("1e-8")  # invoice amounts below the cent, as providers state usage
 
 OPENAI_LINE_ITEMS = {
@@ -229,9 +237,9 @@ def _invoice_files(bills: list[MonthBill], *, scale: float, seed: int) -> Iterat
     """Every provider document of the demo's months, in the order a user would load them."""
     fee_scale = Decimal(f"{scale:g}")
     savings_plan = _aws_focus(bills)
-    for bill in bills:
+    for index, bill in enumerate(bills):
         yield from _openai(bill, seed=seed, fee_scale=fee_scale)
-        yield _anthropic(bill, seed=seed)
+        yield _anthropic(bill, seed=seed, stray=index == 1)
         yield _InvoiceFile(bill.period, "aws-focus.csv", "focus", "aws", savings_plan[bill.period])
         yield _coreweave(bill, fee_scale=fee_scale)
         yield _pinecone(bill, fee_scale=fee_scale)
@@ -304,27 +312,39 @@ def _openai(bill: MonthBill, *, seed: int, fee_scale: Decimal) -> Iterator[_Invo
     yield _InvoiceFile(bill.period, "openai-invoice-charges.csv", "csv", "openai", csv_text(INVOICE_CSV_COLUMNS, rows))
 
 
-def _anthropic(bill: MonthBill, *, seed: int) -> _InvoiceFile:
-    """The cost report of the month: amounts in cents, as decimal strings."""
+def _anthropic(bill: MonthBill, *, seed: int, stray: bool = False) -> _InvoiceFile:
+    """The cost report of the month: amounts in cents, as decimal strings; with `stray`,
+    also the stray workspace's input tokens on the month's largest model."""
     results = []
+    by_model: dict[str, Decimal] = {}
     for row, amount in _usage_rows(bill, "anthropic", seed=seed):
         token_type, label = ANTHROPIC_TOKEN_TYPES.get(row["unit"], (row["unit"], row["unit"]))
-        results.append(
-            {
-                "amount": decimal_text(quantize(amount * 100, Decimal("0.00001"))),
-                "context_window": "0-200k",
-                "cost_type": "tokens",
-                "currency": "USD",
-                "description": f"{row['model']} Usage - {label}",
-                "model": row["model"],
-                "service_tier": row["service_tier"] or "standard",
-                "token_type": token_type,
-                "workspace_id": None,
-            }
-        )
+        by_model[row["model"]] = by_model.get(row["model"], Decimal(0)) + amount
+        results.append(_anthropic_result(row["model"], token_type, label, amount, tier=row["service_tier"]))
+    if stray and by_model:
+        model = max(sorted(by_model), key=by_model.__getitem__)
+        amount = quantize(sum(by_model.values(), Decimal(0)) * STRAY_WORKSPACE_SHARE, MONEY_PLACES)
+        token_type, label = ANTHROPIC_TOKEN_TYPES["input_token"]
+        results.append(_anthropic_result(model, token_type, label, amount, workspace=STRAY_WORKSPACE))
     bucket = {"starting_at": _iso(bill.start), "ending_at": _iso(bill.end), "results": results}
     page = {"data": [bucket], "has_more": False, "next_page": None}
     return _InvoiceFile(bill.period, "anthropic-cost-report.json", "anthropic-costs", "anthropic", json_text(page))
+
+
+def _anthropic_result(
+    model: str, token_type: str, label: str, amount: Decimal, *, tier: str = "", workspace: str | None = None
+) -> dict[str, Any]:
+    return {
+        "amount": decimal_text(quantize(amount * 100, Decimal("0.00001"))),
+        "context_window": "0-200k",
+        "cost_type": "tokens",
+        "currency": "USD",
+        "description": f"{model} Usage - {label}",
+        "model": model,
+        "service_tier": tier or "standard",
+        "token_type": token_type,
+        "workspace_id": workspace,
+    }
 
 
 def _aws_focus(bills: list[MonthBill]) -> dict[str, str]:

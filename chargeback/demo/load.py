@@ -5,7 +5,9 @@ rating, what finance does at month end, through the same services a user would
 call: list prices and a rating of each month, the embedding rate card and the
 signed mapping, the activity counts, the providers' invoices as files, and an
 allocation run per month, so the pages open with results. A month is rated and
-allocated again only when something it reads is new.
+allocated again only when something it reads is new. Last, the close (`close.py`):
+the first month signed off and closed, the second in review with a dispute and its
+flagged run awaiting override, the third open.
 """
 
 import datetime
@@ -16,7 +18,9 @@ from typing import Any
 
 from django.conf import settings
 
+from allocation.models import AllocationRun
 from allocation.services.org import OrgLoadResult
+from chargeback.demo.close import demo_close
 from chargeback.demo.invoices import demo_invoices_load, demo_month_bill
 from chargeback.demo.mapping import (
     demo_activity_load,
@@ -25,7 +29,7 @@ from chargeback.demo.mapping import (
     demo_rate_card_load,
 )
 from chargeback.demo.organization import DEMO_PASSWORD, DEMO_USERNAME, demo_org_load, demo_user_ensure
-from chargeback.demo.runs import demo_month_allocate, demo_month_rate
+from chargeback.demo.runs import demo_month_allocate, demo_month_rate, demo_run_figures
 from chargeback.demo.usage import DEMO_SEED, demo_month_events, demo_month_ingest, demo_months
 from pricing.errors import ValidationFailed
 
@@ -55,6 +59,7 @@ class DemoResult:
     activity_counts: dict[str, int] = field(default_factory=dict)
     invoice_files: list[dict[str, Any]] = field(default_factory=list)
     allocation_runs: list[dict[str, Any]] = field(default_factory=list)
+    close: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         org = self.org.as_dict()
@@ -81,6 +86,7 @@ class DemoResult:
                 "rejected": sum(f["rejected"] for f in self.invoice_files),
             },
             "allocation_runs": self.allocation_runs,
+            "close": self.close,
             "login": {"username": DEMO_USERNAME, "password": DEMO_PASSWORD, "created": self.user_created},
             "seconds": round(self.seconds, 1),
         }
@@ -99,9 +105,10 @@ def demo_load(
     With `rate`, also genai-prices' list prices (once per package version), a
     rating of each month and the month-end close: the providers' invoices as
     files in `workdir` (default `MEDIA_ROOT/demo/x<scale>-seed<seed>`), the
-    embedding rate card, the signed mapping, the activity counts and an
-    allocation run per month, so the pages open with results. A second run
-    inserts nothing and redoes only what new input would change.
+    embedding rate card, the signed mapping, the activity counts, an
+    allocation run per month and the statements' close, so the pages open with
+    results. A second run inserts nothing and redoes only what new input would
+    change.
     """
     if not (0 < scale <= 1000):
         raise ValidationFailed(f"scale must be above 0 and at most 1000, not {scale:g}", code="invalid_scale")
@@ -128,7 +135,10 @@ def demo_load(
     if rate:
         folder = Path(workdir) if workdir is not None else Path(settings.MEDIA_ROOT) / "demo" / f"x{scale:g}-seed{seed}"
         result.workdir = folder
-        _month_end(result, months=months, scale=scale, seed=seed, user=user, inserted=inserted, workdir=folder)
+        runs = _month_end(result, months=months, scale=scale, seed=seed, user=user, inserted=inserted, workdir=folder)
+        result.close = demo_close(months=months)
+        # The runs' figures after the close: the first month's run is closed by its sign-off.
+        result.allocation_runs = [demo_run_figures(run) for run in runs]
     result.seconds = time.monotonic() - started
     return result
 
@@ -142,8 +152,9 @@ def _month_end(
     user,
     inserted: dict[str, int],
     workdir: Path,
-) -> None:
-    """Prices, rating, invoices, mapping, activity and an allocation run per month.
+) -> list[AllocationRun]:
+    """Prices, rating, invoices, mapping, activity and an allocation run per month (the
+    current runs, in month order).
 
     A month is rated and allocated again only when something it reads is new:
     usage, prices, invoice lines, the rate card, the mapping or its activity.
@@ -176,5 +187,4 @@ def _month_end(
         if figures["inserted"]:
             changed[period] = True
 
-    for period in periods:
-        result.allocation_runs.append(demo_month_allocate(period, user=user, again=changed[period]))
+    return [demo_month_allocate(period, user=user, again=changed[period]) for period in periods]

@@ -19,6 +19,7 @@ from allocation.services.org import OrgLoadResult, org_load_file
 __all__ = [
     "CORPUS_OWNERS",
     "DEMO_DATA",
+    "DEMO_EMAIL_DOMAIN",
     "DEMO_MEMBERSHIPS",
     "DEMO_ROLE_USERS",
     "DEMO_PASSWORD",
@@ -34,16 +35,27 @@ DEMO_DATA = Path(__file__).resolve().parent / "data"
 ORG_FILE = DEMO_DATA / "org.yaml"
 DEMO_USERNAME = "finance"
 DEMO_PASSWORD = "chargeback-demo"
+# Every login's address is <username>@demo.example (a domain reserved for examples), so
+# the dispute mail the console prints names people, and none of it can reach anyone.
+DEMO_EMAIL_DOMAIN = "demo.example"
 # A login per role, so the demo shows each what they may see (README: the demo logins).
 DEMO_ROLE_USERS = (
     ("analyst", "Nadia Haddad", FINANCE_ANALYST),
     ("platform", "Omar Castillo", PLATFORM_ADMIN),
     ("sofia", "Sofia Lindqvist", TEAM_MEMBER),
+    ("mei", "Mei Tanaka", TEAM_MEMBER),
     ("arjun", "Arjun Mehta", TEAM_MEMBER),
+    ("grace", "Grace Holloway", TEAM_MEMBER),
+    ("lucas", "Lucas Moreau", TEAM_MEMBER),
 )
+# Two cost centers with an owner and a member each (Search and Discovery, Customer
+# Experience Engineering), under Product Engineering, whose owner sees both.
 DEMO_MEMBERSHIPS = (
     ("sofia", "CC-1200", MembershipRole.OWNER),
+    ("mei", "CC-1210", MembershipRole.OWNER),
     ("arjun", "CC-1210", MembershipRole.MEMBER),
+    ("grace", "CC-1220", MembershipRole.OWNER),
+    ("lucas", "CC-1220", MembershipRole.MEMBER),
 )
 # Customer tenants by share of traffic: a few large accounts carry most of it.
 TENANTS = (
@@ -78,16 +90,18 @@ def demo_org_load() -> OrgLoadResult:
 def demo_user_ensure() -> tuple[Any, bool]:
     """The demo logins, created unless they exist, one per role, all with the demo password:
     `finance` (a superuser and the finance approver who signs the demo's mapping off),
-    `analyst`, `platform`, and two team members: `sofia`, owner of CC-1200 Product
-    Engineering and so of its roll-up, and `arjun`, a member of CC-1210 alone.
+    `analyst`, `platform`, and team members: `sofia`, owner of CC-1200 Product
+    Engineering and so of everything under it; `mei`, owner of CC-1210, and `arjun`, a
+    member of it alone; `grace`, owner of CC-1220, and `lucas`, a member of it alone.
     Returns the finance user and whether it was created."""
     User = get_user_model()
     user = User.objects.filter(username=DEMO_USERNAME).first()
     created = user is None
     if created:
         user = User.objects.create_superuser(
-            username=DEMO_USERNAME, email="finance@example.com", password=DEMO_PASSWORD
+            username=DEMO_USERNAME, email=_email(DEMO_USERNAME), password=DEMO_PASSWORD
         )
+    _email_ensure(user)
     user.groups.add(Group.objects.get_or_create(name=FINANCE_APPROVER)[0])
     for username, name, role in DEMO_ROLE_USERS:
         other = User.objects.filter(username=username).first()
@@ -95,12 +109,24 @@ def demo_user_ensure() -> tuple[Any, bool]:
             first, last = name.split(" ", 1)
             other = User.objects.create_user(
                 username=username,
-                email=f"{username}@example.com",
+                email=_email(username),
                 password=DEMO_PASSWORD,
                 first_name=first,
                 last_name=last,
             )
+        _email_ensure(other)
         other.groups.add(Group.objects.get_or_create(name=role)[0])
     for username, cost_center, role in DEMO_MEMBERSHIPS:
         membership_grant(username=username, cost_center_code=cost_center, role=role)
     return user, created
+
+
+def _email(username: str) -> str:
+    return f"{username}@{DEMO_EMAIL_DOMAIN}"
+
+
+def _email_ensure(user) -> None:
+    """The demo address, also on a login an older demo made with another one."""
+    if user.email != _email(user.get_username()):
+        user.email = _email(user.get_username())
+        user.save(update_fields=["email"])

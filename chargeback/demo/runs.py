@@ -15,7 +15,7 @@ from allocation.services.runs.run import allocation_run_execute
 from pricing.money import CENT, decimal_text, quantize
 from pricing.periods import Period
 
-__all__ = ["demo_month_allocate", "demo_month_rate"]
+__all__ = ["demo_month_allocate", "demo_month_rate", "demo_run_figures"]
 
 
 def demo_month_rate(period: str, *, user, again: bool) -> tuple[dict[str, Any], bool]:
@@ -35,16 +35,23 @@ def demo_month_rate(period: str, *, user, again: bool) -> tuple[dict[str, Any], 
     return figures, rated
 
 
-def demo_month_allocate(period: str, *, user, again: bool) -> dict[str, Any]:
-    """Run the month's allocation (unless its current run read the same inputs) and its figures."""
+def demo_month_allocate(period: str, *, user, again: bool) -> AllocationRun:
+    """Run the month's allocation, unless its current run read the same inputs or the
+    month is closed; the month's current run."""
     month = Period.parse(period)
     run = None if again else allocation_run_current(period=month)
     if run is None:
         closed = AllocationRun.objects.filter(period=period, closed_at__isnull=False).exists()
         run = allocation_run_current(period=month) if closed else allocation_run_execute(period=month, actor=user)
+    return run
+
+
+def demo_run_figures(run: AllocationRun) -> dict[str, Any]:
+    """A run's figures as the demo reports them, as the run stands now (after the close)."""
+    run.refresh_from_db()
     summary = allocation_run_summary(run=run, cost_centers=False)
     return {
-        "period": period,
+        "period": run.period,
         "run": run.pk,
         "invoice_total": summary["invoice_total"],
         "allocated": summary["allocated"],

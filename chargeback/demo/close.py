@@ -1,0 +1,163 @@
+"""The demo's monthly close, so that every screen of it has something to show.
+
+Through the services finance and the teams would call, after each month's allocation:
+
+* the first month is closed: the analyst builds its statements and sends them for
+  review, the finance approver signs them all off and closes the month;
+* the second is in review: its statements are out, a member of Search and Discovery
+  disputes one of its lines, and its run, flagged beyond the reconciliation tolerance
+  (Anthropic billed a workspace the gateway never saw, `invoices.STRAY_WORKSPACE`),
+  waits for the approver's override;
+* the third is open: allocated, no statements yet.
+
+A step is taken only when its month does not stand there yet, so a second demo leaves
+the close as it was. The second month's statements are built again only while no line
+of theirs is disputed: a dispute holds on to its line.
+"""
+
+import contextlib
+import datetime
+import sys
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Q
+
+from allocation.choices import AllocationMethod
+from allocation.models import CostCenter, UsageLine
+from allocation.selectors.runs import allocation_run_current
+from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind, StatementStatus
+from chargeback.models import AccountingPeriod, Dispute, ReconciliationOverride, Statement, StatementLine
+from chargeback.services.disputes import dispute_file
+from chargeback.services.periods import period_close
+from chargeback.services.statements import (
+    statements_approve_period,
+    statements_build,
+    statements_submit_period,
+)
+from pricing.money import CENT, quantize
+from pricing.periods import Period
+
+__all__ = ["DEMO_DISPUTE", "demo_close", "demo_close_state"]
+
+# Who does what: the analyst prepares, the approver signs off, a member disputes.
+PREPARER, APPROVER = "analyst", "finance"
+# The second month's dispute: Search and Discovery's member says part of the largest
+# line of calls on their statement was the Evaluation Lab's red-teaming run, tagged with
+# the team's key, and names the cost center that should bear it.
+DEMO_DISPUTE = {
+    "filer": "arjun",
+    "cost_center": "CC-1210",
+    "counterpart": "CC-1300",
+    "share": Decimal("0.25"),
+    "reason": (
+        "A quarter of these calls were the Evaluation Lab's red-teaming run, sent through our "
+        "gateway key with our team tag (the traces below come from their harness). Please move "
+        "the amount to Data Science and Research (CC-1300)."
+    ),
+    "evidence_traces": 3,
+}
+
+
+def demo_close(*, months: list[datetime.date]) -> list[dict[str, Any]]:
+    """Take the demo's three months to where the demo leaves them (see the module), and
+    return the close's state per month."""
+    User = get_user_model()
+    preparer, approver = User.objects.get(username=PREPARER), User.objects.get(username=APPROVER)
+    closed, in_review = (Period.of(month) for month in months[:2])
+
+    if _status(closed) != PeriodStatus.CLOSED:
+        statements_build(period=closed, actor=preparer)
+        statements_submit_period(period=closed, actor=preparer)
+        statements_approve_period(period=closed, actor=approver)
+        period_close(period=closed, actor=approver)
+
+    if _status(in_review) != PeriodStatus.CLOSED:
+        if not Dispute.objects.filter(statement__period=str(in_review)).exists():
+            statements_build(period=in_review, actor=preparer)
+        statements_submit_period(period=in_review, actor=preparer)
+        _dispute_ensure(in_review)
+
+    return [demo_close_state(period=Period.of(month)) for month in months]
+
+
+def _status(period: Period) -> str:
+    row = AccountingPeriod.objects.filter(period=str(period)).first()
+    return row.status if row is not None else PeriodStatus.OPEN
+
+
+def _dispute_ensure(period: Period) -> Dispute | None:
+    """The member's dispute of the largest charge on their cost center's statement,
+    unless they filed one for the month already (or it has no such line)."""
+    filer = get_user_model().objects.get(username=DEMO_DISPUTE["filer"])
+    statement = Statement.objects.filter(period=str(period), cost_center__code=DEMO_DISPUTE["cost_center"]).first()
+    if statement is None or statement.status != StatementStatus.IN_REVIEW:
+        return None
+    if Dispute.objects.filter(statement=statement, filed_by=filer).exists():
+        return None
+    # A charge of the team's own calls (not a shared service's or a pool's), so the
+    # evidence can name some of them.
+    line = (
+        StatementLine.objects.filter(
+            statement=statement,
+            kind=StatementLineKind.CHARGE,
+            method=AllocationMethod.DIRECT,
+            amount__gt=0,
+            line_count__gt=0,
+        )
+        .exclude(feature="")
+        .order_by("-amount", "provider", "model", "team", "feature", "environment", "unit", "category", "pk")
+        .first()
+    )
+    if line is None:
+        return None
+    start, end = period.bounds
+    traces = (
+        UsageLine.objects.filter(
+            occurred_at__gte=start,
+            occurred_at__lt=end,
+            provider=line.provider,
+            model=line.model,
+            team=line.team,
+            feature=line.feature,
+            environment=line.environment,
+        )
+        .exclude(trace_id="")
+        .order_by("trace_id")
+        .values_list("trace_id", flat=True)
+        .distinct()[: DEMO_DISPUTE["evidence_traces"]]
+    )
+    # The console mail backend prints on stdout, where the demo command prints its JSON:
+    # the demo's own dispute mail goes to stderr (it is sent when the filing commits).
+    with contextlib.redirect_stdout(sys.stderr):
+        return dispute_file(
+            line=line,
+            actor=filer,
+            amount=max(quantize(line.amount * DEMO_DISPUTE["share"], CENT), CENT),
+            reason=DEMO_DISPUTE["reason"],
+            evidence_ids="\n".join(traces),
+            counterpart=CostCenter.objects.get(code=DEMO_DISPUTE["counterpart"]),
+        )
+
+
+def demo_close_state(*, period: Period) -> dict[str, Any]:
+    """Where a month's close stands: its status, its statements by status, its undecided
+    disputes, and whether its run is flagged and overridden."""
+    run = allocation_run_current(period=period)
+    statuses = dict(
+        Statement.objects.filter(period=str(period)).values_list("status").annotate(n=Count("pk")).order_by("status")
+    )
+    disputes = Dispute.objects.filter(statement__period=str(period)).aggregate(
+        open=Count("pk", filter=Q(status__in=UNDECIDED_DISPUTES)), total=Count("pk")
+    )
+    return {
+        "period": str(period),
+        "status": _status(period),
+        "statements": {status: statuses[status] for status in StatementStatus.values if status in statuses},
+        "disputes_open": disputes["open"],
+        "disputes": disputes["total"],
+        "run": run.pk if run is not None else None,
+        "flagged": bool(run and run.is_flagged),
+        "overridden": bool(run and ReconciliationOverride.objects.filter(run=run).exists()),
+    }
