@@ -118,6 +118,7 @@ class StatementsBuilt:
     unchanged: int
     signed: int
     returned_to_draft: int
+    held_by_disputes: int = 0
 
     def as_dict(self) -> dict:
         return self.__dict__.copy()
@@ -275,7 +276,7 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
     centers = CostCenter.objects.in_bulk(list(by_center))
     counts = _feature_counts(period)
     now = timezone.now()
-    built = unchanged = signed = returned = 0
+    built = unchanged = signed = returned = held = 0
     for center_id in sorted(by_center, key=lambda pk: centers[pk].code):
         lines = by_center[center_id]
         statement = existing.get(center_id)
@@ -295,6 +296,9 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
         if statement is not None:
             if statement_content_hash(statement) == statement_content_hash(candidate, lines):
                 unchanged += 1
+                continue
+            if statement.disputes.exists():
+                held += 1  # its disputed lines stay as filed; decide the disputes, then build again
                 continue
             before = _snapshot(statement)
             statement.lines.all().delete()
@@ -339,7 +343,13 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
         row.status = PeriodStatus.CLOSING
         row.save(update_fields=["status", "updated_at"])
     return StatementsBuilt(
-        period=str(period), run=run.pk, built=built, unchanged=unchanged, signed=signed, returned_to_draft=returned
+        period=str(period),
+        run=run.pk,
+        built=built,
+        unchanged=unchanged,
+        signed=signed,
+        returned_to_draft=returned,
+        held_by_disputes=held,
     )
 
 
