@@ -26,6 +26,7 @@ from chargeback.choices import SIGNED_STATUSES, UNDECIDED_DISPUTES, DisputeStatu
 from chargeback.models import Adjustment, Dispute, StatementLine
 from chargeback.services.audit import audit_record
 from pricing.errors import Conflict, NotAllowed, ValidationFailed
+from pricing.formatting import money_plain
 from pricing.money import CENT, decimal_text, quantize
 from pricing.periods import Period
 
@@ -44,7 +45,7 @@ def dispute_window_end(statement) -> object | None:
 
 
 def _snapshot(dispute: Dispute) -> dict:
-    return {"status": dispute.status, "amount": decimal_text(dispute.amount)}
+    return {"status": dispute.status, "amount": money_plain(dispute.amount)}
 
 
 def _refuse_outside_window(line: StatementLine) -> None:

@@ -208,6 +208,8 @@ def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | Non
                 feature=disputed.feature,
                 environment=disputed.environment,
                 treatment=adjustment.treatment,
+                # Money no cost center bears sits with the unallocated, on its owner's statement.
+                reason="" if adjustment.cost_center_id is not None else "dispute",
                 category=disputed.category,
                 description=adjustment.description,
                 unit=disputed.unit,
@@ -222,7 +224,7 @@ def _totals(lines: list[StatementLine]) -> dict[str, Decimal]:
     for line in lines:
         amount = Decimal(line.amount)
         totals["total"] += amount
-        if line.kind == StatementLineKind.UNALLOCATED or (line.reason and line.kind == StatementLineKind.CORRECTION):
+        if line.kind == StatementLineKind.UNALLOCATED or line.reason:
             totals["unallocated"] += amount
         elif line.treatment == Treatment.SHOWBACK:
             totals["showback"] += amount
