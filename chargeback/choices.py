@@ -45,3 +45,11 @@ class DisputeStatus(models.TextChoices):
 UNDECIDED_DISPUTES: tuple[str, ...] = (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW)
 
 __all__ += ["SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
+
+# What a signed statement PDF carries inside as PDF/A-3 embedded files: the statement's
+# lines (CSV), and its identity (JSON: statement_id, cost_center, period, content_hash),
+# which verification compares with the approved statement in the database.
+STATEMENT_PDF_LINES_FILE = "statement-lines.csv"
+STATEMENT_PDF_IDENTITY_FILE = "statement.json"
+
+__all__ += ["STATEMENT_PDF_IDENTITY_FILE", "STATEMENT_PDF_LINES_FILE"]
