@@ -49,7 +49,7 @@ demo: venv
 	$(BIN)/python manage.py demo
 	@echo
 	@echo "  Chargeback demo: http://$(HOST):$(PORT)/"
-	@echo "  Log in as: $(DEMO_USER) / $(DEMO_PASSWORD)  (or analyst, platform, sofia, arjun: same password)"
+	@echo "  Log in as: $(DEMO_USER) / $(DEMO_PASSWORD)  (or analyst, platform, sofia, mei, grace, arjun, lucas: same password; README lists their roles)"
 	@echo "  (Ctrl-C stops the server)"
 	@echo
 	DJANGO_DEBUG=true $(BIN)/python manage.py runserver $(HOST):$(PORT)

@@ -14,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -136,6 +137,21 @@ def test_a_late_usage_batch_is_booked_in_the_next_period_as_exactly_the_differen
         "against": [],
     }
     assert_equals_a_fresh_run(closed)
+
+
+def test_a_correction_run_page_says_what_it_corrects_not_superseded(closed, client, django_user_model):
+    load_usage([{**usage("late-web-2", "input_token", 1_000_000, **WEB), "occurred_at": "2026-10-21T08:00:00Z"}])
+    allocation_run_execute(period=NOVEMBER)
+    [correction] = correction_runs_booked_in(period=NOVEMBER)
+    finance = django_user_model.objects.create_user(username="fay", password="x")
+    finance.groups.add(Group.objects.get_or_create(name="finance_approver")[0])
+    client.force_login(finance)
+
+    page = client.get(f"/allocation/runs/{correction.pk}/")
+
+    assert page.status_code == 200
+    status = page.content.decode().split('class="run-head__status"', 1)[1].split("</p>", 1)[0]
+    assert "Correction of 2026-10" in status and "Superseded" not in status
 
 
 def test_the_selectors_read_the_corrections_for_statements_and_pages(closed):
