@@ -31,6 +31,7 @@ __all__ = [
     "quantity_plain",
     "quantity_text",
     "rated_cost_text",
+    "unit_cost_text",
 ]
 
 MINUS = "\u2212"  # a true minus sign: wider than a hyphen and read out as "minus"
@@ -85,6 +86,16 @@ def rated_cost_text(cost: Decimal | None, currency: str = "USD") -> str:
         text = _with_currency(quantity_text(abs(exact)), currency)
         return f"{MINUS}{text}" if exact < 0 else text
     return money_text(cost, currency)
+
+
+def unit_cost_text(cost: Decimal, currency: str = "USD") -> str:
+    """What one request, trace or call costs: to the cent from a cent up, below it to two
+    significant digits ('$0.0014'), since a rate of '<$0.01' on every row tells nothing."""
+    if not cost or quantize(cost, CENT):
+        return money_text(cost, currency)
+    exact = abs(cost).quantize(Decimal(1).scaleb(abs(cost).adjusted() - 1))
+    text = _with_currency(quantity_text(exact), currency)
+    return f"{MINUS}{text}" if cost < 0 else text
 
 
 def percent_text(share: Decimal, *, places: int = 1) -> str:

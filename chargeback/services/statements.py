@@ -147,6 +147,7 @@ _LINE_VALUES = (
     "line_count",
     "amount",
     "run__period",
+    "pool__name",
 )
 
 
@@ -165,6 +166,8 @@ def _allocation_statement_line(row: dict, kind: str) -> StatementLine:
         category=row["category"],
         method=row["method"],
         reason=row["reason"],
+        # A pool's share carries no team or feature: its pool's name says what it is.
+        description=f"Shared pool: {row['pool__name']}" if row["pool__name"] else "",
         unit=row["unit"],
         quantity=row["quantity"],
         line_count=row["line_count"],

@@ -19,10 +19,11 @@ from pricing.formatting import (
     percent_change_text,
     percent_text,
     quantity_text,
+    unit_cost_text,
 )
 from pricing.money import CENT, parse_decimal, quantize
 
-__all__ = ["money", "money_change", "percent", "percent_change", "quantity", "rated_cost"]
+__all__ = ["money", "money_change", "percent", "percent_change", "quantity", "rated_cost", "unit_cost"]
 
 register = template.Library()
 
@@ -57,6 +58,13 @@ def rated_cost(value: object, currency: str = "USD") -> str:
     if cost and not quantize(cost, CENT):
         return f">{MINUS}{money_text(CENT, currency)}" if cost < 0 else f"<{money_text(CENT, currency)}"
     return money_text(cost, currency)
+
+
+@register.filter
+def unit_cost(value: object, currency: str = "USD") -> str:
+    """What one request or trace costs: '$0.05', '$0.0014' (two significant digits below a cent)."""
+    cost = _decimal(value)
+    return "" if cost is None else unit_cost_text(cost, currency)
 
 
 @register.filter

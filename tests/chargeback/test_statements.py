@@ -53,6 +53,11 @@ def test_statements_tie_to_the_run_to_the_cent(world):
     search = statement_of("CC-110")
     web = search.features.get(feature="web")
     assert web.requests == 0 and web.traces == 0  # the scenario's calls carry no request or trace ids
+    # A pool's share names its pool, since it has no team or feature to say what it is.
+    pooled = search.lines.filter(allocation_line__pool__isnull=False)
+    assert pooled.exists()
+    assert set(pooled.values_list("description", flat=True)) <= {"Shared pool: Platform fee", "Shared pool: Vector store"}
+    assert not search.lines.filter(allocation_line__pool__isnull=True).exclude(description="").exists()
 
 
 def test_building_again_leaves_an_unchanged_statement_alone(world):
