@@ -56,7 +56,8 @@ def test_statements_tie_to_the_run_to_the_cent(world):
     # A pool's share names its pool, since it has no team or feature to say what it is.
     pooled = search.lines.filter(allocation_line__pool__isnull=False)
     assert pooled.exists()
-    assert set(pooled.values_list("description", flat=True)) <= {"Shared pool: Platform fee", "Shared pool: Vector store"}
+    named = set(pooled.values_list("description", flat=True))
+    assert named <= {"Shared pool: Platform fee", "Shared pool: Vector store"}
     assert not search.lines.filter(allocation_line__pool__isnull=True).exclude(description="").exists()
 
 
