@@ -22,6 +22,7 @@ from django.utils import timezone
 from allocation.access import Permission, access_require, cost_center_memberships, user_of
 from allocation.choices import MembershipRole
 from allocation.models import CostCenter, CostCenterMembership
+from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
 from allocation.selectors.runs import period_next_open
 from chargeback.choices import SIGNED_STATUSES, UNDECIDED_DISPUTES, DisputeStatus, StatementStatus
 from chargeback.models import Adjustment, Dispute, StatementLine
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 EVIDENCE_MAX_BYTES = 10 * 1024 * 1024
 # The disputes that hold a share of their line: a rejected one gives its share back.
 _CLAIMING = (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW, DisputeStatus.ACCEPTED)
+# More than the amount column holds is no amount at all (1e40), not just too much.
+_AMOUNT_LIMIT = Decimal(10) ** (ALLOCATED_MAX_DIGITS - ALLOCATED_DECIMAL_PLACES)
 
 
 def dispute_window_end(statement) -> object | None:
@@ -86,6 +89,8 @@ def _amount_parse(value: Decimal | str) -> Decimal:
         raise _amount_invalid(value, str(exc)) from None
     if amount <= 0:
         raise _amount_invalid(value, "must be more than 0")
+    if amount >= _AMOUNT_LIMIT:
+        raise _amount_invalid(value, f"is more than any statement carries (under {_AMOUNT_LIMIT:,})")
     # normalize(), not quantize(): quantizing 1e40 to a cent overflows the context.
     if amount.normalize().as_tuple().exponent < -2:
         raise _amount_invalid(value, "has more than 2 decimals (whole cents only)")
