@@ -86,23 +86,20 @@ def _amount_parse(value: Decimal | str) -> Decimal:
     try:
         amount = parse_decimal(value)
     except ValueError as exc:
-        raise _amount_invalid(value, str(exc)) from None
+        raise _amount_invalid(str(exc)) from None
+    shown = repr(str(value)[:40])
     if amount <= 0:
-        raise _amount_invalid(value, "must be more than 0")
+        raise _amount_invalid(f"{shown} must be more than 0")
     if amount >= _AMOUNT_LIMIT:
-        raise _amount_invalid(value, f"is more than any statement carries (under {_AMOUNT_LIMIT:,})")
+        raise _amount_invalid(f"{shown} is more than any statement carries (under {_AMOUNT_LIMIT:,})")
     # normalize(), not quantize(): quantizing 1e40 to a cent overflows the context.
     if amount.normalize().as_tuple().exponent < -2:
-        raise _amount_invalid(value, "has more than 2 decimals (whole cents only)")
+        raise _amount_invalid(f"{shown} has more than 2 decimals (whole cents only)")
     return amount
 
 
-def _amount_invalid(value: object, why: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"amount: {str(value)[:40]!r} {why}",
-        code="dispute_amount_invalid",
-        extra={"field": "amount"},
-    )
+def _amount_invalid(why: str) -> ValidationFailed:
+    return ValidationFailed(f"amount: {why}", code="dispute_amount_invalid", extra={"field": "amount"})
 
 
 def _line_left(line: StatementLine) -> tuple[Decimal, Decimal]:
