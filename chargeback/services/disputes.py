@@ -105,7 +105,8 @@ def _amount_invalid(why: str) -> ValidationFailed:
 def _line_left(line: StatementLine) -> tuple[Decimal, Decimal]:
     """What other disputes already claim of a line, and what is left to dispute."""
     claimed = line.disputes.filter(status__in=_CLAIMING).aggregate(total=Sum("amount"))["total"]
-    claimed = decimal_from_db(claimed, places=2)
+    # To the cent, as money reads everywhere (SQLite's sum comes back normalized: 9, not 9.00).
+    claimed = quantize(decimal_from_db(claimed, places=2), CENT)
     return claimed, abs(line.amount) - claimed
 
 
