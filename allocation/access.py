@@ -51,6 +51,7 @@ __all__ = [
     "batches_visible",
     "api_token_digest",
     "api_token_new",
+    "cost_center_memberships",
     "cost_center_scope",
     "roles_of",
     "token_of",
@@ -236,7 +237,17 @@ def cost_center_scope(actor) -> CostCenterScope:
     roles = roles_of(actor)
     if roles & _SEES_EVERY_COST_CENTER:
         return EVERY_COST_CENTER
-    if not (user := user_of(actor)) or TEAM_MEMBER not in roles:
+    if TEAM_MEMBER not in roles:
+        return CostCenterScope(ids=frozenset())
+    return cost_center_memberships(actor)
+
+
+def cost_center_memberships(actor) -> CostCenterScope:
+    """The cost centers an actor belongs to, whatever their roles let them see: those
+    they are members of, and everything below those they own. What one may act for
+    (dispute a statement), as against `cost_center_scope`, what one may see: finance
+    sees every cost center but speaks for none it is not a member of."""
+    if not (user := user_of(actor)):
         return CostCenterScope(ids=frozenset())
     memberships = list(CostCenterMembership.objects.filter(user=user).values_list("cost_center_id", "role"))
     ids = {cost_center_id for cost_center_id, _ in memberships}

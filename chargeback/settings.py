@@ -217,6 +217,9 @@ EMAIL_BACKEND = (
     "django.core.mail.backends.smtp.EmailBackend" if EMAIL_HOST else "django.core.mail.backends.console.EmailBackend"
 )
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chargeback@localhost")
+# Seconds a mail server may take to answer before the send fails (and is logged): mail
+# goes on commit, inside the request, so a hanging server must not hang the request.
+EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", "10"))
 
 # The cache carries an allocation run's progress from the worker to the pages
 # while the run's transaction is open: Redis when one is configured (shared by

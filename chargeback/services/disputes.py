@@ -16,25 +16,38 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Sum
 from django.utils import timezone
 
-from allocation.access import Permission, access_require, cost_center_scope, user_of
+from allocation.access import Permission, access_require, cost_center_memberships, user_of
 from allocation.choices import MembershipRole
 from allocation.models import CostCenter, CostCenterMembership
+from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
 from allocation.selectors.runs import period_next_open
 from chargeback.choices import SIGNED_STATUSES, UNDECIDED_DISPUTES, DisputeStatus, StatementStatus
 from chargeback.models import Adjustment, Dispute, StatementLine
 from chargeback.services.audit import audit_record
 from pricing.errors import Conflict, NotAllowed, ValidationFailed
 from pricing.formatting import money_plain
-from pricing.money import CENT, decimal_text, quantize
+from pricing.money import CENT, decimal_from_db, decimal_text, parse_decimal, quantize
 from pricing.periods import Period
 
-__all__ = ["dispute_accept", "dispute_file", "dispute_reject", "dispute_review", "dispute_window_end"]
+__all__ = [
+    "dispute_accept",
+    "dispute_file",
+    "dispute_recipients",
+    "dispute_reject",
+    "dispute_review",
+    "dispute_window_end",
+]
 
 logger = logging.getLogger(__name__)
 
 EVIDENCE_MAX_BYTES = 10 * 1024 * 1024
+# The disputes that hold a share of their line: a rejected one gives its share back.
+_CLAIMING = (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW, DisputeStatus.ACCEPTED)
+# More than the amount column holds is no amount at all (1e40), not just too much.
+_AMOUNT_LIMIT = Decimal(10) ** (ALLOCATED_MAX_DIGITS - ALLOCATED_DECIMAL_PLACES)
 
 
 def dispute_window_end(statement) -> object | None:
@@ -67,22 +80,58 @@ def _refuse_outside_window(line: StatementLine) -> None:
     )
 
 
+def _amount_parse(value: Decimal | str) -> Decimal:
+    """The amount disputed: a number of whole cents, more than zero (the project's one
+    parser: no floats, no NaN or infinities)."""
+    try:
+        amount = parse_decimal(value)
+    except ValueError as exc:
+        raise _amount_invalid(str(exc)) from None
+    shown = repr(str(value)[:40])
+    if amount <= 0:
+        raise _amount_invalid(f"{shown} must be more than 0")
+    if amount >= _AMOUNT_LIMIT:
+        raise _amount_invalid(f"{shown} is more than any statement carries (under {_AMOUNT_LIMIT:,})")
+    # normalize(), not quantize(): quantizing 1e40 to a cent overflows the context.
+    if amount.normalize().as_tuple().exponent < -2:
+        raise _amount_invalid(f"{shown} has more than 2 decimals (whole cents only)")
+    return amount
+
+
+def _amount_invalid(why: str) -> ValidationFailed:
+    return ValidationFailed(f"amount: {why}", code="dispute_amount_invalid", extra={"field": "amount"})
+
+
+def _line_left(line: StatementLine) -> tuple[Decimal, Decimal]:
+    """What other disputes already claim of a line, and what is left to dispute."""
+    claimed = line.disputes.filter(status__in=_CLAIMING).aggregate(total=Sum("amount"))["total"]
+    # To the cent, as money reads everywhere (SQLite's sum comes back normalized: 9, not 9.00).
+    claimed = quantize(decimal_from_db(claimed, places=2), CENT)
+    return claimed, abs(line.amount) - claimed
+
+
 @transaction.atomic
 def dispute_file(
     *,
     line: StatementLine,
     actor,
-    amount: Decimal,
+    amount: Decimal | str,
     reason: str,
     evidence_ids: str = "",
     evidence_file: UploadedFile | None = None,
     counterpart: CostCenter | None = None,
 ) -> Dispute:
-    """File a dispute of one line of one's own cost center's statement."""
+    """File a dispute of one line of one's own cost center's statement, for at most what
+    other disputes have not claimed of it yet."""
     access_require(actor, Permission.FILE_DISPUTE, doing="dispute a statement line")
-    line = StatementLine.objects.select_related("statement__cost_center").get(pk=line.pk)
+    # The line's row lock makes two filings on one line take turns: the second sees the
+    # first's claim, and both can't pass the check of what is left.
+    line = (
+        StatementLine.objects.select_for_update(of=("self",)).select_related("statement__cost_center").get(pk=line.pk)
+    )
     statement = line.statement
-    if not cost_center_scope(actor).includes(statement.cost_center_id):
+    # Memberships, not visibility: finance sees every statement but disputes only its own.
+    if not cost_center_memberships(actor).includes(statement.cost_center_id):
         raise NotAllowed(
             f"{actor.get_username()} may not dispute {statement.cost_center.code}'s statement: "
             "only members of that cost center may",
@@ -90,12 +139,19 @@ def dispute_file(
             extra={"cost_center": statement.cost_center.code},
         )
     _refuse_outside_window(line)
-    amount = quantize(Decimal(amount), CENT)
-    if not Decimal(0) < amount <= abs(line.amount):
+    amount = _amount_parse(amount)
+    claimed, left = _line_left(line)
+    if amount > left:
+        already = f" ({claimed} of its {abs(line.amount)} is already disputed)" if claimed else ""
         raise ValidationFailed(
-            f"amount: {amount} must be more than 0 and at most the line's {abs(line.amount)}",
-            code="dispute_amount_invalid",
-            extra={"field": "amount", "line_amount": decimal_text(line.amount)},
+            f"amount: {str(amount)[:40]} must be at most the line's {left} left to dispute{already}",
+            code="dispute_amount_exceeds_line",
+            extra={
+                "field": "amount",
+                "line_amount": decimal_text(line.amount),
+                "claimed": decimal_text(claimed),
+                "left": decimal_text(left),
+            },
         )
     if not reason.strip():
         raise ValidationFailed("reason: say why the line is wrong", code="reason_required", extra={"field": "reason"})
@@ -113,7 +169,7 @@ def dispute_file(
         statement=statement,
         line=line,
         cost_center=statement.cost_center,
-        amount=amount,
+        amount=quantize(amount, CENT),
         reason=reason.strip(),
         evidence_ids=evidence_ids.strip(),
         evidence_file=evidence_file or "",
@@ -169,12 +225,19 @@ def _decide(dispute: Dispute, actor, status: str, reason: str) -> dict:
 
 @transaction.atomic
 def dispute_accept(*, dispute: Dispute, actor, reason: str, counterpart: CostCenter | None = None) -> Dispute:
-    """Accept a dispute: the amount comes off the disputing cost center and goes to the
-    counterpart (finance's choice, else the filer's; unallocated when neither names
-    one), both as adjustments in the next open period."""
+    """Accept a dispute under review: the amount comes off the disputing cost center and
+    goes to the counterpart (finance's choice, else the filer's; unallocated when neither
+    names one), both as adjustments in the next open period."""
     access_require(actor, Permission.RESOLVE_DISPUTE, doing="accept a dispute")
     dispute = _locked(dispute)
     _refuse_decided(dispute, "accepted")
+    # Money moves only after finance has taken the dispute up: open, review, then accept.
+    if dispute.status != DisputeStatus.UNDER_REVIEW:
+        raise Conflict(
+            f"dispute #{dispute.pk} is not under review yet: start its review before accepting it",
+            code="dispute_not_under_review",
+            extra={"dispute": dispute.pk, "status": dispute.status},
+        )
     counterpart = counterpart or dispute.counterpart
     if counterpart is not None and counterpart.pk == dispute.cost_center_id:
         raise ValidationFailed(
@@ -251,8 +314,12 @@ def dispute_reject(*, dispute: Dispute, actor, reason: str) -> Dispute:
 
 
 def dispute_recipients(dispute: Dispute) -> list[str]:
-    """The filer and the owners of the disputing cost center, by their email addresses."""
-    owners = CostCenterMembership.objects.filter(cost_center=dispute.cost_center, role=MembershipRole.OWNER)
+    """The filer and the owners of the disputing cost center, by their email addresses;
+    once accepted, the owners of the counterpart too, since the amount lands on them."""
+    centers = [dispute.cost_center_id]
+    if dispute.status == DisputeStatus.ACCEPTED and dispute.counterpart_id:
+        centers.append(dispute.counterpart_id)
+    owners = CostCenterMembership.objects.filter(cost_center__in=centers, role=MembershipRole.OWNER)
     addresses = [dispute.filed_by.email, *owners.values_list("user__email", flat=True)]
     return sorted({address for address in addresses if address})
 
@@ -278,6 +345,8 @@ def _tell(dispute: Dispute, what: str) -> None:
     if dispute.status == DisputeStatus.ACCEPTED:
         booked = dispute.adjustments.values_list("period", flat=True).first()
         lines.append(f"The amount moves as an adjustment on the statements of {booked}.")
+        bearer = dispute.counterpart
+        lines.append(f"It is charged to {bearer.code} ({bearer.name})." if bearer else "It is left unallocated.")
     body = "\n".join(lines)
 
     def send() -> None:

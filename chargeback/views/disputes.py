@@ -7,7 +7,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
-from allocation.access import Permission, access_allows, cost_center_scope
+from allocation.access import Permission, access_allows, cost_center_memberships, cost_center_scope
 from chargeback.choices import DisputeStatus
 from chargeback.forms.disputes import DisputeDecisionForm, DisputeFileForm
 from chargeback.models import Dispute
@@ -22,7 +22,9 @@ _FORM_FIELDS = {"amount", "reason", "evidence_file", "counterpart"}
 
 @require_http_methods(["GET", "POST"])
 def dispute_file_view(request: HttpRequest, statement_id: int, line_id: int) -> HttpResponse:
-    statement = get_object_or_404(statements_visible(request.user), pk=statement_id)
+    # Only the statements one is a member of: finance sees every one, but files for its own.
+    statements = cost_center_memberships(request.user).filter(statements_visible(request.user))
+    statement = get_object_or_404(statements, pk=statement_id)
     line = get_object_or_404(statement.lines, pk=line_id)
     form = DisputeFileForm(request.POST or None, request.FILES or None, initial={"amount": abs(line.amount)})
     if request.method == "POST" and form.is_valid():

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from allocation.access import Permission, access_allows, cost_center_scope
+from allocation.access import Permission, access_allows, cost_center_memberships, cost_center_scope
 from allocation.models import AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current, allocation_run_latest
 from allocation.views.ledger import csv_download
@@ -237,6 +237,8 @@ def _statement(request: HttpRequest, statement_id: int):
 def _may_dispute(request: HttpRequest, statement) -> bool:
     if not access_allows(request.user, Permission.FILE_DISPUTE):
         return False
+    if not cost_center_memberships(request.user).includes(statement.cost_center_id):
+        return False  # seen (finance sees them all), but not one's own to dispute
     if statement.status == StatementStatus.IN_REVIEW:
         return True
     end = dispute_window_end(statement)

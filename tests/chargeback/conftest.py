@@ -3,6 +3,7 @@
 - `smtp_server`: a real SMTP server (aiosmtpd) on loopback, on a free port, that keeps
   every message it is handed; Django's SMTP backend is pointed at it for the test.
 - `smtp_server_down`: Django's SMTP backend pointed at a loopback port nothing listens on.
+- `smtp_server_hanging`: one pointed at a port that takes the connection and never answers.
 """
 
 import email
@@ -80,3 +81,15 @@ def smtp_server_down(settings) -> int:
     port = _free_port()
     _smtp_settings(settings, port)
     return port
+
+
+@pytest.fixture
+def smtp_server_hanging(settings) -> Iterator[int]:
+    """Django's mail goes to a loopback port that takes the connection and never answers
+    (no greeting): only EMAIL_TIMEOUT ends the wait."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind((LOOPBACK, 0))
+        listener.listen(8)  # connections queue in the backlog; none is ever accepted
+        port = listener.getsockname()[1]
+        _smtp_settings(settings, port)
+        yield port
