@@ -87,3 +87,13 @@ def test_drill_down_pages_every_call_once_when_calls_share_their_time(world):
     traced = statement_calls(line=line, trace="t-1", limit=50)
     assert {c.trace_id for c in traced.calls} == {"t-1"}
     assert len(traced.calls) == expected.filter(trace_id="t-1").count()
+
+
+def test_the_nightly_task_counts_this_month_and_the_last(db):
+    from allocation.services.runs.run import open_periods
+    from chargeback.tasks import feature_counts_open_periods_task
+
+    done = feature_counts_open_periods_task()
+    assert [row["period"] for row in done] == [str(p) for p in open_periods()]
+    marks = LedgerFeatureCountMark.objects.filter(period__in=[row["period"] for row in done])
+    assert marks.count() == 2
