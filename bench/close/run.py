@@ -107,6 +107,23 @@ def people(cost_center_id: int):
     return approver, member
 
 
+def tables_analyze() -> None:
+    """VACUUM ANALYZE the tables the pages read, as autovacuum would on a live server
+    (this machine's PostgreSQL runs without it): planned on no statistics, ~20,000
+    allocation lines looked like 10 and were sorted where they should be hashed."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for table in (
+            "allocation_allocationline",
+            "chargeback_statement",
+            "chargeback_statementline",
+            "chargeback_statementfeature",
+            "chargeback_ledgerfeaturecount",
+        ):
+            cursor.execute(f"VACUUM ANALYZE {table}")
+
+
 def client_for(user):
     from django.test import Client
 
@@ -309,6 +326,7 @@ def main() -> None:
     print(f"\nbuilding all statements of {PERIOD} ({args.builds} times, the period's statements deleted before each):")
     count = time_count()
     builds = time_builds(args.builds)
+    tables_analyze()
     statement = Statement.objects.filter(period=PERIOD).order_by("-line_count", "pk").first()
     approver, member = people(statement.cost_center_id)
     print(
