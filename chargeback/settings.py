@@ -186,6 +186,11 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "allocation.tasks.usage_rate_open_periods_task",
         "schedule": crontab(hour=2, minute=15),
     },
+    # Likewise the requests and traces per feature that statements divide by.
+    "count-open-months": {
+        "task": "chargeback.tasks.feature_counts_open_periods_task",
+        "schedule": crontab(hour=2, minute=45),
+    },
 }
 
 # Ingestion: records per COPY chunk. Memory is bounded by this, not by the file

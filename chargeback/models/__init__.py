@@ -3,13 +3,15 @@
 from .audit import AuditEvent
 from .disputes import Adjustment, Dispute
 from .periods import AccountingPeriod, ReconciliationOverride
-from .statements import Statement, StatementFeature, StatementLine
+from .statements import LedgerFeatureCount, LedgerFeatureCountMark, Statement, StatementFeature, StatementLine
 
 __all__ = [
     "AccountingPeriod",
     "Adjustment",
     "AuditEvent",
     "Dispute",
+    "LedgerFeatureCount",
+    "LedgerFeatureCountMark",
     "ReconciliationOverride",
     "Statement",
     "StatementFeature",

@@ -9,7 +9,7 @@ from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGIT
 from chargeback.choices import StatementLineKind, StatementStatus
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
-__all__ = ["Statement", "StatementFeature", "StatementLine"]
+__all__ = ["LedgerFeatureCount", "LedgerFeatureCountMark", "Statement", "StatementFeature", "StatementLine"]
 
 
 def _money(**kwargs) -> models.DecimalField:
@@ -129,3 +129,40 @@ class StatementFeature(models.Model):
 
     def __str__(self) -> str:
         return f"{self.statement} {self.team}/{self.feature} ({self.environment}): {self.requests} requests"
+
+
+class LedgerFeatureCount(models.Model):
+    """Requests and traces of one feature in one environment among one usage batch's
+    lines of a month, counted once when the batch is first counted (batches are written
+    once and never change), so that building statements sums these instead of reading
+    the month's ledger. Distinct within a batch: a call whose lines came in two batches
+    counts in each, as the rating's request counts do."""
+
+    period = models.CharField(max_length=7)
+    # No FK, as the ledger's own batch column: batches are never deleted.
+    batch_id = models.BigIntegerField()
+    team = models.CharField(max_length=128, blank=True)
+    feature = models.CharField(max_length=128, blank=True)
+    environment = models.CharField(max_length=32, blank=True)
+    requests = models.BigIntegerField(default=0)
+    traces = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "batch_id", "team", "feature", "environment"], name="ledger_feature_count_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} batch {self.batch_id} {self.team}/{self.feature} ({self.environment})"
+
+
+class LedgerFeatureCountMark(models.Model):
+    """How far a month's LedgerFeatureCount rows reach: every batch up to `batch_high`."""
+
+    period = models.CharField(max_length=7, unique=True)
+    batch_high = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.period}: batches up to {self.batch_high} counted"

@@ -17,7 +17,7 @@ from django.db.models import Count, Q, Sum
 
 from allocation.access import CostCenterScope
 from allocation.choices import AllocationProgressState, AllocationRunStatus, Treatment, UnallocatedReason
-from allocation.models import AllocationLine, AllocationRun, ProviderInvoice
+from allocation.models import AllocationLine, AllocationRun, CostCenter, ProviderInvoice
 from allocation.selectors.runs import allocation_run_current, allocation_run_latest, allocation_runs
 from allocation.services.runs.progress import allocation_progress
 from pricing.choices import Modality
@@ -102,8 +102,9 @@ def dashboard_spend_by_modality(*, period: Period, scope: CostCenterScope, month
     no modality (shared pools, fees) last; a series that is zero in every month is left out.
     """
     runs = dashboard_runs(period=period, months=months)
-    rows = _lines_in_scope(runs, scope).values("run__period", "modality").annotate(amount=Sum("amount")).order_by()
-    amounts = {(row["run__period"], row["modality"]): money_cents(row["amount"]) for row in rows}
+    periods = _run_periods(runs)
+    rows = _lines_in_scope(runs, scope).values("run_id", "modality").annotate(amount=Sum("amount")).order_by()
+    amounts = {(periods[row["run_id"]], row["modality"]): money_cents(row["amount"]) for row in rows}
     labels = dict(Modality.choices)
 
     def order(key: str, total: Decimal) -> tuple:
@@ -121,18 +122,23 @@ def dashboard_spend_by_cost_center(
     where they land, as on the run's page.
     """
     runs = dashboard_runs(period=period, months=months)
-    rows = (
-        _lines_in_scope(runs, scope)
-        .values("run__period", "cost_center__code", "cost_center__name")
-        .annotate(amount=Sum("amount"))
-        .order_by()
-    )
+    periods = _run_periods(runs)
+    # Grouped by ids, not by the joined code and name: ~20,000 lines a month sort or hash
+    # far faster on integers than on collated text; the names come with the few centers.
+    lines = _lines_in_scope(runs, scope)
+    rows = list(lines.values("run_id", "cost_center_id").annotate(amount=Sum("amount")).order_by())
+    centers = {
+        pk: (code, name)
+        for pk, code, name in CostCenter.objects.filter(
+            pk__in={row["cost_center_id"] for row in rows if row["cost_center_id"] is not None}
+        ).values_list("pk", "code", "name")
+    }
     per_center: dict[tuple[str, str], Decimal] = {}
     names: dict[str, str] = {}
     for row in rows:
-        code = row["cost_center__code"] or UNALLOCATED
-        names[code] = row["cost_center__name"] or ""
-        per_center[(row["run__period"], code)] = money_cents(row["amount"])
+        code, name = centers.get(row["cost_center_id"], (UNALLOCATED, ""))
+        names[code] = name
+        per_center[(periods[row["run_id"]], code)] = money_cents(row["amount"])
     window_totals: dict[str, Decimal] = defaultdict(Decimal)
     for (_, code), amount in per_center.items():
         window_totals[code] += amount
@@ -149,6 +155,10 @@ def dashboard_spend_by_cost_center(
         return (key == UNALLOCATED, key == OTHER_COST_CENTERS, -total, key)
 
     return _chart(runs, amounts, label, order)
+
+
+def _run_periods(runs: dict[Period, AllocationRun | None]) -> dict[int, str]:
+    return {run.pk: run.period for run in runs.values() if run is not None}
 
 
 def _lines_in_scope(runs: dict[Period, AllocationRun | None], scope: CostCenterScope):

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from allocation.access import CostCenterScope, cost_center_scope
@@ -149,7 +149,10 @@ def statement_calls(*, line: StatementLine, trace: str = "", cursor: str = "", l
         except ValueError:
             at = None
         if at is not None and key:
-            calls = calls.filter(Q(occurred_at__lt=at) | Q(occurred_at=at, event_key__lt=key))
+            # The plain bound lets the index start at the cursor; the OR keeps ties in order.
+            calls = calls.filter(occurred_at__lte=at).filter(
+                Q(occurred_at__lt=at) | Q(occurred_at=at, event_key__lt=key)
+            )
     rows = list(calls.order_by("-occurred_at", "-event_key")[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
@@ -202,12 +205,13 @@ def disputes_list(*, scope: CostCenterScope, status: str = "", now: datetime | N
 
 def period_runs_needing_override(*, period: Period) -> list[AllocationRun]:
     """The month's flagged runs with statements and no override yet."""
+    # EXISTS, not a join and DISTINCT: the join repeats each run (and its inputs) once
+    # per statement, 200 rows to sort and compare for one.
+    has_statements = Exists(Statement.objects.filter(run=OuterRef("pk")))
     return list(
         AllocationRun.objects.filter(
-            period=str(period), is_flagged=True, statements__isnull=False, override__isnull=True
-        )
-        .distinct()
-        .order_by("-created_at")
+            has_statements, period=str(period), is_flagged=True, override__isnull=True
+        ).order_by("-created_at")
     )
 
 

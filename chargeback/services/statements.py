@@ -15,18 +15,18 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Count, Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from allocation.access import Permission, access_require, user_of
 from allocation.choices import AllocationRunStatus, Treatment
-from allocation.models import AllocationLine, AllocationRun, CostCenter, UsageLine
+from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current, correction_runs_booked_in
 from allocation.services.runs.run import PeriodClosed, allocation_run_close
 from chargeback.choices import SIGNED_STATUSES, PeriodStatus, StatementLineKind, StatementStatus
 from chargeback.models import Adjustment, ReconciliationOverride, Statement, StatementFeature, StatementLine
 from chargeback.services.audit import audit_record
+from chargeback.services.feature_counts import feature_counts
 from chargeback.services.periods import period_locked
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_text, quantize
@@ -151,8 +151,24 @@ _LINE_VALUES = (
 )
 
 
-def _allocation_statement_line(row: dict, kind: str) -> StatementLine:
-    return StatementLine(
+class _Line:
+    """A statement line before it is stored: the model's fields without a model
+    instance's cost (a month's build makes tens of thousands and writes them by COPY)."""
+
+    __slots__ = ("kind", "source_period", "allocation_line_id", "adjustment_id", *_LINE_FIELDS[2:])
+
+    def __init__(self, **values):
+        for field in self.__slots__:
+            setattr(self, field, values.get(field, _LINE_DEFAULTS.get(field, "")))
+
+
+_LINE_DEFAULTS = {"allocation_line_id": None, "adjustment_id": None, "quantity": Decimal(0), "line_count": 0}
+# The columns a build writes, in the order of `_line_row`.
+_LINE_COLUMNS = ("statement_id", *_Line.__slots__)
+
+
+def _allocation_statement_line(row: dict, kind: str) -> _Line:
+    return _Line(
         kind=kind,
         source_period=row["run__period"],
         allocation_line_id=row["id"],
@@ -175,10 +191,31 @@ def _allocation_statement_line(row: dict, kind: str) -> StatementLine:
     )
 
 
-def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | None) -> dict[int, list[StatementLine]]:
+def _lines_write(lines: list[tuple[int, _Line]]) -> None:
+    """Store (statement id, line) pairs: by COPY on PostgreSQL (Django's bulk_create
+    costs ~0.2 ms a row; a month has ~20,000 lines), else by bulk_create."""
+    if connection.vendor == "postgresql":
+        columns = ", ".join(_LINE_COLUMNS)
+        with (
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {StatementLine._meta.db_table} ({columns}) FROM STDIN") as copy,
+        ):
+            for statement_id, line in lines:
+                copy.write_row((statement_id, *(getattr(line, field) for field in _Line.__slots__)))
+        return
+    StatementLine.objects.bulk_create(
+        (
+            StatementLine(statement_id=statement_id, **{field: getattr(line, field) for field in _Line.__slots__})
+            for statement_id, line in lines
+        ),
+        batch_size=2000,
+    )
+
+
+def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | None) -> dict[int, list[_Line]]:
     """Every line of the month's statements, by cost center: the run's charges, the
     unallocated buckets (on their owner's), corrections and adjustments booked here."""
-    by_center: dict[int, list[StatementLine]] = defaultdict(list)
+    by_center: dict[int, list[_Line]] = defaultdict(list)
     owner_id = owner.pk if owner is not None else None
     sources = [(AllocationLine.objects.filter(run=run), StatementLineKind.CHARGE)]
     corrections = AllocationLine.objects.filter(run__in=correction_runs_booked_in(period=period))
@@ -200,10 +237,10 @@ def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | Non
             continue
         disputed = adjustment.dispute.line
         by_center[center].append(
-            StatementLine(
+            _Line(
                 kind=StatementLineKind.ADJUSTMENT,
                 source_period=adjustment.source_period,
-                adjustment=adjustment,
+                adjustment_id=adjustment.pk,
                 provider=disputed.provider,
                 model=disputed.model,
                 modality=disputed.modality,
@@ -222,7 +259,7 @@ def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | Non
     return by_center
 
 
-def _totals(lines: list[StatementLine]) -> dict[str, Decimal]:
+def _totals(lines: list[_Line]) -> dict[str, Decimal]:
     totals = dict.fromkeys(_TOTAL_FIELDS, Decimal(0))
     for line in lines:
         amount = Decimal(line.amount)
@@ -238,21 +275,6 @@ def _totals(lines: list[StatementLine]) -> dict[str, Decimal]:
         elif line.kind == StatementLineKind.ADJUSTMENT:
             totals["adjustments"] += amount
     return totals
-
-
-def _feature_counts(period: Period) -> dict[tuple[str, str, str], tuple[int, int]]:
-    """Requests and traces per (team, feature, environment) in the month's ledger: one
-    grouped read (reversals of restated buckets are not calls)."""
-    start, end = period.bounds
-    rows = (
-        UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end, restatement__gte=0)
-        .values("team", "feature", "environment")
-        .annotate(
-            requests=Count("request_id", distinct=True, filter=~Q(request_id="")),
-            traces=Count("trace_id", distinct=True, filter=~Q(trace_id="")),
-        )
-    )
-    return {(r["team"], r["feature"], r["environment"]): (r["requests"], r["traces"]) for r in rows}
 
 
 @transaction.atomic
@@ -279,9 +301,12 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
         by_center.setdefault(center_id, [])  # a statement whose lines all went stays, at zero
     previous = dict(Statement.objects.filter(period=str(period.previous)).values_list("cost_center_id", "total"))
     centers = CostCenter.objects.in_bulk(list(by_center))
-    counts = _feature_counts(period)
+    counts = feature_counts(period=period)
     now = timezone.now()
     built = unchanged = signed = returned = held = 0
+    # Written once at the end, in one COPY and one bulk insert, not per statement.
+    to_write: list[tuple[int, _Line]] = []
+    features: list[StatementFeature] = []
     for center_id in sorted(by_center, key=lambda pk: centers[pk].code):
         lines = by_center[center_id]
         statement = existing.get(center_id)
@@ -319,11 +344,9 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
             statement = candidate
             statement.save()
             before, action = {}, "build"
-        for line in lines:
-            line.statement = statement
-        StatementLine.objects.bulk_create(lines, batch_size=2000)
+        to_write.extend((statement.pk, line) for line in lines)
         keys = sorted({(x.team, x.feature, x.environment) for x in lines if x.kind == StatementLineKind.CHARGE})
-        StatementFeature.objects.bulk_create(
+        features.extend(
             StatementFeature(
                 statement=statement,
                 team=team,
@@ -344,6 +367,8 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
             reason=f"from allocation run #{run.pk}",
         )
         built += 1
+    _lines_write(to_write)
+    StatementFeature.objects.bulk_create(features, batch_size=2000)
     if row.status == PeriodStatus.OPEN and (built or unchanged or signed):
         row.status = PeriodStatus.CLOSING
         row.save(update_fields=["status", "updated_at"])
