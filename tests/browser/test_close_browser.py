@@ -153,6 +153,7 @@ def test_finance_overrides_and_signs_off_then_a_member_disputes_a_line(page: Pag
     expect(page.get_by_text("An eval job was billed as production")).to_be_visible()
     expect(page.locator("dl.facts")).to_contain_text("$1.00")
     expect(page.locator("dl.facts")).to_contain_text("trace-def")
+    expect(page.get_by_role("link", name=f"CC-110 {MONTH}")).to_have_attribute("href", f"/statements/{mine.pk}/")
     shoot(page, "10-dispute-filed")
     axe_check(page, "a filed dispute")
     assert dispute.amount == Decimal("1.00")
@@ -161,12 +162,15 @@ def test_finance_overrides_and_signs_off_then_a_member_disputes_a_line(page: Pag
     assert dispute.evidence_ids.splitlines() == ["trace-abc", "trace-def"]
 
     # The statement lists it; support's statement stays out of sam's reach.
-    page.goto(f"/statements/{mine.pk}/")
+    page.get_by_role("link", name=f"CC-110 {MONTH}").click()
+    expect(page).to_have_url(re.compile(rf"/statements/{mine.pk}/$"))
     disputes = page.get_by_role("region", name="Disputes")
     expect(disputes.get_by_role("link", name=f"#{dispute.pk}")).to_be_visible()
     expect(disputes).to_contain_text("sam")
 
     response = page.goto(f"/statements/{theirs.pk}/")
     assert response is not None and response.status == 404
-    shoot(page, "11-other-statement-refused")
+    expect(heading(page)).to_have_text("Page not found")
     expect(page.get_by_text("CC-120")).to_have_count(0)
+    shoot(page, "11-other-statement-refused")
+    axe_check(page, "the page for a statement that is not sam's")
