@@ -34,6 +34,7 @@ from pricing.periods import Period
 
 __all__ = [
     "dispute_accept",
+    "dispute_amount_left",
     "dispute_file",
     "dispute_recipients",
     "dispute_reject",
@@ -100,6 +101,12 @@ def _amount_parse(value: Decimal | str) -> Decimal:
 
 def _amount_invalid(why: str) -> ValidationFailed:
     return ValidationFailed(f"amount: {why}", code="dispute_amount_invalid", extra={"field": "amount"})
+
+
+def dispute_amount_left(line: StatementLine) -> Decimal:
+    """What of a line is still open to dispute: its amount less what undecided and
+    accepted disputes claim of it."""
+    return _line_left(line)[1]
 
 
 def _line_left(line: StatementLine) -> tuple[Decimal, Decimal]:

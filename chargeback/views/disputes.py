@@ -12,7 +12,13 @@ from chargeback.choices import DisputeStatus
 from chargeback.forms.disputes import DisputeDecisionForm, DisputeFileForm
 from chargeback.models import Dispute
 from chargeback.selectors.statements import disputes_list, statements_visible
-from chargeback.services.disputes import dispute_accept, dispute_file, dispute_reject, dispute_review
+from chargeback.services.disputes import (
+    dispute_accept,
+    dispute_amount_left,
+    dispute_file,
+    dispute_reject,
+    dispute_review,
+)
 from pricing.errors import ApplicationError
 
 __all__ = ["dispute_detail", "dispute_evidence", "dispute_file_view", "disputes_queue"]
@@ -26,7 +32,7 @@ def dispute_file_view(request: HttpRequest, statement_id: int, line_id: int) -> 
     statements = cost_center_memberships(request.user).filter(statements_visible(request.user))
     statement = get_object_or_404(statements, pk=statement_id)
     line = get_object_or_404(statement.lines, pk=line_id)
-    form = DisputeFileForm(request.POST or None, request.FILES or None, initial={"amount": abs(line.amount)})
+    form = DisputeFileForm(request.POST or None, request.FILES or None, initial={"amount": dispute_amount_left(line)})
     if request.method == "POST" and form.is_valid():
         try:
             dispute = dispute_file(

@@ -135,7 +135,7 @@ def test_finance_overrides_and_signs_off_then_a_member_disputes_a_line(page: Pag
     page.get_by_role("link", name=f"Dispute line {line.pk}", exact=True).click()
     expect(page).to_have_url(re.compile(rf"/statements/{mine.pk}/lines/{line.pk}/dispute/$"))
     expect(heading(page)).to_have_text(f"Dispute a line of CC-110's statement for {MONTH}")
-    expect(page.get_by_label("Amount")).to_have_value(f"{line.amount}")  # the whole line, to start with
+    expect(page.get_by_label("Amount")).to_have_value(f"{line.amount}")  # what is left of it: all, undisputed
     shoot(page, "09-dispute-form")
     axe_check(page, "the dispute form")
 

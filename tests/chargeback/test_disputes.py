@@ -539,6 +539,8 @@ def test_the_dispute_form_shows_what_is_wrong_with_the_amount_under_the_field(wo
     assert not Dispute.objects.exists()
     assert member.post(form, {"amount": "2.50", "reason": "wrong"}).status_code == 302
     assert Dispute.objects.get().amount == Decimal("2.50")
+    # The form then offers what is left of the line (10.10 less 2.50), not all of it again.
+    assert member.get(form).context["form"].initial["amount"] == Decimal("7.60")
 
 
 # --- who files ----------------------------------------------------------------------------
