@@ -22,10 +22,12 @@ from allocation.views.ledger import csv_download
 from chargeback.choices import SIGNED_STATUSES, StatementLineKind, StatementStatus
 from chargeback.forms.disputes import ReasonForm
 from chargeback.selectors.statements import (
+    STATEMENT_LINE_HEADER,
     dispute_window_days,
     period_runs_needing_override,
     period_status,
     statement_calls,
+    statement_line_rows,
     statement_rollup,
     statement_sections,
     statements_of_period,
@@ -66,30 +68,6 @@ __all__ = [
 
 LINES_PER_PAGE = 100
 CALLS_PER_PAGE = 50
-STATEMENT_LINE_HEADER = [
-    "period",
-    "cost_center",
-    "statement_status",
-    "line",
-    "kind",
-    "source_period",
-    "provider",
-    "model",
-    "modality",
-    "team",
-    "feature",
-    "environment",
-    "treatment",
-    "category",
-    "method",
-    "unallocated_reason",
-    "description",
-    "unit",
-    "quantity",
-    "ledger_lines",
-    "amount",
-    "currency",
-]
 
 
 def _period_of(request: HttpRequest) -> Period:
@@ -309,34 +287,6 @@ def statement_approve_view(request: HttpRequest, statement_id: int) -> HttpRespo
     return render(request, "chargeback/statement_approve.html", context)
 
 
-def _statement_rows(statement):
-    for line in statement.lines.all().order_by("kind", "-amount", "id").iterator(chunk_size=2000):
-        yield [
-            statement.period,
-            statement.cost_center.code,
-            statement.status,
-            line.pk,
-            line.kind,
-            line.source_period,
-            line.provider,
-            line.model,
-            line.modality,
-            line.team,
-            line.feature,
-            line.environment,
-            line.treatment,
-            line.category,
-            line.method,
-            line.reason,
-            line.description,
-            line.unit,
-            line.quantity.normalize() if line.quantity else Decimal(0),
-            line.line_count,
-            line.amount,
-            statement.currency,
-        ]
-
-
 def _statement_summary_rows(statement) -> list[list]:
     rows = [
         ["cost_center", statement.cost_center.code],
@@ -362,7 +312,9 @@ def _filename(statement, extension: str) -> str:
 @require_GET
 def statement_csv(request: HttpRequest, statement_id: int) -> HttpResponse:
     statement = _statement(request, statement_id)
-    return csv_download([STATEMENT_LINE_HEADER, *_statement_rows(statement)], filename=_filename(statement, "csv"))
+    return csv_download(
+        [STATEMENT_LINE_HEADER, *statement_line_rows(statement=statement)], filename=_filename(statement, "csv")
+    )
 
 
 @require_GET
@@ -371,7 +323,7 @@ def statement_xlsx(request: HttpRequest, statement_id: int) -> HttpResponse:
     content = xlsx_bytes(
         {
             "Statement": (["field", "value"], _statement_summary_rows(statement)),
-            "Lines": (STATEMENT_LINE_HEADER, _statement_rows(statement)),
+            "Lines": (STATEMENT_LINE_HEADER, statement_line_rows(statement=statement)),
         }
     )
     response = HttpResponse(content, content_type=XLSX_CONTENT_TYPE)
