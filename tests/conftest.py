@@ -11,6 +11,8 @@
   ends by emptying the database. Without a broker the worker tests skip,
   except under CI (`CI=true`), where a missing or unreachable broker or
   PostgreSQL fails the run instead of letting it pass on skips.
+- `signing_authority` (session) and `signing_certificate`: a test CA and a signing
+  certificate it issued; the second points this test's settings at them.
 - Browser tests (tests/browser/, marked `browser`) run only when asked for, by a
   `-m` naming `browser` (`make test-browser`) or by naming their folder or files
   on the command line; every other run deselects them, so `make test` needs no
@@ -360,3 +362,40 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         app.conf.task_default_queue = saved_queue
         with django_db_blocker.unblock():
             _wait_for_database_release(connection, db_name)
+
+
+# --- signed statement PDFs -------------------------------------------------------
+
+SIGNING_PASSPHRASE = "test-signing-passphrase"
+
+
+@pytest.fixture(scope="session")
+def signing_authority(tmp_path_factory):
+    """A CA and a signing certificate it issued (chargeback.services.signing), made once a
+    session. Its paths also go into the environment, so a `celery_worker` started after it
+    signs with the same certificate."""
+    from chargeback.services.signing import signing_certificate_make
+
+    directory = tmp_path_factory.mktemp("signing")
+    made = signing_certificate_make(
+        organization="Test Org",
+        ca_path=directory / "ca.pem",
+        p12_path=directory / "signer.p12",
+        passphrase=SIGNING_PASSPHRASE,
+    )
+    patch = pytest.MonkeyPatch()
+    patch.setenv("CHARGEBACK_SIGNING_P12", str(made.p12_path))
+    patch.setenv("CHARGEBACK_SIGNING_CA", str(made.ca_path))
+    patch.setenv("CHARGEBACK_SIGNING_PASSPHRASE", SIGNING_PASSPHRASE)
+    yield made
+    patch.undo()
+
+
+@pytest.fixture
+def signing_certificate(signing_authority, settings):
+    """The session's signing certificate and CA in this test's settings: `pdf_sign` signs
+    with it and verification trusts its CA."""
+    settings.CHARGEBACK_SIGNING_P12 = signing_authority.p12_path
+    settings.CHARGEBACK_SIGNING_CA = signing_authority.ca_path
+    settings.CHARGEBACK_SIGNING_PASSPHRASE = SIGNING_PASSPHRASE
+    return signing_authority
