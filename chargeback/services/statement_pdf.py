@@ -37,21 +37,17 @@ from chargeback.selectors.statements import (
     statement_sections,
 )
 from chargeback.services.statements import statement_content_hash
-from pricing.errors import Conflict
+from pricing.errors import ApplicationError, Conflict
 from pricing.periods import Period
 
 __all__ = [
-    "STATEMENT_PDF_TASK",
     "statement_pdf_identity",
     "statement_pdf_issue",
-    "statement_pdf_queue",
     "statement_pdf_render",
 ]
 
 logger = logging.getLogger(__name__)
 
-# The task that makes a statement's PDF, queued by name on approval (pricing.task_queue).
-STATEMENT_PDF_TASK = "chargeback.tasks.statement_pdf_issue_task"
 _TEMPLATE = "chargeback/statement_pdf.html"
 
 
@@ -156,17 +152,6 @@ def _file_name(statement: Statement) -> str:
     return f"{statement.period}/statement-{statement.cost_center.code}-{statement.period}.pdf"
 
 
-def statement_pdf_queue(statement: Statement) -> StatementPdf:
-    """Mark the statement's PDF as being made and queue the task that makes it, once the
-    sign-off commits (a worker never renders a statement it cannot yet read as approved)."""
-    from pricing.task_queue import task_queue_on_commit
-
-    pdf, _ = StatementPdf.objects.get_or_create(statement=statement)
-    if pdf.status != StatementPdfStatus.READY:
-        task_queue_on_commit(STATEMENT_PDF_TASK, statement.pk)
-    return pdf
-
-
 def statement_pdf_issue(statement: Statement, *, force: bool = False) -> StatementPdf:
     """Render, sign and store a signed-off statement's PDF, with its SHA-256, size and
     page count. Idempotent: a ready PDF is left as it is unless `force` (a new
@@ -183,7 +168,7 @@ def statement_pdf_issue(statement: Statement, *, force: bool = False) -> Stateme
     try:
         signed = pdf_sign(statement_pdf_render(statement))
         pages = _page_count(signed)
-    except Conflict as exc:
+    except ApplicationError as exc:  # not signed off, changed since, no signing certificate
         return _failed(pdf, exc.message)
     except Exception as exc:  # a broken template, font or certificate: said on the page, kept in the log
         logger.exception("statement %s: its PDF could not be made", statement.pk)

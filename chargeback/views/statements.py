@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,8 +19,9 @@ from allocation.access import Permission, access_allows, cost_center_scope
 from allocation.models import AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current, allocation_run_latest
 from allocation.views.ledger import csv_download
-from chargeback.choices import SIGNED_STATUSES, StatementLineKind, StatementStatus
+from chargeback.choices import SIGNED_STATUSES, StatementLineKind, StatementPdfStatus, StatementStatus
 from chargeback.forms.disputes import ReasonForm
+from chargeback.models import StatementPdf
 from chargeback.selectors.statements import (
     STATEMENT_LINE_HEADER,
     dispute_window_days,
@@ -56,6 +57,7 @@ __all__ = [
     "statement_csv",
     "statement_detail",
     "statement_line_detail",
+    "statement_pdf",
     "statement_return_view",
     "statement_rollup_view",
     "statement_submit_view",
@@ -239,6 +241,7 @@ def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
         "window_end": dispute_window_end(statement),
         "window_days": dispute_window_days(),
         "hash_holds": statement.content_hash == statement_content_hash(statement) if statement.content_hash else None,
+        "pdf": StatementPdf.objects.filter(statement=statement).first(),
         "reason_form": ReasonForm(),
     }
     return render(request, "chargeback/statement.html", context)
@@ -328,6 +331,24 @@ def statement_xlsx(request: HttpRequest, statement_id: int) -> HttpResponse:
     )
     response = HttpResponse(content, content_type=XLSX_CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{_filename(statement, "xlsx")}"'
+    return response
+
+
+@require_GET
+def statement_pdf(request: HttpRequest, statement_id: int) -> FileResponse:
+    """The signed PDF, as stored when it was made (its SHA-256 is on the statement's page)."""
+    statement = _statement(request, statement_id)
+    pdf = StatementPdf.objects.filter(statement=statement, status=StatementPdfStatus.READY).first()
+    if pdf is None:
+        raise Http404("This statement has no signed PDF yet.")
+    try:
+        handle = pdf.file.open("rb")
+    except FileNotFoundError as exc:
+        raise Http404("The statement's PDF file is missing from storage.") from exc
+    response = FileResponse(
+        handle, content_type="application/pdf", as_attachment=True, filename=_filename(statement, "pdf")
+    )
+    response["X-Content-SHA256"] = pdf.sha256
     return response
 
 

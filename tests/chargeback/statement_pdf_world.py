@@ -11,7 +11,12 @@ from tests.chargeback.close_world import MONTH
 __all__ = ["MONTH", "approved_statement", "grow_statement"]
 
 PROVIDERS = (("openai", "gpt-4o-2024-08-06"), ("anthropic", "claude-sonnet-4-5"), ("google", "gemini-2.5-pro"))
-MODALITIES = (("text", "input_token"), ("image", "image"), ("audio", "audio_input_second"), ("embedding", "embedding_token"))
+MODALITIES = (
+    ("text", "input_token"),
+    ("image", "image"),
+    ("audio", "audio_input_second"),
+    ("embedding", "embedding_token"),
+)
 ENVIRONMENTS = ("production", "production", "production", "eval", "internal", "staging")
 
 
