@@ -194,6 +194,10 @@ def statement_pdf_lines(*, statement: Statement) -> list[dict]:
     adjustments), largest first, each group with its count and subtotal: the PDF's detail."""
     by_kind: dict[str, list[StatementLine]] = defaultdict(list)
     for line in statement.lines.all().order_by("-amount", "id"):
+        # Who and why in one cell: team, feature, the bucket's reason, the adjustment's
+        # description, and the month a correction or adjustment belongs to.
+        month = f"for {line.source_period}" if line.source_period != statement.period else ""
+        line.who = " · ".join(filter(None, (line.team, line.feature, line.reason, line.description, month))) or "—"
         by_kind[line.kind].append(line)
     labels = dict(StatementLineKind.choices)
     return [
