@@ -173,9 +173,10 @@ def statement_pdf_issue(statement: Statement, *, force: bool = False) -> Stateme
     except Exception as exc:  # a broken template, font or certificate: said on the page, kept in the log
         logger.exception("statement %s: its PDF could not be made", statement.pk)
         return _failed(pdf, f"{type(exc).__name__}: {exc}")
-    old_name = pdf.file.name if pdf.file else ""
     with transaction.atomic():
         pdf = StatementPdf.objects.select_for_update().get(pk=pdf.pk)
+        if pdf.file:  # a forced re-issue: the new file takes the old one's name
+            pdf.file.storage.delete(pdf.file.name)
         pdf.file.save(_file_name(statement), ContentFile(signed), save=False)
         pdf.status = StatementPdfStatus.READY
         pdf.sha256 = hashlib.sha256(signed).hexdigest()
@@ -184,8 +185,6 @@ def statement_pdf_issue(statement: Statement, *, force: bool = False) -> Stateme
         pdf.rendered_at = timezone.now()
         pdf.error = ""
         pdf.save()
-    if old_name and old_name != pdf.file.name:
-        pdf.file.storage.delete(old_name)  # the file a forced re-issue replaced
     return pdf
 
 
