@@ -46,6 +46,7 @@ venv: $(REQUIREMENTS_STAMP)
 
 demo: venv
 	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py make_signing_certificate --if-missing
 	$(BIN)/python manage.py demo
 	@echo
 	@echo "  Chargeback demo: http://$(HOST):$(PORT)/"

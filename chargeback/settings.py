@@ -211,6 +211,23 @@ CHARGEBACK_DISPUTE_WINDOW_DAYS = int(os.environ.get("CHARGEBACK_DISPUTE_WINDOW_D
 CHARGEBACK_DISPUTE_SLA_DAYS = int(os.environ.get("CHARGEBACK_DISPUTE_SLA_DAYS", "5"))
 CHARGEBACK_UNALLOCATED_OWNER = os.environ.get("CHARGEBACK_UNALLOCATED_OWNER", "CC-1100")
 
+# The signed statement PDFs (PAdES B-B): the organization's signing certificate and key
+# as PKCS#12, its passphrase, and the organization's CA (PEM), the one trust root that
+# verification accepts. The defaults are what `make_signing_certificate` writes for the
+# demo; production points them at a certificate from its own CA (README "Signed PDFs").
+CHARGEBACK_SIGNING_P12 = Path(os.environ.get("CHARGEBACK_SIGNING_P12", BASE_DIR / "var" / "signing" / "signer.p12"))
+CHARGEBACK_SIGNING_PASSPHRASE = os.environ.get("CHARGEBACK_SIGNING_PASSPHRASE", "dev-only-signing-passphrase")
+CHARGEBACK_SIGNING_CA = Path(os.environ.get("CHARGEBACK_SIGNING_CA", BASE_DIR / "var" / "signing" / "ca.pem"))
+# Approving a statement queues the task that renders and signs its PDF (on commit). Off,
+# approval makes no PDF: `statement_pdf_issue` (or the task) makes it later.
+CHARGEBACK_STATEMENT_PDF_ON_APPROVAL = os.environ.get("CHARGEBACK_STATEMENT_PDF_ON_APPROVAL", "true").lower() in {
+    "1",
+    "true",
+    "yes",
+}
+# The largest PDF the verification page takes: a statement of a few hundred lines is well below.
+CHARGEBACK_VERIFY_MAX_BYTES = int(os.environ.get("CHARGEBACK_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
+
 # Dispute mail goes through Django's email framework: SMTP when a host is set, else the
 # console (the embedded default prints mail where the server runs).
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")

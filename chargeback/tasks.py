@@ -1,11 +1,17 @@
-"""Celery tasks of the close: thin callers of services."""
+"""Celery tasks of the finance side: thin callers of services.
+
+Each takes ids, loads rows and calls one service; services queue them by name through
+`pricing.task_queue`, never by importing this module.
+"""
 
 from celery import shared_task
 
 from allocation.services.runs.run import open_periods
+from chargeback.models import Statement
 from chargeback.services.feature_counts import feature_counts_update
+from chargeback.services.statement_pdf import statement_pdf_issue
 
-__all__ = ["feature_counts_open_periods_task"]
+__all__ = ["feature_counts_open_periods_task", "statement_pdf_issue_task"]
 
 
 @shared_task(acks_late=True)
@@ -14,3 +20,13 @@ def feature_counts_open_periods_task() -> list[dict]:
     landed in this month and the last, so that building their statements reads kept
     counts only."""
     return [{"period": str(period), "rows": feature_counts_update(period=period)} for period in open_periods()]
+
+
+# A 20-page statement renders and signs in seconds; the limit only stops a stuck render.
+@shared_task(acks_late=True, time_limit=600, soft_time_limit=540)
+def statement_pdf_issue_task(statement_id: int, force: bool = False) -> dict:
+    """Render, sign and store an approved statement's PDF. Idempotent: a ready PDF is left
+    alone unless forced; a refusal or failure is recorded on the PDF's row, not retried
+    (the page shows it and a re-issue is one call)."""
+    pdf = statement_pdf_issue(Statement.objects.get(pk=statement_id), force=force)
+    return {"statement": statement_id, "status": pdf.status, "sha256": pdf.sha256, "pages": pdf.page_count}

@@ -3,6 +3,7 @@
 from .audit import AuditEvent
 from .disputes import Adjustment, Dispute
 from .periods import AccountingPeriod, ReconciliationOverride
+from .statement_pdf import StatementPdf
 from .statements import LedgerFeatureCount, LedgerFeatureCountMark, Statement, StatementFeature, StatementLine
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "Statement",
     "StatementFeature",
     "StatementLine",
+    "StatementPdf",
 ]
