@@ -360,6 +360,7 @@ URL_RULES: dict[str, UrlRule] = {
     "statement-approve": UrlRule(read=_P.SIGN_OFF, write=_P.SIGN_OFF),
     "statement-csv": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "statement-xlsx": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "statement-pdf": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "statement-line": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "statement-rollup": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     # any signed-in user checks a statement PDF; what it tells of the database is scoped

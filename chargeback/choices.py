@@ -53,3 +53,14 @@ STATEMENT_PDF_LINES_FILE = "statement-lines.csv"
 STATEMENT_PDF_IDENTITY_FILE = "statement.json"
 
 __all__ += ["STATEMENT_PDF_IDENTITY_FILE", "STATEMENT_PDF_LINES_FILE"]
+
+
+class StatementPdfStatus(models.TextChoices):
+    """Where a signed statement's PDF stands: queued on approval, made, or failed (with why)."""
+
+    PENDING = "pending", "Being made"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+__all__ += ["StatementPdfStatus"]

@@ -213,6 +213,13 @@ CHARGEBACK_UNALLOCATED_OWNER = os.environ.get("CHARGEBACK_UNALLOCATED_OWNER", "C
 CHARGEBACK_SIGNING_P12 = Path(os.environ.get("CHARGEBACK_SIGNING_P12", BASE_DIR / "var" / "signing" / "signer.p12"))
 CHARGEBACK_SIGNING_PASSPHRASE = os.environ.get("CHARGEBACK_SIGNING_PASSPHRASE", "dev-only-signing-passphrase")
 CHARGEBACK_SIGNING_CA = Path(os.environ.get("CHARGEBACK_SIGNING_CA", BASE_DIR / "var" / "signing" / "ca.pem"))
+# Approving a statement queues the task that renders and signs its PDF (on commit). Off,
+# approval makes no PDF: `statement_pdf_issue` (or the task) makes it later.
+CHARGEBACK_STATEMENT_PDF_ON_APPROVAL = os.environ.get("CHARGEBACK_STATEMENT_PDF_ON_APPROVAL", "true").lower() in {
+    "1",
+    "true",
+    "yes",
+}
 # The largest PDF the verification page takes: a statement of a few hundred lines is well below.
 CHARGEBACK_VERIFY_MAX_BYTES = int(os.environ.get("CHARGEBACK_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
 

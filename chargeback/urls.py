@@ -28,6 +28,7 @@ urlpatterns = [
     path("statements/<int:statement_id>/approve/", statements.statement_approve_view, name="statement-approve"),
     path("statements/<int:statement_id>/lines.csv", statements.statement_csv, name="statement-csv"),
     path("statements/<int:statement_id>/lines.xlsx", statements.statement_xlsx, name="statement-xlsx"),
+    path("statements/<int:statement_id>/statement.pdf", statements.statement_pdf, name="statement-pdf"),
     path("statements/<int:statement_id>/lines/<int:line_id>/", statements.statement_line_detail, name="statement-line"),
     path(
         "statements/<int:statement_id>/lines/<int:line_id>/dispute/",

@@ -13,6 +13,8 @@
   PostgreSQL fails the run instead of letting it pass on skips.
 - `signing_authority` (session) and `signing_certificate`: a test CA and a signing
   certificate it issued; the second points this test's settings at them.
+- `statement_pdfs`: approving a statement renders and signs its PDF (on commit), with the
+  test certificate, under a MEDIA_ROOT of the test's own; without it approval makes none.
 - Browser tests (tests/browser/, marked `browser`) run only when asked for, by a
   `-m` naming `browser` (`make test-browser`) or by naming their folder or files
   on the command line; every other run deselects them, so `make test` needs no
@@ -226,6 +228,21 @@ def celery_eager(request, settings):
     app.conf.task_always_eager, app.conf.task_eager_propagates = saved
 
 
+@pytest.fixture(autouse=True)
+def statement_pdf_on_approval(request, settings):
+    """Approving a statement renders and signs its PDF only in the tests that ask for it
+    (the `statement_pdfs` fixture): in eager mode every other approval would pay a render."""
+    settings.CHARGEBACK_STATEMENT_PDF_ON_APPROVAL = "statement_pdfs" in request.fixturenames
+
+
+@pytest.fixture
+def statement_pdfs(settings, signing_certificate, tmp_path):
+    """Approval makes the signed PDF, signed with the test certificate, stored under a
+    MEDIA_ROOT of the test's own."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return signing_certificate
+
+
 @dataclass
 class CeleryWorker:
     """A running worker process; `log_tail()` helps explain a failed test."""
@@ -234,6 +251,7 @@ class CeleryWorker:
     hostname: str
     queue: str
     log_path: Path
+    media_root: Path  # where the worker stores files (statement PDFs): point settings.MEDIA_ROOT here
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -287,12 +305,13 @@ def _wait_for_database_release(connection, name: str, timeout: float = 15) -> No
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory, signing_authority):
     """A real Celery worker process on the configured broker and the test database.
 
     Session-scoped: started once, stopped before pytest-django drops the test
     database. Its queue and node name are unique to this test run, so another
-    worker on the same broker never takes the tests' tasks.
+    worker on the same broker never takes the tests' tasks. It signs with the session's
+    test certificate (`signing_authority`) and stores files under a MEDIA_ROOT of its own.
     """
     from django.conf import settings
     from django.db import connection
@@ -315,6 +334,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
     hostname = f"{tag}@{socket.gethostname()}"
     queue = tag
     log_path = tmp_path_factory.mktemp("celery-worker") / "worker.log"
+    media_root = tmp_path_factory.mktemp("celery-worker-media")
     celery_bin = Path(sys.executable).with_name("celery")
     command = [str(celery_bin)] if celery_bin.exists() else [sys.executable, "-m", "celery"]
     command += [
@@ -330,6 +350,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         "DATABASE_CONN_MAX_AGE": "0",
         "CELERY_BROKER_URL": broker_url,
         "PYTHONUNBUFFERED": "1",
+        "CHARGEBACK_MEDIA_ROOT": str(media_root),
     }
     if settings.CELERY_RESULT_BACKEND:
         env["CELERY_RESULT_BACKEND"] = settings.CELERY_RESULT_BACKEND
@@ -340,7 +361,7 @@ def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         process = subprocess.Popen(
             command, cwd=settings.BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    worker = CeleryWorker(process=process, hostname=hostname, queue=queue, log_path=log_path)
+    worker = CeleryWorker(process=process, hostname=hostname, queue=queue, log_path=log_path, media_root=media_root)
     try:
         deadline = time.monotonic() + WORKER_START_TIMEOUT
         while True:

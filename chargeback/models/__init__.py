@@ -3,6 +3,7 @@
 from .audit import AuditEvent
 from .disputes import Adjustment, Dispute
 from .periods import AccountingPeriod, ReconciliationOverride
+from .statement_pdf import StatementPdf
 from .statements import Statement, StatementFeature, StatementLine
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "Statement",
     "StatementFeature",
     "StatementLine",
+    "StatementPdf",
 ]

@@ -3,6 +3,7 @@ a line, a parent's roll-up, and the dispute queue. Aggregation is in SQL; Python
 shapes the few hundred rows a statement holds."""
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -13,16 +14,22 @@ from django.utils import timezone
 
 from allocation.access import CostCenterScope, cost_center_scope
 from allocation.choices import Environment
-from allocation.models import AllocationRun, CostCenter, UsageLine
+from allocation.models import AllocationRun, CostCenter, ReconciliationLine, UsageLine
 from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind
 from chargeback.models import AccountingPeriod, Dispute, ReconciliationOverride, Statement, StatementLine
+from pricing.csv_export import csv_lines
 from pricing.periods import Period
 
 __all__ = [
+    "STATEMENT_LINE_HEADER",
     "CallsPage",
     "disputes_list",
     "period_status",
     "statement_calls",
+    "statement_line_rows",
+    "statement_pdf_lines",
+    "statement_reconciliation",
+    "statement_lines_csv",
     "statement_rollup",
     "statement_sections",
     "statements_of_period",
@@ -110,6 +117,101 @@ def statement_sections(*, statement: Statement) -> dict:
         ),
         "override": ReconciliationOverride.objects.filter(run=statement.run).select_related("overridden_by").first(),
     }
+
+
+STATEMENT_LINE_HEADER = [
+    "period",
+    "cost_center",
+    "statement_status",
+    "line",
+    "kind",
+    "source_period",
+    "provider",
+    "model",
+    "modality",
+    "team",
+    "feature",
+    "environment",
+    "treatment",
+    "category",
+    "method",
+    "unallocated_reason",
+    "description",
+    "unit",
+    "quantity",
+    "ledger_lines",
+    "amount",
+    "currency",
+]
+
+
+def statement_line_rows(*, statement: Statement) -> Iterator[list]:
+    """The statement's lines as rows under STATEMENT_LINE_HEADER: the CSV download, the
+    XLSX's Lines sheet and the CSV embedded in the signed PDF are all these rows."""
+    for line in statement.lines.all().order_by("kind", "-amount", "id").iterator(chunk_size=2000):
+        yield [
+            statement.period,
+            statement.cost_center.code,
+            statement.status,
+            line.pk,
+            line.kind,
+            line.source_period,
+            line.provider,
+            line.model,
+            line.modality,
+            line.team,
+            line.feature,
+            line.environment,
+            line.treatment,
+            line.category,
+            line.method,
+            line.reason,
+            line.description,
+            line.unit,
+            line.quantity.normalize() if line.quantity else Decimal(0),
+            line.line_count,
+            line.amount,
+            statement.currency,
+        ]
+
+
+def statement_lines_csv(*, statement: Statement) -> bytes:
+    """The lines CSV as bytes, exactly as the download streams it (the one CSV writer, UTF-8)."""
+    return "".join(csv_lines([STATEMENT_LINE_HEADER, *statement_line_rows(statement=statement)])).encode("utf-8")
+
+
+# The order of the kinds of line in a signed statement PDF: this month's charges first.
+_PDF_KIND_ORDER = (
+    StatementLineKind.CHARGE,
+    StatementLineKind.UNALLOCATED,
+    StatementLineKind.CORRECTION,
+    StatementLineKind.ADJUSTMENT,
+)
+
+
+def statement_pdf_lines(*, statement: Statement) -> list[dict]:
+    """Every line of a statement, grouped by kind (charges, owned unallocated, corrections,
+    adjustments), largest first, each group with its count and subtotal: the PDF's detail."""
+    by_kind: dict[str, list[StatementLine]] = defaultdict(list)
+    for line in statement.lines.all().order_by("-amount", "id"):
+        by_kind[line.kind].append(line)
+    labels = dict(StatementLineKind.choices)
+    return [
+        {
+            "kind": kind,
+            "label": labels[kind],
+            "lines": by_kind[kind],
+            "subtotal": sum((line.amount for line in by_kind[kind]), Decimal(0)),
+        }
+        for kind in _PDF_KIND_ORDER
+        if by_kind.get(kind)
+    ]
+
+
+def statement_reconciliation(*, statement: Statement) -> list[ReconciliationLine]:
+    """The reconciliation of the statement's run, per provider (rated usage against the
+    invoice), as the run recorded it."""
+    return list(ReconciliationLine.objects.filter(run_id=statement.run_id, model="").order_by("provider"))
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,24 @@ from allocation.choices import AllocationRunStatus, Treatment
 from allocation.models import AllocationLine, AllocationRun, CostCenter, UsageLine
 from allocation.selectors.runs import allocation_run_current, correction_runs_booked_in
 from allocation.services.runs.run import PeriodClosed, allocation_run_close
-from chargeback.choices import SIGNED_STATUSES, PeriodStatus, StatementLineKind, StatementStatus
-from chargeback.models import Adjustment, ReconciliationOverride, Statement, StatementFeature, StatementLine
+from chargeback.choices import SIGNED_STATUSES, PeriodStatus, StatementLineKind, StatementPdfStatus, StatementStatus
+from chargeback.models import (
+    Adjustment,
+    ReconciliationOverride,
+    Statement,
+    StatementFeature,
+    StatementLine,
+    StatementPdf,
+)
 from chargeback.services.audit import audit_record
 from chargeback.services.periods import period_locked
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_text, quantize
 from pricing.periods import Period
+from pricing.task_queue import task_queue_on_commit
 
 __all__ = [
+    "STATEMENT_PDF_TASK",
     "StatementsBuilt",
     "statement_approve",
     "statement_content_hash",
@@ -63,6 +72,9 @@ _LINE_FIELDS = (
     "line_count",
     "amount",
 )
+# The task that renders and signs an approved statement's PDF (chargeback.tasks), queued by
+# name on approval so that this module never imports the tasks that call it.
+STATEMENT_PDF_TASK = "chargeback.tasks.statement_pdf_issue_task"
 _TOTAL_FIELDS = ("total", "chargeback", "showback", "unallocated", "corrections", "adjustments")
 
 
@@ -473,7 +485,17 @@ def statement_approve(*, statement: Statement, actor) -> Statement:
         before=before,
         after=_snapshot(statement),
     )
+    if settings.CHARGEBACK_STATEMENT_PDF_ON_APPROVAL:
+        _statement_pdf_queue(statement)
     return statement
+
+
+def _statement_pdf_queue(statement: Statement) -> None:
+    """The signed PDF is being made from now on (the statement's page says so), by a worker
+    once this sign-off commits: the worker must read the statement as approved."""
+    pdf, _ = StatementPdf.objects.get_or_create(statement=statement)
+    if pdf.status != StatementPdfStatus.READY:
+        task_queue_on_commit(STATEMENT_PDF_TASK, statement.pk)
 
 
 @transaction.atomic

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -19,13 +19,16 @@ from allocation.access import Permission, access_allows, cost_center_scope
 from allocation.models import AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current, allocation_run_latest
 from allocation.views.ledger import csv_download
-from chargeback.choices import SIGNED_STATUSES, StatementLineKind, StatementStatus
+from chargeback.choices import SIGNED_STATUSES, StatementLineKind, StatementPdfStatus, StatementStatus
 from chargeback.forms.disputes import ReasonForm
+from chargeback.models import StatementPdf
 from chargeback.selectors.statements import (
+    STATEMENT_LINE_HEADER,
     dispute_window_days,
     period_runs_needing_override,
     period_status,
     statement_calls,
+    statement_line_rows,
     statement_rollup,
     statement_sections,
     statements_of_period,
@@ -54,6 +57,7 @@ __all__ = [
     "statement_csv",
     "statement_detail",
     "statement_line_detail",
+    "statement_pdf",
     "statement_return_view",
     "statement_rollup_view",
     "statement_submit_view",
@@ -66,30 +70,6 @@ __all__ = [
 
 LINES_PER_PAGE = 100
 CALLS_PER_PAGE = 50
-STATEMENT_LINE_HEADER = [
-    "period",
-    "cost_center",
-    "statement_status",
-    "line",
-    "kind",
-    "source_period",
-    "provider",
-    "model",
-    "modality",
-    "team",
-    "feature",
-    "environment",
-    "treatment",
-    "category",
-    "method",
-    "unallocated_reason",
-    "description",
-    "unit",
-    "quantity",
-    "ledger_lines",
-    "amount",
-    "currency",
-]
 
 
 def _period_of(request: HttpRequest) -> Period:
@@ -261,6 +241,7 @@ def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
         "window_end": dispute_window_end(statement),
         "window_days": dispute_window_days(),
         "hash_holds": statement.content_hash == statement_content_hash(statement) if statement.content_hash else None,
+        "pdf": StatementPdf.objects.filter(statement=statement).first(),
         "reason_form": ReasonForm(),
     }
     return render(request, "chargeback/statement.html", context)
@@ -309,34 +290,6 @@ def statement_approve_view(request: HttpRequest, statement_id: int) -> HttpRespo
     return render(request, "chargeback/statement_approve.html", context)
 
 
-def _statement_rows(statement):
-    for line in statement.lines.all().order_by("kind", "-amount", "id").iterator(chunk_size=2000):
-        yield [
-            statement.period,
-            statement.cost_center.code,
-            statement.status,
-            line.pk,
-            line.kind,
-            line.source_period,
-            line.provider,
-            line.model,
-            line.modality,
-            line.team,
-            line.feature,
-            line.environment,
-            line.treatment,
-            line.category,
-            line.method,
-            line.reason,
-            line.description,
-            line.unit,
-            line.quantity.normalize() if line.quantity else Decimal(0),
-            line.line_count,
-            line.amount,
-            statement.currency,
-        ]
-
-
 def _statement_summary_rows(statement) -> list[list]:
     rows = [
         ["cost_center", statement.cost_center.code],
@@ -362,7 +315,9 @@ def _filename(statement, extension: str) -> str:
 @require_GET
 def statement_csv(request: HttpRequest, statement_id: int) -> HttpResponse:
     statement = _statement(request, statement_id)
-    return csv_download([STATEMENT_LINE_HEADER, *_statement_rows(statement)], filename=_filename(statement, "csv"))
+    return csv_download(
+        [STATEMENT_LINE_HEADER, *statement_line_rows(statement=statement)], filename=_filename(statement, "csv")
+    )
 
 
 @require_GET
@@ -371,11 +326,29 @@ def statement_xlsx(request: HttpRequest, statement_id: int) -> HttpResponse:
     content = xlsx_bytes(
         {
             "Statement": (["field", "value"], _statement_summary_rows(statement)),
-            "Lines": (STATEMENT_LINE_HEADER, _statement_rows(statement)),
+            "Lines": (STATEMENT_LINE_HEADER, statement_line_rows(statement=statement)),
         }
     )
     response = HttpResponse(content, content_type=XLSX_CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{_filename(statement, "xlsx")}"'
+    return response
+
+
+@require_GET
+def statement_pdf(request: HttpRequest, statement_id: int) -> FileResponse:
+    """The signed PDF, as stored when it was made (its SHA-256 is on the statement's page)."""
+    statement = _statement(request, statement_id)
+    pdf = StatementPdf.objects.filter(statement=statement, status=StatementPdfStatus.READY).first()
+    if pdf is None:
+        raise Http404("This statement has no signed PDF yet.")
+    try:
+        handle = pdf.file.open("rb")
+    except FileNotFoundError as exc:
+        raise Http404("The statement's PDF file is missing from storage.") from exc
+    response = FileResponse(
+        handle, content_type="application/pdf", as_attachment=True, filename=_filename(statement, "pdf")
+    )
+    response["X-Content-SHA256"] = pdf.sha256
     return response
 
 
