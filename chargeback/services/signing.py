@@ -17,7 +17,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from asn1crypto import parser as asn1_parser
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -303,6 +305,33 @@ def _subject(name) -> str:
     )
 
 
+def _container_untouched(signature) -> str:
+    """Why the signature container itself was changed, or "". The digest covers every byte
+    but /Contents, and pyHanko only reads from /Contents what it needs: the CMS (up to
+    its DER length) and the signer's certificate. A changed byte in the zero padding or in
+    another certificate carried along (the CA's copy) would pass; these checks catch it."""
+    raw = bytes(signature.sig_object["/Contents"])
+    header, body, _ = asn1_parser.parse(raw)[3:6]
+    if raw[len(header) + len(body) :].strip(b"\x00"):
+        return "bytes follow the signature inside its container"
+    bag = [choice.chosen for choice in signature.signed_data["certificates"] if choice.name == "certificate"]
+    certificates = [x509.load_der_x509_certificate(cert.dump()) for cert in bag]
+    issuers = certificates + [x509.load_der_x509_certificate(root.dump()) for root in _organization_ca()]
+    for certificate in certificates:
+        candidates = [issuer for issuer in issuers if issuer.subject == certificate.issuer]
+        if not any(_issued_by(certificate, issuer) for issuer in candidates):
+            return f"the certificate {certificate.subject.rfc4514_string()} it carries is not intact"
+    return ""
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def _signature_check(result: PdfVerification, data: bytes) -> None:
     try:
         signatures = PdfFileReader(io.BytesIO(data), strict=False).embedded_signatures
@@ -327,7 +356,15 @@ def _signature_check(result: PdfVerification, data: bytes) -> None:
     result.signer = _subject(status.signing_cert.subject)
     result.signed_at = status.signer_reported_dt
     whole = status.coverage == SignatureCoverageLevel.ENTIRE_FILE
-    result.intact = bool(status.intact and status.valid and whole)
+    try:
+        container_changed = _container_untouched(signature)
+    except Exception as exc:  # the same hostile bytes, read by asn1crypto and cryptography
+        container_changed = f"it cannot be read ({type(exc).__name__})"
+    result.intact = bool(status.intact and status.valid and whole and not container_changed)
+    if container_changed:
+        result.found(False, f"The signature container was changed after signing: {container_changed}.")
+        result.found(None, "The signing certificate was not checked: a changed signature proves nothing.")
+        return
     if not (status.intact and status.valid):
         result.found(False, "The signed content does not match its signature: the file was changed after signing.")
         result.found(None, "The signing certificate was not checked: a broken signature proves nothing.")

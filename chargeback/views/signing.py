@@ -15,7 +15,8 @@ __all__ = ["pdf_verify_view"]
 
 @require_http_methods(["GET", "POST"])
 def pdf_verify_view(request: HttpRequest) -> HttpResponse:
-    form = PdfVerifyForm(request.POST or None, request.FILES or None)
+    # Bound on every POST: a POST without the file is an error to show, not a blank form.
+    form = PdfVerifyForm(request.POST, request.FILES) if request.method == "POST" else PdfVerifyForm()
     verification, file_name, status = None, "", 200
     if request.method == "POST":
         if form.is_valid():
