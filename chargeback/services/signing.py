@@ -460,9 +460,15 @@ def _verdict(result: PdfVerification) -> str:
         )
     if result.identity is None:
         return "NOT A STATEMENT: signed by the organization, but it carries no statement identity."
+    if result.statement is None:
+        return (
+            "NOT CONFIRMED: the organization's signature is intact, but the statement it carries is not "
+            "an approved statement you may see here."
+        )
     if not result.matches_statement:
         return (
-            "DOES NOT MATCH: the signature is intact, but the statement it carries is not an approved statement here."
+            f"DOES NOT MATCH: the organization's signature is intact, but the statement it carries differs from "
+            f"approved statement #{result.statement.pk} in the database."
         )
     statement = result.statement
     return (
@@ -485,8 +491,15 @@ def pdf_verify(data: bytes, *, scope: CostCenterScope = EVERY_COST_CENTER) -> Pd
         result.is_pdf = True
         _signature_check(result, data)
         if result.readable:
+            checked = len(result.findings)
             _identity_read(result, data)
             if result.identity is not None:
                 _statement_compare(result, scope)
+            if not (result.signed and result.intact):
+                # What an unsigned or changed file says of itself proves nothing: no tick for it.
+                result.findings[checked:] = [
+                    Finding(None, f"{finding.text} (Unproven: the signature does not hold.)") if finding.ok else finding
+                    for finding in result.findings[checked:]
+                ]
     result.verdict = _verdict(result)
     return result

@@ -175,6 +175,8 @@ def test_content_added_after_signing_is_reported(signed):
 
     assert not verification.valid and verification.verdict.startswith("TAMPERED")
     assert "does not cover the whole file" in verification.findings[0].text
+    # What it says of itself is shown, unproven, never ticked.
+    assert [finding.ok for finding in verification.findings] == [False, True, None, None]
 
 
 def test_a_signature_by_another_certificate_is_intact_but_not_the_organizations(
@@ -214,6 +216,7 @@ def test_a_statement_that_is_not_approved_does_not_verify(statement):
     verification = pdf_verify(pdf)
 
     assert not verification.valid and verification.statement is None
+    assert verification.verdict.startswith("NOT CONFIRMED")
     assert verification.findings[-1].text == f"The database holds no approved statement #{draft.pk} that you may see."
 
 
