@@ -374,6 +374,8 @@ URL_RULES: dict[str, UrlRule] = {
     "statement-pdf": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "statement-line": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "statement-rollup": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    # any signed-in user checks a statement PDF; what it tells of the database is scoped
+    "pdf-verify": UrlRule(read=_P.SIGNED_IN, write=_P.SIGNED_IN, scoped=True),
     "dispute-file": UrlRule(read=_P.FILE_DISPUTE, write=_P.FILE_DISPUTE, scoped=True),
     "disputes": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "dispute": UrlRule(read=_P.VIEW_SPEND, write=_P.RESOLVE_DISPUTE, scoped=True),

@@ -7,7 +7,7 @@ from django.templatetags.static import static
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from chargeback.views import disputes, home, statements
+from chargeback.views import disputes, home, signing, statements
 
 urlpatterns = [
     path("", home.home, name="home"),
@@ -35,6 +35,7 @@ urlpatterns = [
         disputes.dispute_file_view,
         name="dispute-file",
     ),
+    path("statements/verify/", signing.pdf_verify_view, name="pdf-verify"),
     path("cost-centers/<str:code>/rollup/", statements.statement_rollup_view, name="statement-rollup"),
     path("disputes/", disputes.disputes_queue, name="disputes"),
     path("disputes/<int:dispute_id>/", disputes.dispute_detail, name="dispute"),
