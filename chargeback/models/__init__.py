@@ -2,6 +2,7 @@
 
 from .audit import AuditEvent
 from .disputes import Adjustment, Dispute
+from .journals import JournalEntry, JournalLine
 from .periods import AccountingPeriod, ReconciliationOverride
 from .statements import Statement, StatementFeature, StatementLine
 
@@ -10,6 +11,8 @@ __all__ = [
     "Adjustment",
     "AuditEvent",
     "Dispute",
+    "JournalEntry",
+    "JournalLine",
     "ReconciliationOverride",
     "Statement",
     "StatementFeature",
