@@ -21,6 +21,7 @@ from allocation.selectors.runs import allocation_run_current, allocation_run_lat
 from allocation.views.ledger import csv_download
 from chargeback.choices import SIGNED_STATUSES, StatementLineKind, StatementStatus
 from chargeback.forms.disputes import ReasonForm
+from chargeback.selectors.journals import journal_entries_of_statement
 from chargeback.selectors.statements import (
     dispute_window_days,
     period_runs_needing_override,
@@ -262,6 +263,7 @@ def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
         "window_days": dispute_window_days(),
         "hash_holds": statement.content_hash == statement_content_hash(statement) if statement.content_hash else None,
         "reason_form": ReasonForm(),
+        "journal_entries": journal_entries_of_statement(statement=statement),
     }
     return render(request, "chargeback/statement.html", context)
 

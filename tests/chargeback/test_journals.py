@@ -570,3 +570,27 @@ def test_the_same_acknowledgement_racing_answers_the_same_twice(django_user_mode
     statement.refresh_from_db()
     assert statement.status == StatementStatus.POSTED
     assert AuditEvent.objects.filter(subject="statement", action="post").count() == 1
+
+
+@_on_postgresql
+def test_postgresql_refuses_an_unbalanced_or_edited_entry(jworld):
+    from django.db import IntegrityError
+
+    entry = _approved(jworld).journal_entries.get(kind="chargeback")
+    line = entry.lines.first()
+    attempts = [
+        lambda: JournalLine.objects.filter(pk=line.pk).update(debit_cents=line.debit_cents + 1),
+        lambda: JournalLine.objects.filter(pk=line.pk).delete(),
+        lambda: JournalEntry.objects.filter(pk=entry.pk).update(memo="edited"),
+        lambda: JournalEntry.objects.filter(pk=entry.pk).delete(),
+    ]
+    for attempt in attempts:
+        with pytest.raises(IntegrityError, match="never"), transaction.atomic():
+            attempt()
+    # Debits equal credits is checked when the transaction commits; made immediate here.
+    with pytest.raises(IntegrityError, match="does not balance"), transaction.atomic():
+        connection.cursor().execute("SET CONSTRAINTS ALL IMMEDIATE")
+        JournalLine.objects.create(entry=entry, line_no=99, gl_account="6100", debit_cents=1, description="stray")
+    acknowledged = journal_entry_acknowledge(entry=entry, document_number="JE-9", actor=jworld["erp"])
+    with pytest.raises(IntegrityError, match="never edited"), transaction.atomic():
+        JournalEntry.objects.filter(pk=acknowledged.pk).update(erp_document_number="JE-10")
