@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import connection, connections, transaction
 from django.db.models import Sum
+from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -479,6 +480,18 @@ def test_external_ids_are_stable_and_a_reopened_statement_is_numbered_on(jworld)
     # The ids come from what the statement is, not from database ids: the same statement in
     # another installation's database carries the same ones.
     assert all("CC-A" in x and PERIOD in x for x in ids)
+
+
+def test_the_statement_page_lists_its_entries(jworld, client):
+    statement = _approved(jworld)
+    entry = statement.journal_entries.get(kind="chargeback")
+    journal_entry_acknowledge(entry=entry, document_number="JE-4242", actor=jworld["erp"])
+    client.force_login(jworld["approver"])
+    body = client.get(reverse("statement", args=[statement.pk])).content.decode()
+    assert "Journal entries" in body
+    assert "CB-2026-11-CC-A-chargeback-1" in body and "CB-2026-11-CC-A-correction-1" in body
+    assert "JE-4242" in body and "Acknowledged" in body and "Ready" in body
+    assert "<code>2150</code>" in body and "<code>6100</code>" in body and "$40.00" in body
 
 
 def test_journal_entries_follow_only_a_signed_statement(jworld):
