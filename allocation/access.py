@@ -91,6 +91,9 @@ class Permission(StrEnum):
     RESOLVE_DISPUTE = "resolve_dispute"  # review, accept or reject disputes
     RUN_ALLOCATION = "run_allocation"  # run a period's allocation
     ADMIN_SITE = "admin_site"  # Django's admin: its own staff check decides
+    VIEW_JOURNAL_ENTRIES = "view_journal_entries"  # every cost center's journal entries: finance, platform, the ERP
+    EXPORT_JOURNAL_ENTRIES = "export_journal_entries"  # hand entries over to the ERP: finance and the ERP
+    ACKNOWLEDGE_JOURNAL_ENTRIES = "acknowledge_journal_entries"  # the ERP says what it posted: the ERP alone
 
 
 _FINANCE = frozenset({FINANCE_APPROVER, FINANCE_ANALYST})
@@ -110,6 +113,9 @@ GRANTS: dict[Permission, frozenset[str]] = {
     Permission.PREPARE_STATEMENTS: _FINANCE,
     Permission.FILE_DISPUTE: frozenset({TEAM_MEMBER}),
     Permission.RESOLVE_DISPUTE: _FINANCE,
+    Permission.VIEW_JOURNAL_ENTRIES: _COMPANY | {ApiTokenScope.ERP},
+    Permission.EXPORT_JOURNAL_ENTRIES: _FINANCE | {ApiTokenScope.ERP},
+    Permission.ACKNOWLEDGE_JOURNAL_ENTRIES: frozenset({ApiTokenScope.ERP}),
 }
 # What a refusal tells the user: who may, in words (the groups are in the error's extra).
 PERMISSION_HOLDERS: dict[Permission, str] = {
@@ -127,6 +133,9 @@ PERMISSION_HOLDERS: dict[Permission, str] = {
     Permission.PREPARE_STATEMENTS: "finance (approvers and analysts)",
     Permission.FILE_DISPUTE: "members of the statement's cost center",
     Permission.RESOLVE_DISPUTE: "finance (approvers and analysts)",
+    Permission.VIEW_JOURNAL_ENTRIES: "finance, the platform team and the ERP",
+    Permission.EXPORT_JOURNAL_ENTRIES: "finance (approvers and analysts) and the ERP",
+    Permission.ACKNOWLEDGE_JOURNAL_ENTRIES: "the ERP's service token",
 }
 # Who sees every cost center; the rest see their memberships.
 _SEES_EVERY_COST_CENTER = _COMPANY

@@ -64,3 +64,33 @@ class StatementPdfStatus(models.TextChoices):
 
 
 __all__ += ["StatementPdfStatus"]
+
+
+class JournalEntryKind(models.TextChoices):
+    """Why a journal entry exists: a statement's own charges, money from another month
+    landing on it (a prior-period correction, an accepted dispute), or the undoing of an
+    earlier entry (an entry is never edited)."""
+
+    CHARGEBACK = "chargeback", "Chargeback"
+    CORRECTION = "correction", "Prior-period correction"
+    ADJUSTMENT = "adjustment", "Dispute adjustment"
+    REVERSAL = "reversal", "Reversal"
+
+
+class JournalEntryStatus(models.TextChoices):
+    """Where an entry stands with the ERP: waiting to be pulled, handed over, posted there
+    (the ERP acknowledged it with its own document number)."""
+
+    READY = "ready", "Ready"
+    EXPORTED = "exported", "Exported"
+    ACKNOWLEDGED = "acknowledged", "Acknowledged"
+
+
+class JournalGroupBy(models.TextChoices):
+    """How a statement's chargeback is summed into journal lines (CHARGEBACK_JOURNAL_GROUP_BY)."""
+
+    MODALITY = "modality", "A pair of lines per GL account pair and modality"
+    ACCOUNT = "account", "A pair of lines per GL account pair"
+
+
+__all__ += ["JournalEntryKind", "JournalEntryStatus", "JournalGroupBy"]

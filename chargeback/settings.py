@@ -227,6 +227,15 @@ CHARGEBACK_STATEMENT_PDF_ON_APPROVAL = os.environ.get("CHARGEBACK_STATEMENT_PDF_
 }
 # The largest PDF the verification page takes: a statement of a few hundred lines is well below.
 CHARGEBACK_VERIFY_MAX_BYTES = int(os.environ.get("CHARGEBACK_VERIFY_MAX_BYTES", str(20 * 1024 * 1024)))
+# Journal entries (README "Journal entries"). The company (legal entity, company code) the
+# ERP books them in; the clearing accounts that take the other side of a cost center's
+# charge: provider invoices (the AP side of AI spend) and internal transfers between cost
+# centers (fixed fees), which nets to zero once every statement of a month is approved.
+# Lines are summed per GL account pair, and per modality unless "account" is set here.
+CHARGEBACK_COMPANY = os.environ.get("CHARGEBACK_COMPANY", "1000")
+CHARGEBACK_GL_PROVIDER_CLEARING = os.environ.get("CHARGEBACK_GL_PROVIDER_CLEARING", "2150")
+CHARGEBACK_GL_INTERNAL_CLEARING = os.environ.get("CHARGEBACK_GL_INTERNAL_CLEARING", "2160")
+CHARGEBACK_JOURNAL_GROUP_BY = os.environ.get("CHARGEBACK_JOURNAL_GROUP_BY", "modality")
 
 # Dispute mail goes through Django's email framework: SMTP when a host is set, else the
 # console (the embedded default prints mail where the server runs).

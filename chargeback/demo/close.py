@@ -10,6 +10,10 @@ Through the services finance and the teams would call, after each month's alloca
   waits for the approver's override;
 * the third is open: allocated, no statements yet.
 
+The first month's sign-off wrote its journal entries; the ERP (the demo's service token
+`demo-erp`) has pulled them all and posted those of the first `DEMO_POSTED` cost
+centers, whose statements are therefore posted; the rest wait for its acknowledgement.
+
 A step is taken only when its month does not stand there yet, so a second demo leaves
 the close as it was. The second month's statements are built again only while no line
 of theirs is disputed: a dispute holds on to its line.
@@ -24,12 +28,28 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 
-from allocation.choices import AllocationMethod
-from allocation.models import CostCenter, UsageLine
+from allocation.access import ServiceAccount
+from allocation.choices import AllocationMethod, ApiTokenScope
+from allocation.models import ApiToken, CostCenter, UsageLine
 from allocation.selectors.runs import allocation_run_current
-from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind, StatementStatus
-from chargeback.models import AccountingPeriod, Dispute, ReconciliationOverride, Statement, StatementLine
+from allocation.services.access import api_token_issue
+from chargeback.choices import (
+    UNDECIDED_DISPUTES,
+    JournalEntryStatus,
+    PeriodStatus,
+    StatementLineKind,
+    StatementStatus,
+)
+from chargeback.models import (
+    AccountingPeriod,
+    Dispute,
+    JournalEntry,
+    ReconciliationOverride,
+    Statement,
+    StatementLine,
+)
 from chargeback.services.disputes import dispute_file
+from chargeback.services.journals import journal_entries_export, journal_entry_acknowledge
 from chargeback.services.periods import period_close
 from chargeback.services.statements import (
     statements_approve_period,
@@ -39,7 +59,7 @@ from chargeback.services.statements import (
 from pricing.money import CENT, quantize
 from pricing.periods import Period
 
-__all__ = ["DEMO_DISPUTE", "demo_close", "demo_close_state"]
+__all__ = ["DEMO_DISPUTE", "DEMO_ERP_TOKEN", "DEMO_POSTED", "demo_close", "demo_close_state"]
 
 # Who does what: the analyst prepares, the approver signs off, a member disputes.
 PREPARER, APPROVER = "analyst", "finance"
@@ -60,6 +80,11 @@ DEMO_DISPUTE = {
 }
 
 
+# The ERP's service token, and how many cost centers' entries of the closed month it posted.
+DEMO_ERP_TOKEN = "demo-erp"
+DEMO_POSTED = 4
+
+
 def demo_close(*, months: list[datetime.date]) -> list[dict[str, Any]]:
     """Take the demo's three months to where the demo leaves them (see the module), and
     return the close's state per month."""
@@ -72,6 +97,7 @@ def demo_close(*, months: list[datetime.date]) -> list[dict[str, Any]]:
         statements_submit_period(period=closed, actor=preparer)
         statements_approve_period(period=closed, actor=approver)
         period_close(period=closed, actor=approver)
+    _erp_posts(closed)
 
     if _status(in_review) != PeriodStatus.CLOSED:
         if not Dispute.objects.filter(statement__period=str(in_review)).exists():
@@ -85,6 +111,21 @@ def demo_close(*, months: list[datetime.date]) -> list[dict[str, Any]]:
 def _status(period: Period) -> str:
     row = AccountingPeriod.objects.filter(period=str(period)).first()
     return row.status if row is not None else PeriodStatus.OPEN
+
+
+def _erp_posts(period: Period) -> None:
+    """The ERP pulls the month's journal entries and posts those of the first cost
+    centers (by code) that have any, unless it acknowledged some of the month already."""
+    entries = JournalEntry.objects.filter(period=str(period))
+    if not entries.exists() or entries.filter(status=JournalEntryStatus.ACKNOWLEDGED).exists():
+        return
+    token = ApiToken.objects.filter(name=DEMO_ERP_TOKEN, scope=ApiTokenScope.ERP, revoked_at__isnull=True).first()
+    erp = ServiceAccount(token or api_token_issue(name=DEMO_ERP_TOKEN, scope=ApiTokenScope.ERP).token)
+    journal_entries_export(entries=entries, actor=erp)
+    codes = sorted(set(entries.values_list("cost_center__code", flat=True)))[:DEMO_POSTED]
+    for entry in entries.filter(cost_center__code__in=codes).order_by("external_id"):
+        # The ERP's own numbering, as NetSuite's journal entries are numbered.
+        journal_entry_acknowledge(entry=entry, document_number=f"JE{100000 + entry.pk}", actor=erp)
 
 
 def _dispute_ensure(period: Period) -> Dispute | None:
@@ -142,8 +183,8 @@ def _dispute_ensure(period: Period) -> Dispute | None:
 
 
 def demo_close_state(*, period: Period) -> dict[str, Any]:
-    """Where a month's close stands: its status, its statements by status, its undecided
-    disputes, and whether its run is flagged and overridden."""
+    """Where a month's close stands: its status, its statements and journal entries by
+    status, its undecided disputes, and whether its run is flagged and overridden."""
     run = allocation_run_current(period=period)
     statuses = dict(
         Statement.objects.filter(period=str(period)).values_list("status").annotate(n=Count("pk")).order_by("status")
@@ -151,10 +192,14 @@ def demo_close_state(*, period: Period) -> dict[str, Any]:
     disputes = Dispute.objects.filter(statement__period=str(period)).aggregate(
         open=Count("pk", filter=Q(status__in=UNDECIDED_DISPUTES)), total=Count("pk")
     )
+    entries = dict(
+        JournalEntry.objects.filter(period=str(period)).values_list("status").annotate(n=Count("pk")).order_by("status")
+    )
     return {
         "period": str(period),
         "status": _status(period),
         "statements": {status: statuses[status] for status in StatementStatus.values if status in statuses},
+        "journal_entries": {status: entries[status] for status in JournalEntryStatus.values if status in entries},
         "disputes_open": disputes["open"],
         "disputes": disputes["total"],
         "run": run.pk if run is not None else None,

@@ -2,6 +2,7 @@
 
 from .audit import AuditEvent
 from .disputes import Adjustment, Dispute
+from .journals import JournalEntry, JournalLine
 from .periods import AccountingPeriod, ReconciliationOverride
 from .statement_pdf import StatementPdf
 from .statements import LedgerFeatureCount, LedgerFeatureCountMark, Statement, StatementFeature, StatementLine
@@ -11,6 +12,8 @@ __all__ = [
     "Adjustment",
     "AuditEvent",
     "Dispute",
+    "JournalEntry",
+    "JournalLine",
     "LedgerFeatureCount",
     "LedgerFeatureCountMark",
     "ReconciliationOverride",

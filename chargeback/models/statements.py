@@ -4,12 +4,25 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from allocation.choices import Treatment
 from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
 from chargeback.choices import StatementLineKind, StatementStatus
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
-__all__ = ["LedgerFeatureCount", "LedgerFeatureCountMark", "Statement", "StatementFeature", "StatementLine"]
+__all__ = [
+    "CHARGEBACK_LINES",
+    "LedgerFeatureCount",
+    "LedgerFeatureCountMark",
+    "Statement",
+    "StatementFeature",
+    "StatementLine",
+]
+
+# The lines of a statement charged to its cost center, whose sum is its `chargeback` and
+# from which journal entries follow: not an unallocated bucket it owns, not showback.
+# `StatementLine.is_chargeback` says the same of one line.
+CHARGEBACK_LINES = ~Q(kind=StatementLineKind.UNALLOCATED) & Q(reason="") & ~Q(treatment=Treatment.SHOWBACK)
 
 
 def _money(**kwargs) -> models.DecimalField:
@@ -105,6 +118,11 @@ class StatementLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.statement} {self.kind} {self.provider} {self.feature}: {self.amount}"
+
+    @property
+    def is_chargeback(self) -> bool:
+        """Charged to the cost center (see `CHARGEBACK_LINES`)."""
+        return self.kind != StatementLineKind.UNALLOCATED and not self.reason and self.treatment != Treatment.SHOWBACK
 
 
 class StatementFeature(models.Model):

@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from allocation.access import Permission, access_require, user_of
-from allocation.choices import AllocationRunStatus, Treatment
+from allocation.choices import AllocationRunStatus
 from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current, correction_runs_booked_in
 from allocation.services.runs.run import PeriodClosed, allocation_run_close
@@ -34,6 +34,7 @@ from chargeback.models import (
 )
 from chargeback.services.audit import audit_record
 from chargeback.services.feature_counts import feature_counts
+from chargeback.services.journals import journal_entries_for_statement
 from chargeback.services.periods import period_locked
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_text, quantize
@@ -276,12 +277,12 @@ def _totals(lines: list[_Line]) -> dict[str, Decimal]:
     for line in lines:
         amount = Decimal(line.amount)
         totals["total"] += amount
-        if line.kind == StatementLineKind.UNALLOCATED or line.reason:
-            totals["unallocated"] += amount
-        elif line.treatment == Treatment.SHOWBACK:
-            totals["showback"] += amount
-        else:
+        if line.is_chargeback:
             totals["chargeback"] += amount
+        elif line.kind == StatementLineKind.UNALLOCATED or line.reason:
+            totals["unallocated"] += amount
+        else:
+            totals["showback"] += amount
         if line.kind == StatementLineKind.CORRECTION:
             totals["corrections"] += amount
         elif line.kind == StatementLineKind.ADJUSTMENT:
@@ -488,7 +489,8 @@ def _refuse_unsignable_run(statement: Statement) -> None:
 @transaction.atomic
 def statement_approve(*, statement: Statement, actor) -> Statement:
     """Sign a statement off: approver, time and the SHA-256 of its content. From then on
-    it never changes; its run's period takes no new run."""
+    it never changes; its run's period takes no new run. Its journal entries are written
+    in the same transaction."""
     access_require(actor, Permission.SIGN_OFF, doing="sign a statement off")
     statement = _locked(statement)
     _refuse_unless(statement, StatementStatus.IN_REVIEW, doing="signed off")
@@ -513,6 +515,7 @@ def statement_approve(*, statement: Statement, actor) -> Statement:
         before=before,
         after=_snapshot(statement),
     )
+    journal_entries_for_statement(statement=statement, actor=actor)
     if settings.CHARGEBACK_STATEMENT_PDF_ON_APPROVAL:
         _statement_pdf_queue(statement)
     return statement

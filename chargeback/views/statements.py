@@ -22,6 +22,7 @@ from allocation.views.ledger import csv_download
 from chargeback.choices import SIGNED_STATUSES, StatementLineKind, StatementPdfStatus, StatementStatus
 from chargeback.forms.disputes import ReasonForm
 from chargeback.models import StatementPdf
+from chargeback.selectors.journals import journal_entries_of_statement
 from chargeback.selectors.statements import (
     STATEMENT_LINE_HEADER,
     dispute_window_days,
@@ -245,6 +246,7 @@ def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
         "hash_holds": statement.content_hash == statement_content_hash(statement) if statement.content_hash else None,
         "pdf": StatementPdf.objects.filter(statement=statement).first(),
         "reason_form": ReasonForm(),
+        "journal_entries": journal_entries_of_statement(statement=statement),
     }
     return render(request, "chargeback/statement.html", context)
 

@@ -46,10 +46,13 @@ from chargeback.models import (
     AccountingPeriod,
     AuditEvent,
     Dispute,
+    JournalEntry,
+    JournalLine,
     ReconciliationOverride,
     Statement,
     StatementLine,
 )
+from chargeback.services.journals import money_cents
 from chargeback.services.statements import statement_content_hash
 from pricing.models import PriceBookVersion
 from pricing.periods import Period
@@ -58,6 +61,8 @@ pytestmark = pytest.mark.django_db
 
 TODAY = datetime.date(2025, 4, 10)  # the demo covers January to March 2025
 SCALE = 0.05
+# The closed month's journal entries: all pulled by the ERP, the first four cost centers' posted.
+EXPORTED, ACKNOWLEDGED = 6, 4
 
 
 @pytest.fixture
@@ -502,7 +507,8 @@ class TestMonthEnd:
             {
                 "period": CLOSED,
                 "status": "closed",
-                "statements": {"approved": 11},
+                "statements": {"approved": 7, "posted": 4},
+                "journal_entries": {"exported": EXPORTED, "acknowledged": ACKNOWLEDGED},
                 "disputes_open": 0,
                 "disputes": 0,
                 "run": month_end.allocation_runs[0]["run"],
@@ -513,6 +519,7 @@ class TestMonthEnd:
                 "period": IN_REVIEW,
                 "status": "closing",
                 "statements": {"in_review": 11},
+                "journal_entries": {},
                 "disputes_open": 1,
                 "disputes": 1,
                 "run": month_end.allocation_runs[1]["run"],
@@ -523,6 +530,7 @@ class TestMonthEnd:
                 "period": OPEN,
                 "status": "open",
                 "statements": {},
+                "journal_entries": {},
                 "disputes_open": 0,
                 "disputes": 0,
                 "run": month_end.allocation_runs[2]["run"],
@@ -537,7 +545,7 @@ class TestMonthEnd:
         statements = Statement.objects.filter(period=CLOSED).select_related("run", "cost_center", "approved_by")
         assert statements.count() == 11
         for statement in statements:
-            assert statement.status == "approved" and statement.approved_by.username == "finance"
+            assert statement.status in ("approved", "posted") and statement.approved_by.username == "finance"
             assert statement.submitted_by.username == "analyst"
             assert len(statement.content_hash) == 64 and statement.content_hash == statement_content_hash(statement)
         assert AllocationRun.objects.get(pk=month_end.allocation_runs[0]["run"]).closed_at is not None
@@ -548,8 +556,29 @@ class TestMonthEnd:
                 "action", "actor_name"
             )
         )
-        assert actions == {("build", "analyst"), ("submit", "analyst"), ("approve", "finance")}
+        assert actions == {
+            ("build", "analyst"),
+            ("submit", "analyst"),
+            ("approve", "finance"),
+            ("post", "erp:demo-erp"),
+        }
         assert AuditEvent.objects.filter(subject="period", subject_id=CLOSED, action="close").count() == 1
+        # Its journal entries: each statement's balance and tie to its chargeback; the ERP
+        # pulled them all and posted the first four cost centers' (those statements are posted).
+        for statement in statements:
+            entries = JournalEntry.objects.filter(statement=statement)
+            legs = JournalLine.objects.filter(entry__in=entries)
+            own = legs.filter(cost_center=statement.cost_center).aggregate(d=Sum("debit_cents"), c=Sum("credit_cents"))
+            assert (own["d"] or 0) - (own["c"] or 0) == money_cents(statement.chargeback)
+            sums = legs.aggregate(d=Sum("debit_cents"), c=Sum("credit_cents"))
+            assert sums["d"] == sums["c"]
+            acknowledged = not entries.exclude(status="acknowledged").exists()
+            assert (statement.status == "posted") == (entries.exists() and acknowledged)
+        posted = statements.filter(status="posted").order_by("cost_center__code")
+        assert [s.cost_center.code for s in posted] == sorted(
+            set(JournalEntry.objects.filter(period=CLOSED).values_list("cost_center__code", flat=True))
+        )[:4]
+        assert not JournalEntry.objects.filter(period=CLOSED, status="ready").exists()
 
         # The second month: out for review, its run flagged and not overridden, so nothing
         # of it can be signed off yet; one dispute open.
@@ -626,7 +655,7 @@ class TestMonthEnd:
         # ... and with the close: the first month signed off, the second in review.
         close = summary["close"]
         assert [month["status"] for month in close] == ["closed", "closing", "open"]
-        assert list(close[0]["statements"]) == ["approved"] and list(close[1]["statements"]) == ["in_review"]
+        assert list(close[0]["statements"]) == ["approved", "posted"] and list(close[1]["statements"]) == ["in_review"]
         assert (close[1]["disputes_open"], close[1]["flagged"], close[1]["overridden"]) == (1, True, False)
         assert close[2]["statements"] == {}
         for run in summary["allocation_runs"]:
