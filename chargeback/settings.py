@@ -5,6 +5,7 @@ README); the defaults give the embedded first run: SQLite, Celery eager.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -215,6 +216,9 @@ CHARGEBACK_UNALLOCATED_OWNER = os.environ.get("CHARGEBACK_UNALLOCATED_OWNER", "C
 # as PKCS#12, its passphrase, and the organization's CA (PEM), the one trust root that
 # verification accepts. The defaults are what `make_signing_certificate` writes for the
 # demo; production points them at a certificate from its own CA (README "Signed PDFs").
+# pyHanko imports DSA support (never used here: the signing key is RSA); the library's
+# deprecation notice would otherwise open every command's output.
+warnings.filterwarnings("ignore", message="DSA is deprecated", module=r"pyhanko\.")
 CHARGEBACK_SIGNING_P12 = Path(os.environ.get("CHARGEBACK_SIGNING_P12", BASE_DIR / "var" / "signing" / "signer.p12"))
 CHARGEBACK_SIGNING_PASSPHRASE = os.environ.get("CHARGEBACK_SIGNING_PASSPHRASE", "dev-only-signing-passphrase")
 CHARGEBACK_SIGNING_CA = Path(os.environ.get("CHARGEBACK_SIGNING_CA", BASE_DIR / "var" / "signing" / "ca.pem"))

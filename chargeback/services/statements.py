@@ -170,6 +170,9 @@ class _Line:
 
     __slots__ = ("kind", "source_period", "allocation_line_id", "adjustment_id", *_LINE_FIELDS[2:])
 
+    # The one rule of what is charged to the cost center, the stored line's own.
+    is_chargeback = StatementLine.is_chargeback
+
     def __init__(self, **values):
         for field in self.__slots__:
             setattr(self, field, values.get(field, _LINE_DEFAULTS.get(field, "")))
