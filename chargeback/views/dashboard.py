@@ -17,7 +17,6 @@ from django.shortcuts import render
 from allocation.access import CostCenterScope
 from allocation.selectors.ledger import usage_latest_period
 from allocation.selectors.runs import allocation_run_current
-from chargeback.choices import StatementStatus
 from chargeback.selectors.dashboard import (
     dashboard_currency,
     dashboard_default_period,
@@ -29,10 +28,10 @@ from chargeback.selectors.dashboard import (
     dashboard_unallocated,
 )
 from chargeback.selectors.statements import (
-    disputes_list,
+    disputes_counts,
     period_runs_needing_override,
     period_status,
-    statements_of_period,
+    statements_count_by_status,
 )
 from pricing.errors import ValidationFailed
 from pricing.formatting import Money, Share, money_change_text, percent_text
@@ -69,14 +68,14 @@ def dashboard(request: HttpRequest, *, scope: CostCenterScope) -> HttpResponse:
             _chart("spend-by-cost-center", "Spend by cost center", "Cost center", by_cost_center),
         ],
     }
-    statements = statements_of_period(period=period, scope=scope)
-    disputes = disputes_list(scope=scope, status="undecided")
+    by_status = statements_count_by_status(period=period, scope=scope)
+    disputes = disputes_counts(scope=scope)
     context["close"] = {
         "status": period_status(period=period),
-        "statements": len(statements),
-        "by_status": {s: sum(1 for x in statements if x.status == s) for s in StatementStatus.values},
-        "disputes_open": len(disputes),
-        "disputes_overdue": sum(1 for d in disputes if d.overdue),
+        "statements": sum(by_status.values()),
+        "by_status": by_status,
+        "disputes_open": disputes["open"],
+        "disputes_overdue": disputes["overdue"],
         "needs_override": period_runs_needing_override(period=period),
     }
     if scope.is_everything:

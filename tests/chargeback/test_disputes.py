@@ -23,10 +23,12 @@ from django.db import connection, transaction
 from django.test import Client
 from django.urls import reverse
 
+from allocation.access import cost_center_scope
 from allocation.models import CostCenterMembership
 from allocation.services.runs.run import allocation_run_execute
 from chargeback.choices import DisputeStatus, StatementLineKind, StatementStatus
 from chargeback.models import Adjustment, AuditEvent, Dispute, Statement, StatementLine
+from chargeback.selectors.statements import disputes_counts, disputes_list, statements_count_by_status
 from chargeback.services import disputes
 from chargeback.services.disputes import (
     dispute_accept,
@@ -701,3 +703,29 @@ def test_every_public_function_of_the_service_is_in_its_all():
         if inspect.isfunction(value) and value.__module__ == disputes.__name__ and not name.startswith("_")
     }
     assert public == set(disputes.__all__) and "dispute_recipients" in public
+
+
+# --- the SLA ------------------------------------------------------------------------------
+
+
+def test_a_dispute_past_its_sla_stands_out_in_the_queue_and_on_the_dashboard(world):
+    in_review(world)
+    late, on_time = file_one(world, "1.00"), file_one(world, "2.00")
+    Dispute.objects.filter(pk=late.pk).update(due_at=late.filed_at - timedelta(days=1))
+    finance = Client()
+    finance.force_login(world["approver"])
+    scope = cost_center_scope(world["approver"])
+
+    assert disputes_counts(scope=scope) == {"open": 2, "overdue": 1}
+    queue = finance.get(reverse("disputes")).content.decode()
+    assert "1 dispute past its SLA" in queue and queue.count('class="row--overdue"') == 1
+    dashboard = finance.get(reverse("home") + f"?period={MONTH}").content.decode()
+    assert "1 past the SLA" in dashboard
+    # A decision takes it off both: decided disputes are never overdue.
+    dispute_review(dispute=late, actor=world["approver"])
+    dispute_reject(dispute=Dispute.objects.get(pk=late.pk), actor=world["approver"], reason="Not ours to move")
+    assert disputes_counts(scope=scope) == {"open": 1, "overdue": 0}
+    assert on_time.pk in [d.pk for d in disputes_list(scope=scope, status="undecided")]
+    # The close panel counts the month's statements by status in the database.
+    counts = statements_count_by_status(period=MONTH, scope=scope)
+    assert counts[StatementStatus.IN_REVIEW] == 1 and sum(counts.values()) == Statement.objects.count()
