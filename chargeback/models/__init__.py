@@ -2,6 +2,7 @@
 
 from .audit import AuditEvent
 from .disputes import Adjustment, Dispute
+from .idempotency import IdempotencyKey
 from .periods import AccountingPeriod, ReconciliationOverride
 from .statements import Statement, StatementFeature, StatementLine
 
@@ -10,6 +11,7 @@ __all__ = [
     "Adjustment",
     "AuditEvent",
     "Dispute",
+    "IdempotencyKey",
     "ReconciliationOverride",
     "Statement",
     "StatementFeature",

@@ -114,6 +114,21 @@ MATRIX: dict[str, tuple[set[str] | None, set[str] | None]] = {
     "api-allocation-run-detail": (COMPANY, None),
     "api-allocation-run-summary": (COMPANY, None),
     "api-allocation-run-progress": (COMPANY, None),
+    "api-period-list": (ROLES, None),
+    "api-period-detail": (ROLES, None),
+    "api-period-close": (None, {"approver"}),
+    "api-period-reopen": (None, {"approver"}),
+    "api-statement-list": (ROLES, None),
+    "api-statement-detail": (ROLES, None),
+    "api-statement-lines": (ROLES, None),
+    "api-statement-submit": (None, FINANCE),
+    "api-statement-return": (None, FINANCE),
+    "api-statement-approve": (None, {"approver"}),
+    "api-dispute-list": (ROLES, {"member"}),
+    "api-dispute-detail": (ROLES, None),
+    "api-dispute-review": (None, FINANCE),
+    "api-dispute-accept": (None, FINANCE),
+    "api-dispute-reject": (None, FINANCE),
 }
 OPEN_TO_ALL = {"login", "logout"}
 
@@ -255,6 +270,21 @@ def _paths(world: dict) -> dict[str, str]:
         "api-allocation-run-detail": reverse("api-allocation-run-detail", args=[run.pk]),
         "api-allocation-run-summary": reverse("api-allocation-run-summary", args=[run.pk]),
         "api-allocation-run-progress": reverse("api-allocation-run-progress") + f"?period={MONTH}",
+        "api-period-list": reverse("api-period-list"),
+        "api-period-detail": reverse("api-period-detail", args=[MONTH]),
+        "api-period-close": reverse("api-period-close", args=[MONTH]),
+        "api-period-reopen": reverse("api-period-reopen", args=[MONTH]),
+        "api-statement-list": reverse("api-statement-list"),
+        "api-statement-detail": reverse("api-statement-detail", args=[statement.pk]),
+        "api-statement-lines": reverse("api-statement-lines", args=[statement.pk]),
+        "api-statement-submit": reverse("api-statement-submit", args=[statement.pk]),
+        "api-statement-return": reverse("api-statement-return", args=[statement.pk]),
+        "api-statement-approve": reverse("api-statement-approve", args=[statement.pk]),
+        "api-dispute-list": reverse("api-dispute-list"),
+        "api-dispute-detail": reverse("api-dispute-detail", args=[world["dispute"].pk]),
+        "api-dispute-review": reverse("api-dispute-review", args=[world["dispute"].pk]),
+        "api-dispute-accept": reverse("api-dispute-accept", args=[world["dispute"].pk]),
+        "api-dispute-reject": reverse("api-dispute-reject", args=[world["dispute"].pk]),
     }
     assert set(paths) == set(MATRIX)
     return paths
