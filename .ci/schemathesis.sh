@@ -4,7 +4,7 @@
 #   .ci/schemathesis.sh
 # It builds a fresh PostgreSQL database (dropped and created: give it a name of its own),
 # loads the demo into it, serves the site on loopback with DEBUG off, and runs schemathesis
-# once with a finance user's token and once with the gateway's, failing on any finding.
+# once each with a finance user's token, the gateway's and the ERP's, failing on any finding.
 #
 # Environment (defaults in brackets):
 #   SCHEMATHESIS_DATABASE_URL  the database to (re)create  [postgres://postgres@127.0.0.1:5432/chargeback_schemathesis]
@@ -77,7 +77,8 @@ database_recreate
 echo "demo loaded"
 finance_token=$(api_token user "$FINANCE_USER")
 gateway_token=$(api_token gateway)
-[[ -n $finance_token && -n $gateway_token ]] || {
+erp_token=$(api_token erp)
+[[ -n $finance_token && -n $gateway_token && -n $erp_token ]] || {
 	echo "no API token was made" >&2
 	exit 1
 }
@@ -97,7 +98,7 @@ done
 echo "serving $base (log: $REPORT_DIR/server.log)"
 
 failed=0
-for who in finance gateway; do
+for who in finance gateway erp; do
 	token_var=${who}_token
 	echo
 	echo "---- schemathesis as $who ----"

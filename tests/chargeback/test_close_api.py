@@ -357,6 +357,8 @@ def test_every_kind_of_error_answers_in_the_one_shape(world, settings):
     assert_error(
         APIClient(headers={"Authorization": "Bearer cbk_nope"}).get("/api/v1/statements"), 401, "authentication_failed"
     )
+    assert_error(finance.get("/api/v1/no-such-thing"), 404, "not_found")
+    assert_error(finance.get("/api/v1/statements/"), 404, "not_found")  # no trailing slashes in the API
     malformed = finance.post(f"/api/v1/disputes/{1}/reject", "{not json", content_type="application/json")
     assert_error(malformed, 400, "parse_error")
 
@@ -413,3 +415,17 @@ def test_a_service_token_is_refused_by_every_endpoint_but_its_own(db, token, nam
             assert response.status_code != 403, (method, path, response.content)
         elif response.status_code != 405:
             assert_error(response, 403, "not_allowed")
+
+
+def test_throttling_answers_in_the_one_shape_with_the_wait():
+    from rest_framework.exceptions import Throttled
+
+    from chargeback.api.exceptions import application_exception_handler
+
+    response = application_exception_handler(Throttled(wait=12), {})
+    assert response.status_code == 429
+    assert response.data == {
+        "code": "throttled",
+        "message": "Request was throttled. Expected available in 12 seconds.",
+        "extra": {"wait_seconds": 12},
+    }
