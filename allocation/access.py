@@ -396,6 +396,7 @@ URL_RULES: dict[str, UrlRule] = {
     "api-statement-list": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "api-statement-detail": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "api-statement-lines": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-statement-lines-csv": UrlRule(read=_P.VIEW_SPEND, scoped=True),
     "api-statement-submit": UrlRule(read=None, write=_P.PREPARE_STATEMENTS),
     "api-statement-return": UrlRule(read=None, write=_P.PREPARE_STATEMENTS),
     "api-statement-approve": UrlRule(read=None, write=_P.SIGN_OFF),

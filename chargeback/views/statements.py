@@ -54,6 +54,7 @@ __all__ = [
     "statement_csv",
     "statement_detail",
     "statement_line_detail",
+    "statement_line_rows",
     "statement_return_view",
     "statement_rollup_view",
     "statement_submit_view",
@@ -311,7 +312,8 @@ def statement_approve_view(request: HttpRequest, statement_id: int) -> HttpRespo
     return render(request, "chargeback/statement_approve.html", context)
 
 
-def _statement_rows(statement):
+def statement_line_rows(statement):
+    """A statement's lines as CSV rows under `STATEMENT_LINE_HEADER`: the page's and the API's download."""
     for line in statement.lines.all().order_by("kind", "-amount", "id").iterator(chunk_size=2000):
         yield [
             statement.period,
@@ -364,7 +366,7 @@ def _filename(statement, extension: str) -> str:
 @require_GET
 def statement_csv(request: HttpRequest, statement_id: int) -> HttpResponse:
     statement = _statement(request, statement_id)
-    return csv_download([STATEMENT_LINE_HEADER, *_statement_rows(statement)], filename=_filename(statement, "csv"))
+    return csv_download([STATEMENT_LINE_HEADER, *statement_line_rows(statement)], filename=_filename(statement, "csv"))
 
 
 @require_GET
@@ -373,7 +375,7 @@ def statement_xlsx(request: HttpRequest, statement_id: int) -> HttpResponse:
     content = xlsx_bytes(
         {
             "Statement": (["field", "value"], _statement_summary_rows(statement)),
-            "Lines": (STATEMENT_LINE_HEADER, _statement_rows(statement)),
+            "Lines": (STATEMENT_LINE_HEADER, statement_line_rows(statement)),
         }
     )
     response = HttpResponse(content, content_type=XLSX_CONTENT_TYPE)

@@ -7,6 +7,7 @@ disputes a line; finance decides. Writes are retried with an `Idempotency-Key`."
 import threading
 import time
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -172,6 +173,24 @@ def test_a_statements_lines_are_paged_and_filter_by_kind(world):
     assert charges["count"] == statement.lines.filter(kind="charge").count()
     assert_error(finance.get(f"/api/v1/statements/{statement.pk}/lines", {"kind": "tea"}), 400, "validation_failed")
     assert_error(finance.get(f"/api/v1/statements/{statement.pk}/lines", {"limit": 10**6}), 400, "invalid_pagination")
+
+
+def test_a_statements_lines_download_as_csv_through_the_one_writer(world):
+    import csv
+    import io
+
+    statement = statement_of("CC-110")
+    response = client_of(world, "member").get(f"/api/v1/statements/{statement.pk}/lines.csv")
+    assert response.status_code == 200 and response["Content-Type"].startswith("text/csv")
+    assert 'filename="statement-CC-110-2026-10.csv"' in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:3] == ["period", "cost_center", "statement_status"] and len(rows) == statement.lines.count() + 1
+    assert {row[1] for row in rows[1:]} == {"CC-110"}
+    assert sum(Decimal(row[rows[0].index("amount")]) for row in rows[1:]) == sum(
+        line.amount for line in statement.lines.all()
+    )
+    other = statement_of("CC-120")
+    assert_error(client_of(world, "member").get(f"/api/v1/statements/{other.pk}/lines.csv"), 404, "not_found")
 
 
 def test_statement_actions_go_through_the_services_with_their_roles(world):
@@ -396,7 +415,13 @@ GATEWAY_ALLOWED = ERP_ALLOWED | {
 
 def test_the_route_list_covers_the_close_api():
     names = {name for name, _ in API_ROUTES}
-    assert {"api-period-list", "api-statement-lines", "api-dispute-accept", "costcenter-list"} <= names
+    assert {
+        "api-period-list",
+        "api-statement-lines",
+        "api-statement-lines-csv",
+        "api-dispute-accept",
+        "costcenter-list",
+    } <= names
 
 
 @pytest.mark.parametrize("token", ["erp", "gateway"])
