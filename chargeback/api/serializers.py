@@ -53,8 +53,8 @@ class ReasonSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=MAX_REASON, help_text="Why, in words; kept in the audit trail")
 
 
-class PeriodCloseSerializer(serializers.Serializer):
-    """Closing takes no fields; an empty object."""
+class NoBodySerializer(serializers.Serializer):
+    """An action that takes no fields (close, submit, approve, review): an empty object."""
 
 
 class StatementSerializer(serializers.ModelSerializer):
@@ -236,4 +236,4 @@ class DisputeAcceptSerializer(ReasonSerializer):
     )
 
 
-__all__ += ["DecimalTextField", "PeriodCloseSerializer", "STATEMENT_ACTIONS"]
+__all__ += ["DecimalTextField", "NoBodySerializer", "STATEMENT_ACTIONS"]

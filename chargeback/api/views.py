@@ -17,7 +17,7 @@ from chargeback.api.serializers import (
     DisputeAcceptSerializer,
     DisputeFileSerializer,
     DisputeSerializer,
-    PeriodCloseSerializer,
+    NoBodySerializer,
     PeriodSerializer,
     ReasonSerializer,
     StatementLineSerializer,
@@ -218,7 +218,7 @@ class PeriodViewSet(viewsets.GenericViewSet):
         return PeriodSerializer(period_overview(scope=cost_center_scope(request.user), period=period)).data
 
     @_write_schema(
-        request=PeriodCloseSerializer,
+        request=NoBodySerializer,
         response=PeriodSerializer,
         examples=[PERIOD_EXAMPLE],
         summary="Close a month (finance approver)",
@@ -297,7 +297,7 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
         return csv_download([STATEMENT_LINE_HEADER, *statement_line_rows(statement)], filename=filename)
 
     @_write_schema(
-        request=PeriodCloseSerializer,
+        request=NoBodySerializer,
         response=StatementSerializer,
         examples=[STATEMENT_EXAMPLE],
         summary="Send a draft for review (finance)",
@@ -327,7 +327,7 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(StatementSerializer(self._fresh(statement)).data)
 
     @_write_schema(
-        request=PeriodCloseSerializer,
+        request=NoBodySerializer,
         response=StatementSerializer,
         examples=[STATEMENT_EXAMPLE],
         summary="Sign a statement off (finance approver)",
@@ -390,7 +390,7 @@ class DisputeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(DisputeSerializer(self._fresh(dispute)).data, status=status.HTTP_201_CREATED)
 
     @_write_schema(
-        request=PeriodCloseSerializer,
+        request=NoBodySerializer,
         response=DisputeSerializer,
         examples=[DISPUTE_EXAMPLE],
         summary="Take an open dispute up (finance)",
