@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from allocation.models import CostCenter
 from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
-from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind, StatementStatus
+from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind
 from chargeback.models import Dispute, Statement, StatementLine
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
@@ -140,14 +140,6 @@ class StatementLinesQuerySerializer(serializers.Serializer):
     )
 
 
-# Statuses a statement action leads to, for the docs.
-STATEMENT_ACTIONS = {
-    "submit": StatementStatus.IN_REVIEW,
-    "return": StatementStatus.DRAFT,
-    "approve": StatementStatus.APPROVED,
-}
-
-
 @extend_schema_field({"type": "string", "format": "decimal", "pattern": r"^[0-9]{1,15}(\.[0-9]{1,2})?$"})
 class DecimalTextField(serializers.DecimalField):
     """Money in, as the API sends it out: a decimal in a string ("12.50"), never a JSON
@@ -236,4 +228,4 @@ class DisputeAcceptSerializer(ReasonSerializer):
     )
 
 
-__all__ += ["DecimalTextField", "NoBodySerializer", "STATEMENT_ACTIONS"]
+__all__ += ["DecimalTextField", "NoBodySerializer"]
