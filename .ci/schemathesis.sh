@@ -4,13 +4,15 @@
 #   .ci/schemathesis.sh
 # It builds a fresh PostgreSQL database (dropped and created: give it a name of its own),
 # loads the demo into it, serves the site on loopback with DEBUG off, and runs schemathesis
-# once with a finance user's token and once with the gateway's, failing on any finding.
+# once each with a finance user's token, a team member's, the gateway's and the ERP's, failing
+# on any finding.
 #
 # Environment (defaults in brackets):
 #   SCHEMATHESIS_DATABASE_URL  the database to (re)create  [postgres://postgres@127.0.0.1:5432/chargeback_schemathesis]
 #   SCHEMATHESIS_MAX_EXAMPLES  test cases per operation and phase  [30]
 #   SCHEMATHESIS_SEED          the generator's seed, so a run can be repeated  [20260501]
 #   SCHEMATHESIS_REPORT_DIR    where the JUnit reports go  [var/schemathesis]
+#   SCHEMATHESIS_ACTORS        whose tokens to run with  [finance member gateway erp]
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,6 +22,8 @@ MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-30}
 SEED=${SCHEMATHESIS_SEED:-20260501}
 REPORT_DIR=${SCHEMATHESIS_REPORT_DIR:-var/schemathesis}
 FINANCE_USER=finance # the demo's login (chargeback/demo/organization.py): a finance approver
+MEMBER_USER=arjun    # the demo's member of CC-1210: files disputes on its statement's lines
+ACTORS=${SCHEMATHESIS_ACTORS:-finance member gateway erp}
 
 # The served site: production-like (DEBUG off, so an error is a 500 and not a debug page),
 # Celery eager (no broker: a queued task runs in the request), files in a scratch folder.
@@ -76,8 +80,10 @@ database_recreate
 "$PY" manage.py demo --scale 0.05 >/dev/null
 echo "demo loaded"
 finance_token=$(api_token user "$FINANCE_USER")
+member_token=$(api_token user "$MEMBER_USER")
 gateway_token=$(api_token gateway)
-[[ -n $finance_token && -n $gateway_token ]] || {
+erp_token=$(api_token erp)
+[[ -n $finance_token && -n $member_token && -n $gateway_token && -n $erp_token ]] || {
 	echo "no API token was made" >&2
 	exit 1
 }
@@ -97,7 +103,7 @@ done
 echo "serving $base (log: $REPORT_DIR/server.log)"
 
 failed=0
-for who in finance gateway; do
+for who in $ACTORS; do
 	token_var=${who}_token
 	echo
 	echo "---- schemathesis as $who ----"

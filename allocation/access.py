@@ -411,6 +411,23 @@ URL_RULES: dict[str, UrlRule] = {
     "api-allocation-run-detail": UrlRule(read=_P.VIEW_COMPANY),
     "api-allocation-run-summary": UrlRule(read=_P.VIEW_COMPANY),
     "api-allocation-run-progress": UrlRule(read=_P.VIEW_COMPANY),
+    # the close through the API: as its pages, scoped to the actor's cost centers
+    "api-period-list": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-period-detail": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-period-close": UrlRule(read=None, write=_P.SIGN_OFF),
+    "api-period-reopen": UrlRule(read=None, write=_P.SIGN_OFF),
+    "api-statement-list": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-statement-detail": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-statement-lines": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-statement-lines-csv": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-statement-submit": UrlRule(read=None, write=_P.PREPARE_STATEMENTS),
+    "api-statement-return": UrlRule(read=None, write=_P.PREPARE_STATEMENTS),
+    "api-statement-approve": UrlRule(read=None, write=_P.SIGN_OFF),
+    "api-dispute-list": UrlRule(read=_P.VIEW_SPEND, write=_P.FILE_DISPUTE, scoped=True),
+    "api-dispute-detail": UrlRule(read=_P.VIEW_SPEND, scoped=True),
+    "api-dispute-review": UrlRule(read=None, write=_P.RESOLVE_DISPUTE),
+    "api-dispute-accept": UrlRule(read=None, write=_P.RESOLVE_DISPUTE),
+    "api-dispute-reject": UrlRule(read=None, write=_P.RESOLVE_DISPUTE),
 }
 
 

@@ -47,3 +47,8 @@ urlpatterns = [
     path("pricing/", include("pricing.urls")),
     path("api/v1/", include("chargeback.api.urls")),
 ]
+
+# A path under /api/ that no view takes, or a server error there, answers the API's one
+# error shape; pages keep Django's.
+handler404 = "chargeback.api.exceptions.api_not_found"
+handler500 = "chargeback.api.exceptions.api_server_error"

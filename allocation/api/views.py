@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.http import StreamingHttpResponse
 from drf_spectacular.plumbing import build_array_type, build_basic_type
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema, extend_schema_view
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
@@ -58,6 +58,54 @@ __all__ = [
 _ROWS = build_array_type(build_basic_type(OpenApiTypes.OBJECT))
 
 
+COST_CENTER_EXAMPLE = OpenApiExample(
+    "A cost center",
+    value={
+        "id": 3,
+        "code": "CC-110",
+        "name": "Search",
+        "owner": "Olivia Owens",
+        "gl_expense_account": "6410",
+        "gl_recovery_account": "6490",
+        "parent": "CC-100",
+        "active_from": "2026-01-01",
+        "active_to": None,
+    },
+    response_only=True,
+)
+TEAM_EXAMPLE = OpenApiExample(
+    "A team", value={"id": 5, "code": "search", "name": "Search", "cost_center": "CC-110"}, response_only=True
+)
+FEATURE_EXAMPLE = OpenApiExample(
+    "A feature", value={"id": 9, "code": "answers", "name": "Answers", "team": "search"}, response_only=True
+)
+RUN_EXAMPLE = OpenApiExample(
+    "A completed run",
+    value={
+        "id": 3,
+        "period": "2026-10",
+        "status": "completed",
+        "fingerprint": "5d0c0b7a6a1e2c9f8e7d6c5b4a392817161514131211100f0e0d0c0b0a090807",
+        "mapping_version": 2,
+        "rating_run": 4,
+        "tolerance": "0.0050",
+        "is_flagged": False,
+        "invoice_total": "18250.40",
+        "allocated": "18100.00",
+        "unallocated": "150.40",
+        "superseded_by": None,
+        "closed_at": None,
+        "created_by": "fiona",
+        "created_at": "2026-11-02T07:55:00Z",
+        "seconds": "4.200",
+    },
+    response_only=True,
+)
+
+
+@extend_schema_view(
+    list=extend_schema(examples=[COST_CENTER_EXAMPLE]), retrieve=extend_schema(examples=[COST_CENTER_EXAMPLE])
+)
 class CostCenterViewSet(viewsets.ReadOnlyModelViewSet):
     """Cost centers; a team member sees theirs (and, as an owner, the ones below)."""
 
@@ -69,6 +117,7 @@ class CostCenterViewSet(viewsets.ReadOnlyModelViewSet):
         return cost_center_scope(self.request.user).filter(super().get_queryset(), "pk")
 
 
+@extend_schema_view(list=extend_schema(examples=[TEAM_EXAMPLE]), retrieve=extend_schema(examples=[TEAM_EXAMPLE]))
 class TeamViewSet(viewsets.ReadOnlyModelViewSet):
     """Teams; a team member sees the teams of their cost centers."""
 
@@ -80,6 +129,7 @@ class TeamViewSet(viewsets.ReadOnlyModelViewSet):
         return cost_center_scope(self.request.user).filter(super().get_queryset())
 
 
+@extend_schema_view(list=extend_schema(examples=[FEATURE_EXAMPLE]), retrieve=extend_schema(examples=[FEATURE_EXAMPLE]))
 class FeatureViewSet(viewsets.ReadOnlyModelViewSet):
     """Features; a team member sees the features of their cost centers' teams."""
 
@@ -178,6 +228,7 @@ class TagCoverageApi(APIView):
         )
 
 
+@extend_schema_view(list=extend_schema(examples=[RUN_EXAMPLE]), retrieve=extend_schema(examples=[RUN_EXAMPLE]))
 class AllocationRunViewSet(viewsets.ReadOnlyModelViewSet):
     """Allocation runs, newest first; `?period=YYYY-MM` and `?status=` filter them."""
 
@@ -185,7 +236,19 @@ class AllocationRunViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = AllocationRunSerializer
     filterset_class = AllocationRunFilterSet
 
-    @extend_schema(request=AllocationRunStartSerializer, responses={202: dict})
+    @extend_schema(
+        request=AllocationRunStartSerializer,
+        responses={202: dict},
+        examples=[
+            OpenApiExample("Run October", value={"period": "2026-10"}, request_only=True),
+            OpenApiExample(
+                "Queued",
+                value={"period": "2026-10", "progress": {"state": "queued", "percent": 0}},
+                response_only=True,
+                status_codes=["202"],
+            ),
+        ],
+    )
     def create(self, request: Request) -> Response:
         """Start a run of a period in the background; poll `progress?period=` or the run list."""
         payload = AllocationRunStartSerializer(data=request.data)

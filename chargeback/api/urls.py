@@ -3,9 +3,19 @@ its docs describe them all."""
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import SimpleRouter
+
+from chargeback.api import views
+
+# No trailing slashes, as in allocation's part: `/api/v1/statements/12/lines`.
+router = SimpleRouter(trailing_slash=False)
+router.register("periods", views.PeriodViewSet, basename="api-period")
+router.register("statements", views.StatementViewSet, basename="api-statement")
+router.register("disputes", views.DisputeViewSet, basename="api-dispute")
 
 urlpatterns = [
     path("", include("allocation.api.urls")),
+    path("", include(router.urls)),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

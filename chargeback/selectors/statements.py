@@ -3,7 +3,7 @@ a line, a parent's roll-up, and the dispute queue. Aggregation is in SQL; Python
 shapes the few hundred rows a statement holds."""
 
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -16,8 +16,10 @@ from allocation.access import CostCenterScope, cost_center_scope
 from allocation.choices import Environment
 from allocation.models import AllocationRun, CostCenter, ReconciliationLine, UsageLine
 from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind, StatementStatus
+from chargeback.filtersets import DisputeFilterSet, StatementFilterSet
 from chargeback.models import AccountingPeriod, Dispute, ReconciliationOverride, Statement, StatementLine
 from pricing.csv_export import csv_lines
+from pricing.errors import ValidationFailed
 from pricing.periods import Period
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "CallsPage",
     "disputes_counts",
     "disputes_list",
+    "disputes_visible",
+    "filtered",
     "period_status",
     "statement_calls",
     "statement_line_rows",
@@ -54,9 +58,20 @@ def statements_visible(actor) -> QuerySet[Statement]:
     return cost_center_scope(actor).filter(Statement.objects.select_related("cost_center", "run", "approved_by"))
 
 
-def statements_of_period(*, period: Period, scope: CostCenterScope) -> list[Statement]:
-    """The month's statements in scope, each with its undecided disputes counted."""
-    statements = scope.filter(Statement.objects.filter(period=str(period)))
+def filtered(filterset_class, data: Mapping, queryset: QuerySet) -> QuerySet:
+    """The rows a shared FilterSet keeps; filters it can't read are a 400 naming them."""
+    filterset = filterset_class(data, queryset=queryset)
+    if not filterset.is_valid():
+        errors = {name: [str(e) for e in messages] for name, messages in filterset.errors.items()}
+        raise ValidationFailed(f"invalid filters: {', '.join(sorted(errors))}", extra={"fields": errors})
+    return filterset.qs
+
+
+def statements_of_period(*, period: Period, scope: CostCenterScope, filters: Mapping | None = None) -> list[Statement]:
+    """The month's statements in scope, narrowed by `StatementFilterSet` (status, cost
+    center), each with its undecided disputes counted."""
+    statements = scope.filter(Statement.objects.all())
+    statements = filtered(StatementFilterSet, {**(filters or {}), "period": str(period)}, statements)
     return list(
         statements.select_related("cost_center", "approved_by")
         .annotate(open_disputes=Count("disputes", filter=Q(disputes__status__in=UNDECIDED_DISPUTES)))
@@ -303,17 +318,22 @@ def statement_rollup(*, cost_center: CostCenter, period: Period, scope: CostCent
     }
 
 
-def disputes_list(*, scope: CostCenterScope, status: str = "", now: datetime | None = None) -> list[Dispute]:
-    """Disputes in scope, undecided first and the oldest due first; each marked `overdue`
-    when undecided past its SLA."""
-    now = now or timezone.now()
-    disputes = scope.filter(Dispute.objects.all()).select_related(
+def disputes_visible(*, scope: CostCenterScope) -> QuerySet[Dispute]:
+    """The disputes of the cost centers in scope, with what a list shows of each."""
+    return scope.filter(Dispute.objects.all()).select_related(
         "statement", "line", "cost_center", "filed_by", "decided_by", "counterpart"
     )
-    if status == "undecided":
-        disputes = disputes.filter(status__in=UNDECIDED_DISPUTES)
-    elif status:
-        disputes = disputes.filter(status=status)
+
+
+def disputes_list(
+    *, scope: CostCenterScope, status: str = "", now: datetime | None = None, filters: Mapping | None = None
+) -> list[Dispute]:
+    """Disputes in scope narrowed by `DisputeFilterSet` (`status` may be `undecided`),
+    undecided first and the oldest due first; each marked `overdue` when undecided past
+    its SLA."""
+    now = now or timezone.now()
+    data = {**(filters or {}), **({"status": status} if status else {})}
+    disputes = filtered(DisputeFilterSet, data, disputes_visible(scope=scope))
     rows = sorted(disputes, key=lambda d: (d.status not in UNDECIDED_DISPUTES, d.due_at, d.pk))
     for dispute in rows:
         dispute.overdue = dispute.status in UNDECIDED_DISPUTES and dispute.due_at < now

@@ -23,6 +23,7 @@ from pricing.errors import ApplicationError
 
 __all__ = ["dispute_detail", "dispute_evidence", "dispute_file_view", "disputes_queue"]
 
+_STATUSES = [("undecided", "Undecided"), *DisputeStatus.choices, ("all", "All")]
 _FORM_FIELDS = {"amount", "reason", "evidence_file", "counterpart"}
 
 
@@ -63,11 +64,17 @@ def disputes_queue(request: HttpRequest) -> HttpResponse:
     status = request.GET.get("status", "undecided")
     if status not in {"undecided", "all", *DisputeStatus.values}:
         status = "undecided"
-    disputes = disputes_list(scope=cost_center_scope(request.user), status="" if status == "all" else status)
+    # The API's `GET /api/v1/disputes` filters (DisputeFilterSet), on the page too.
+    filters = {name: request.GET[name] for name in ("period", "cost_center") if request.GET.get(name)}
+    try:
+        disputes = disputes_list(scope=cost_center_scope(request.user), status=status, filters=filters)
+    except ApplicationError as exc:
+        context = {"error": exc.message, "disputes": [], "status": status, "statuses": _STATUSES}
+        return render(request, "chargeback/disputes.html", context, status=400)
     context = {
         "disputes": disputes,
         "status": status,
-        "statuses": [("undecided", "Undecided"), *DisputeStatus.choices, ("all", "All")],
+        "statuses": _STATUSES,
         "overdue": sum(1 for d in disputes if d.overdue),
     }
     return render(request, "chargeback/disputes.html", context)

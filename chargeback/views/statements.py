@@ -100,12 +100,14 @@ def _close_url(period: Period | str) -> str:
 @require_GET
 def statements_period(request: HttpRequest) -> HttpResponse:
     """The month's close: every statement's status, the run behind them, the actions."""
+    scope = cost_center_scope(request.user)
     try:
         period = _period_of(request)
+        # The API's `GET /api/v1/statements` filters (StatementFilterSet), on the page too.
+        filters = {name: request.GET[name] for name in ("status", "cost_center") if request.GET.get(name)}
+        statements = statements_of_period(period=period, scope=scope, filters=filters)
     except ApplicationError as exc:
         return render(request, "chargeback/statements.html", {"error": exc.message}, status=400)
-    scope = cost_center_scope(request.user)
-    statements = statements_of_period(period=period, scope=scope)
     counts = {status: 0 for status in StatementStatus.values}
     for statement in statements:
         counts[statement.status] += 1

@@ -63,3 +63,35 @@ def test_pages_name_the_favicon_and_favicon_ico_leads_to_it(client, client_logge
     answer = client.get("/favicon.ico")  # anyone, signed in or not
     assert answer.status_code == 301 and answer["Location"] == icon.group(1)
     assert client_logged_in.get("/favicon.ico")["Location"] == icon.group(1)
+
+
+def test_the_schema_validates_and_every_close_and_cost_object_operation_has_examples():
+    """OpenAPI 3 as drf-spectacular's validator reads it; the close's endpoints, the cost
+    objects' and the runs' each carry an example, and every write takes an Idempotency-Key
+    where the close's API takes writes."""
+    from drf_spectacular.generators import SchemaGenerator
+    from drf_spectacular.validation import validate_schema
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    validate_schema(schema)
+    documented = ("/api/v1/periods", "/api/v1/statements", "/api/v1/disputes", "/api/v1/cost-centers")
+    documented += ("/api/v1/teams", "/api/v1/features", "/api/v1/allocation-runs")
+    missing, unkeyed = [], []
+    for path, operations in schema["paths"].items():
+        if not path.startswith(documented) or path.endswith(("/summary", "/progress")):
+            continue
+        for method, operation in operations.items():
+            bodies = [
+                content
+                for response in operation["responses"].values()
+                for content in response.get("content", {}).values()
+            ]
+            if not any("examples" in body for body in bodies) and not path.endswith(".csv"):
+                missing.append(f"{method.upper()} {path}")
+            headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+            if method == "post" and not path.startswith("/api/v1/allocation-runs") and "Idempotency-Key" not in headers:
+                unkeyed.append(f"{method.upper()} {path}")
+    assert not missing, f"operations without an example: {missing}"
+    assert not unkeyed, f"writes without Idempotency-Key: {unkeyed}"
+    close = [p for p in schema["paths"] if p.startswith(("/api/v1/periods", "/api/v1/statements", "/api/v1/disputes"))]
+    assert len(close) == 16, close

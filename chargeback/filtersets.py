@@ -1,0 +1,50 @@
+"""FilterSets of the close, shared by the API and the pages: the statements of the close
+page and `GET /api/v1/statements`, the disputes queue and `GET /api/v1/disputes`, read
+the same filters, so a list on a page and its API answer hold the same rows."""
+
+import django_filters
+from django.db.models import QuerySet
+
+from chargeback.choices import UNDECIDED_DISPUTES, DisputeStatus, StatementStatus
+from chargeback.models import Dispute, Statement
+from pricing.periods import PeriodFilter
+
+__all__ = ["ALL_DISPUTES", "UNDECIDED", "DisputeFilterSet", "StatementFilterSet"]
+
+# `?status=undecided`: open and under review, finance's queue; `?status=all`: any status.
+UNDECIDED = "undecided"
+ALL_DISPUTES = "all"
+
+
+class StatementFilterSet(django_filters.FilterSet):
+    period = PeriodFilter(help_text="YYYY-MM")
+    status = django_filters.ChoiceFilter(choices=StatementStatus.choices, empty_label="Any status")
+    cost_center = django_filters.CharFilter(field_name="cost_center__code", help_text="A cost center's code")
+
+    class Meta:
+        model = Statement
+        fields = ["period", "status", "cost_center"]
+
+
+class DisputeFilterSet(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(
+        choices=[(UNDECIDED, "Undecided"), *DisputeStatus.choices, (ALL_DISPUTES, "All")],
+        method="filter_status",
+        empty_label="Any status",
+        help_text="A status, `undecided` (open or under review) or `all`",
+    )
+    period = PeriodFilter(field_name="statement__period", help_text="The disputed statement's month, YYYY-MM")
+    cost_center = django_filters.CharFilter(
+        field_name="cost_center__code", help_text="The disputing cost center's code"
+    )
+
+    class Meta:
+        model = Dispute
+        fields = ["status", "period", "cost_center"]
+
+    def filter_status(self, queryset: QuerySet, name: str, value: str) -> QuerySet:
+        if value == UNDECIDED:
+            return queryset.filter(status__in=UNDECIDED_DISPUTES)
+        if value == ALL_DISPUTES:
+            return queryset
+        return queryset.filter(status=value)
