@@ -29,7 +29,7 @@ from chargeback.models import Adjustment, Dispute, StatementLine
 from chargeback.services.audit import audit_record
 from pricing.errors import Conflict, NotAllowed, ValidationFailed
 from pricing.formatting import money_plain
-from pricing.money import CENT, decimal_from_db, decimal_text, parse_decimal, quantize
+from pricing.money import CENT, decimal_from_db, parse_decimal, quantize
 from pricing.periods import Period
 
 __all__ = [
@@ -155,9 +155,9 @@ def dispute_file(
             code="dispute_amount_exceeds_line",
             extra={
                 "field": "amount",
-                "line_amount": decimal_text(line.amount),
-                "claimed": decimal_text(claimed),
-                "left": decimal_text(left),
+                "line_amount": money_plain(abs(line.amount)),
+                "claimed": money_plain(claimed),
+                "left": money_plain(left),
             },
         )
     if not reason.strip():

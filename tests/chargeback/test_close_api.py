@@ -239,7 +239,7 @@ def test_a_member_files_a_dispute_and_finance_reviews_rejects_and_accepts(world)
     # Money is a decimal string; more than the line, or a line of another cost center, is refused.
     assert_error(member.post("/api/v1/disputes", {**body, "amount": 2.5}, format="json"), 400, "validation_failed")
     assert_error(
-        member.post("/api/v1/disputes", {**body, "amount": "999999"}, format="json"), 400, "dispute_amount_invalid"
+        member.post("/api/v1/disputes", {**body, "amount": "999999"}, format="json"), 400, "dispute_amount_exceeds_line"
     )
     other = statement_of("CC-120").lines.first()
     assert_error(member.post("/api/v1/disputes", {**body, "line": other.pk}, format="json"), 404, "not_found")
@@ -254,6 +254,13 @@ def test_a_member_files_a_dispute_and_finance_reviews_rejects_and_accepts(world)
     assert_error(analyst.post(f"{base}/accept", {"reason": "changed my mind"}, format="json"), 409, "dispute_decided")
 
     second = member.post("/api/v1/disputes", {**body, "amount": "1.00"}, format="json").json()
+    # Accepting waits for the review: an open dispute is taken up first.
+    assert_error(
+        analyst.post(f"/api/v1/disputes/{second['id']}/accept", {"reason": "x"}, format="json"),
+        409,
+        "dispute_not_under_review",
+    )
+    assert analyst.post(f"/api/v1/disputes/{second['id']}/review", format="json").status_code == 200
     accepted = analyst.post(
         f"/api/v1/disputes/{second['id']}/accept", {"reason": "confirmed", "counterpart": "CC-120"}, format="json"
     ).json()

@@ -230,7 +230,7 @@ def test_the_amount_is_at_most_the_lines(world, amount):
     with pytest.raises(ValidationFailed) as refused:
         file_one(world, amount=amount)
     assert refused.value.code == "dispute_amount_exceeds_line" and refused.value.extra["field"] == "amount"
-    assert (refused.value.extra["left"], refused.value.extra["claimed"]) == ("10.1", "0")
+    assert (refused.value.extra["left"], refused.value.extra["claimed"]) == ("10.10", "0.00")
     assert not Dispute.objects.exists()
 
 
@@ -418,7 +418,7 @@ def test_a_line_is_disputed_at_most_for_what_other_disputes_leave_of_it(world):
     with pytest.raises(ValidationFailed) as refused:
         file_one(world, amount="1.11")
     assert refused.value.code == "dispute_amount_exceeds_line" and refused.value.extra["field"] == "amount"
-    assert (refused.value.extra["claimed"], refused.value.extra["left"]) == ("9", "1.1")
+    assert (refused.value.extra["claimed"], refused.value.extra["left"]) == ("9.00", "1.10")
     assert "amount: 1.11 must be at most the line's 1.10 left to dispute (9.00 of its 10.10" in str(refused.value)
     # Under review claims its share as open does.
     dispute_review(dispute=open_one, actor=world["analyst"])
@@ -429,7 +429,7 @@ def test_a_line_is_disputed_at_most_for_what_other_disputes_leave_of_it(world):
     assert file_one(world, amount="7.10").amount == Decimal("7.10")
     with pytest.raises(ValidationFailed) as refused:
         file_one(world, amount="0.01")
-    assert refused.value.extra["left"] == "0"
+    assert refused.value.extra["left"] == "0.00"
     assert Dispute.objects.count() == 3
 
 
@@ -482,7 +482,7 @@ def test_two_filings_at_once_on_one_line_take_turns_and_the_second_sees_the_firs
     assert isinstance(outcome["first"], Dispute)
     refused = outcome["second"]
     assert isinstance(refused, ValidationFailed) and refused.code == "dispute_amount_exceeds_line"
-    assert refused.extra["left"] == "3.1"
+    assert refused.extra["left"] == "3.10"
     assert list(Dispute.objects.values_list("amount", flat=True)) == [Decimal("7.00")]
 
 
