@@ -11,6 +11,7 @@ from allocation.models import CostCenter
 from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
 from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind
 from chargeback.models import Dispute, Statement, StatementLine
+from chargeback.models.statements import STATEMENT_LINE_CONTENT
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
@@ -111,26 +112,7 @@ class StatementLineSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = StatementLine
-        fields = [
-            "id",
-            "kind",
-            "source_period",
-            "provider",
-            "model",
-            "modality",
-            "team",
-            "feature",
-            "environment",
-            "treatment",
-            "category",
-            "method",
-            "reason",
-            "description",
-            "unit",
-            "quantity",
-            "line_count",
-            "amount",
-        ]
+        fields = ["id", *STATEMENT_LINE_CONTENT]
         read_only_fields = fields
 
 

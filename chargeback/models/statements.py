@@ -12,6 +12,7 @@ from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
     "CHARGEBACK_LINES",
+    "STATEMENT_LINE_CONTENT",
     "LedgerFeatureCount",
     "LedgerFeatureCountMark",
     "Statement",
@@ -23,6 +24,29 @@ __all__ = [
 # from which journal entries follow: not an unallocated bucket it owns, not showback.
 # `StatementLine.is_chargeback` says the same of one line.
 CHARGEBACK_LINES = ~Q(kind=StatementLineKind.UNALLOCATED) & Q(reason="") & ~Q(treatment=Treatment.SHOWBACK)
+
+
+# A line's content, in order: what the statement's content hash covers, a build writes
+# and the API shows of it.
+STATEMENT_LINE_CONTENT = (
+    "kind",
+    "source_period",
+    "provider",
+    "model",
+    "modality",
+    "team",
+    "feature",
+    "environment",
+    "treatment",
+    "category",
+    "method",
+    "reason",
+    "description",
+    "unit",
+    "quantity",
+    "line_count",
+    "amount",
+)
 
 
 def _money(**kwargs) -> models.DecimalField:

@@ -32,6 +32,7 @@ from chargeback.models import (
     StatementLine,
     StatementPdf,
 )
+from chargeback.models.statements import STATEMENT_LINE_CONTENT
 from chargeback.services.audit import audit_record
 from chargeback.services.feature_counts import feature_counts
 from chargeback.services.journals import journal_entries_for_statement
@@ -54,25 +55,7 @@ __all__ = [
 ]
 
 # The fields of a line that its content hash covers, in order.
-_LINE_FIELDS = (
-    "kind",
-    "source_period",
-    "provider",
-    "model",
-    "modality",
-    "team",
-    "feature",
-    "environment",
-    "treatment",
-    "category",
-    "method",
-    "reason",
-    "description",
-    "unit",
-    "quantity",
-    "line_count",
-    "amount",
-)
+_LINE_FIELDS = STATEMENT_LINE_CONTENT
 # The task that renders and signs an approved statement's PDF (chargeback.tasks), queued by
 # name on approval so that this module never imports the tasks that call it.
 STATEMENT_PDF_TASK = "chargeback.tasks.statement_pdf_issue_task"
