@@ -228,6 +228,10 @@ def _may_dispute(request: HttpRequest, statement) -> bool:
     return statement.status in SIGNED_STATUSES and end is not None and timezone.now() <= end
 
 
+# Rows of "cost per request and per trace" a statement page opens with.
+UNIT_COSTS_SHOWN = 25
+
+
 @require_GET
 def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
     statement = _statement(request, statement_id)
@@ -236,9 +240,14 @@ def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
     if kind in StatementLineKind.values:
         lines = lines.filter(kind=kind)
     page = Paginator(lines, LINES_PER_PAGE).get_page(request.GET.get("page"))
+    sections = statement_sections(statement=statement)
+    every_feature = request.GET.get("features") == "all"
     context = {
         "statement": statement,
-        "sections": statement_sections(statement=statement),
+        "sections": sections,
+        # The largest features first; a cost center with hundreds opens the rest on request.
+        "unit_costs": sections["unit_costs"] if every_feature else sections["unit_costs"][:UNIT_COSTS_SHOWN],
+        "unit_costs_count": len(sections["unit_costs"]),
         "page": page,
         "kind": kind,
         "kinds": StatementLineKind.choices,

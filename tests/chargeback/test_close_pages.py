@@ -13,6 +13,8 @@ from openpyxl import load_workbook
 
 from chargeback.choices import DisputeStatus, PeriodStatus, StatementStatus
 from chargeback.models import AccountingPeriod, Dispute, Statement
+from chargeback.services.statements import statements_build
+from chargeback.views import statements as statement_pages
 from pricing.csv_export import csv_cell_restore
 from tests.chargeback.close_world import MONTH, close_world
 
@@ -153,3 +155,21 @@ def test_an_owner_sees_the_roll_up_of_the_cost_centers_below(world):
     assert "CC-110" in page and "CC-120" in page and "CC-130" not in page
     total = sum(both.values_list("total", flat=True), Decimal(0))
     assert f"${total:,.2f}" in page
+
+
+def test_a_statement_page_opens_with_its_largest_features_and_shows_all_on_request(world, monkeypatch):
+    statements_build(period=MONTH, actor=world["analyst"])
+    search = Statement.objects.get(period=str(MONTH), cost_center__code="CC-110")
+    every = {(f.team, f.feature) for f in search.features.all()}
+    assert len(every) > 2
+    monkeypatch.setattr(statement_pages, "UNIT_COSTS_SHOWN", 2)
+    member = signed_in(world["member"])
+
+    opened = member.get(reverse("statement", args=[search.pk]))
+    assert len(opened.context["unit_costs"]) == 2 and opened.context["unit_costs_count"] > 2
+    amounts = [row["amount"] for row in opened.context["unit_costs"]]
+    assert amounts == sorted(amounts, reverse=True)
+    assert "?features=all#unit-heading" in opened.content.decode()
+    everything = member.get(reverse("statement", args=[search.pk]) + "?features=all")
+    assert len(everything.context["unit_costs"]) == everything.context["unit_costs_count"]
+    assert "?features=all#unit-heading" not in everything.content.decode()
