@@ -208,7 +208,7 @@ def test_a_statement_of_hundreds_of_lines_runs_over_many_pages_with_its_headers(
     assert last - first >= 8  # 310 lines over many pages
     for text in pages[first : last + 1]:
         # The table's header repeated on each page it runs over, and the running header.
-        assert "# Provider, model Team, feature Environment Modality Treatment Quantity Ledger lines Amount" in text
+        assert "# Provider, model Team, feature Environment · modality · treatment Quantity Ledger lines Amount" in text
         assert f"CC-110 {statement.cost_center.name} · {MONTH}" in text or text is pages[0]
     # Landscape pages for the lines, portrait for the rest.
     boxes = [(float(page.mediabox.width), float(page.mediabox.height)) for page in reader.pages]
