@@ -1,11 +1,24 @@
-"""Reads of journal entries for the pages (the ERP's API reads them in a later step)."""
+"""Reads of journal entries: a statement's for its page; every entry for the ERP's API and
+its CSV, company-wide (finance, the platform team and the ERP hold the permission; team
+members do not, as on the pages)."""
 
 from dataclasses import dataclass
 from decimal import Decimal
 
-from chargeback.models import JournalEntry, Statement
+from django.db.models import Q, QuerySet
 
-__all__ = ["JournalEntryView", "journal_entries_of_statement"]
+from allocation.access import Permission, access_allows
+from chargeback.models import JournalEntry, JournalLine, Statement
+
+__all__ = [
+    "JOURNAL_CSV_HEADER",
+    "JournalEntryView",
+    "after_position",
+    "journal_csv_rows",
+    "journal_entries_of_statement",
+    "journal_entries_visible",
+    "journal_lines_by_entry",
+]
 
 
 @dataclass(frozen=True)
@@ -45,3 +58,98 @@ def journal_entries_of_statement(*, statement: Statement) -> list[JournalEntryVi
         total = _amount(sum(line.debit_cents for line in entry.lines.all()))
         views.append(JournalEntryView(entry=entry, lines=lines, total=total))
     return views
+
+
+def after_position(updated_at, entry_id: int) -> Q:
+    """Entries after a keyset position in (updated_at, id) order: the index
+    journal_entry_updated_cursor serves it."""
+    return Q(updated_at__gt=updated_at) | Q(updated_at=updated_at, id__gt=entry_id)
+
+
+def journal_entries_visible(actor) -> QuerySet:
+    """Every journal entry for an actor who may view them (company-wide); none otherwise."""
+    if not access_allows(actor, Permission.VIEW_JOURNAL_ENTRIES):
+        return JournalEntry.objects.none()
+    return JournalEntry.objects.select_related("cost_center", "reverses")
+
+
+def journal_lines_by_entry(entry_ids: list[int]) -> dict[int, list[tuple]]:
+    """The lines of some entries in one query, as tuples (a page holds 500 entries of 50
+    lines: model instances would cost more than the rest of the answer). Each tuple:
+    (line_no, gl_account, cost center code or None, debit_cents, credit_cents, modality,
+    description)."""
+    lines: dict[int, list[tuple]] = {entry_id: [] for entry_id in entry_ids}
+    rows = (
+        JournalLine.objects.filter(entry_id__in=entry_ids)
+        .order_by("entry_id", "line_no")
+        .values_list(
+            "entry_id",
+            "line_no",
+            "gl_account",
+            "cost_center__code",
+            "debit_cents",
+            "credit_cents",
+            "modality",
+            "description",
+        )
+    )
+    for entry_id, *line in rows:
+        lines[entry_id].append(tuple(line))
+    return lines
+
+
+JOURNAL_CSV_HEADER = [
+    "external_id",
+    "company",
+    "period",
+    "posting_date",
+    "currency",
+    "kind",
+    "status",
+    "reverses",
+    "erp_document_number",
+    "memo",
+    "line_no",
+    "gl_account",
+    "cost_center",
+    "debit",
+    "credit",
+    "description",
+]
+
+
+def journal_csv_rows(entries: QuerySet, *, chunk: int = 500):
+    """One row per line, its entry's header repeated; entries in (updated_at, id) order,
+    read a chunk at a time so a period's download holds no more than a chunk in memory."""
+    ordered = entries.order_by("updated_at", "id")
+    last = None
+    while True:
+        page = ordered if last is None else ordered.filter(after_position(*last))
+        batch = list(page[:chunk])
+        if not batch:
+            return
+        lines = journal_lines_by_entry([entry.pk for entry in batch])
+        for entry in batch:
+            head = [
+                entry.external_id,
+                entry.company,
+                entry.period,
+                entry.posting_date.isoformat(),
+                entry.currency,
+                entry.kind,
+                entry.status,
+                entry.reverses.external_id if entry.reverses else "",
+                entry.erp_document_number,
+                entry.memo,
+            ]
+            for line_no, gl_account, center, debit, credit, _modality, description in lines[entry.pk]:
+                yield [
+                    *head,
+                    line_no,
+                    gl_account,
+                    center or "",
+                    _amount(debit) if debit else "",
+                    _amount(credit) if credit else "",
+                    description,
+                ]
+        last = (batch[-1].updated_at, batch[-1].pk)
