@@ -124,11 +124,19 @@ class JournalCursorPagination(pagination.BasePagination):
             "type": "object",
             "required": ["next", "cursor", "results"],
             "properties": {
-                "next": {"type": "string", "nullable": True, "format": "uri", "description": "The next page, or null"},
+                "next": {
+                    "type": "string",
+                    "nullable": True,
+                    "format": "uri",
+                    "description": "The next page, or null",
+                    "example": "https://chargeback.example.com/api/v1/journal-entries?period=2026-10&page_size=500"
+                    "&cursor=MjAyNi0xMS0wNVQwNjowMDowMi4xMjM0NTYrMDA6MDB8NDE=",
+                },
                 "cursor": {
                     "type": "string",
                     "nullable": True,
                     "description": "The position after this page's last entry: the checkpoint of an incremental pull",
+                    "example": "MjAyNi0xMS0wNVQwNjowMDowMi4xMjM0NTYrMDA6MDB8NDE=",
                 },
                 "results": schema,
             },
