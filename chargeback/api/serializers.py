@@ -1,6 +1,7 @@
 """Serializers of the close's API: periods, statements and their lines, disputes, and
 the bodies of their actions. Money is a decimal in a string, never a float."""
 
+import json
 from decimal import Decimal
 
 from django.utils import timezone
@@ -17,6 +18,7 @@ from chargeback.choices import (
     StatementLineKind,
 )
 from chargeback.models import Dispute, JournalEntry, Statement, StatementLine
+from chargeback.selectors.journals import journal_lines_json
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "JournalEntryAcknowledgeSerializer",
     "JournalEntrySerializer",
     "JournalLineSerializer",
+    "journal_entry_documents",
     "PeriodSerializer",
     "ReasonSerializer",
     "StatementLineSerializer",
@@ -244,7 +247,7 @@ __all__ += ["DecimalTextField", "NoBodySerializer"]
 
 
 def _money_text(cents: int) -> str:
-    return f"{Decimal(cents).scaleb(-2):.2f}"
+    return f"{cents // 100}.{cents % 100:02d}"  # cents are never negative
 
 
 class JournalLineSerializer(serializers.Serializer):
@@ -262,8 +265,9 @@ class JournalLineSerializer(serializers.Serializer):
 
 
 class JournalEntrySerializer(serializers.Serializer):
-    """An entry's header and its balanced lines. Built by hand in `to_representation`: a
-    page holds up to 500 entries of 50 lines, too many for a field-by-field walk."""
+    """An entry's header and its balanced lines: the schema's description. The JSON is
+    written by `journal_entry_documents` (a page holds up to 500 entries of 50 lines, too
+    many for a field-by-field walk)."""
 
     id = serializers.IntegerField()
     external_id = serializers.CharField(help_text="Stable: the ERP's externalId / ReferenceDocument")
@@ -287,9 +291,18 @@ class JournalEntrySerializer(serializers.Serializer):
     lines = JournalLineSerializer(many=True)
 
     def to_representation(self, entry: JournalEntry) -> dict:
-        lines = self.context["lines"][entry.pk]
-        total = sum(line[3] for line in lines)
-        return {
+        return json.loads(journal_entry_documents([entry])[0])
+
+
+def journal_entry_documents(entries: list[JournalEntry]) -> list[str]:
+    """Each entry as the JSON text of `JournalEntrySerializer`: its header from Python, its
+    lines as PostgreSQL wrote them (`journal_lines_json`), joined without decoding them.
+    A page of the list is these texts joined; one entry is one of them."""
+    lines = journal_lines_json([entry.pk for entry in entries])
+    documents = []
+    for entry in entries:
+        array, total = lines[entry.pk]
+        header = {
             "id": entry.pk,
             "external_id": entry.external_id,
             "statement": entry.statement_id,
@@ -309,21 +322,9 @@ class JournalEntrySerializer(serializers.Serializer):
             "acknowledged_at": _instant(entry.acknowledged_at),
             "created_at": _instant(entry.created_at),
             "updated_at": _instant(entry.updated_at),
-            "lines": [
-                {
-                    "line_no": line_no,
-                    "gl_account": gl_account,
-                    "cost_center": center,
-                    "debit_cents": debit,
-                    "credit_cents": credit,
-                    "debit": _money_text(debit),
-                    "credit": _money_text(credit),
-                    "modality": modality,
-                    "description": description,
-                }
-                for line_no, gl_account, center, debit, credit, modality, description in lines
-            ],
         }
+        documents.append(f'{json.dumps(header)[:-1]}, "lines": {array}}}')
+    return documents
 
 
 def _instant(value) -> str | None:

@@ -3,7 +3,9 @@ the selectors (scoped by `cost_center_scope`, as the pages are), changes through
 services, which check roles, states and windows again. Every write takes an
 `Idempotency-Key`. Access rules per URL are in allocation/access.py."""
 
-from django.http import StreamingHttpResponse
+import json
+
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -26,6 +28,7 @@ from chargeback.api.serializers import (
     StatementLineSerializer,
     StatementLinesQuerySerializer,
     StatementSerializer,
+    journal_entry_documents,
 )
 from chargeback.filtersets import DisputeFilterSet, JournalEntryFilterSet, StatementFilterSet
 from chargeback.models import Dispute, JournalEntry, Statement, StatementLine
@@ -33,7 +36,6 @@ from chargeback.selectors.journals import (
     JOURNAL_CSV_HEADER,
     journal_csv_rows,
     journal_entries_visible,
-    journal_lines_by_entry,
 )
 from chargeback.selectors.periods import period_overview, periods_overview
 from chargeback.selectors.statements import (
@@ -546,11 +548,19 @@ class JournalEntryViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return journal_entries_visible(self.request.user)
 
-    def get_serializer(self, instance=None, *args, **kwargs):
-        entries = list(instance) if kwargs.get("many") else [instance] if instance is not None else []
-        lines = journal_lines_by_entry([entry.pk for entry in entries])
-        kwargs["context"] = {**self.get_serializer_context(), "lines": lines}
-        return JournalEntrySerializer(instance, *args, **kwargs)
+    def list(self, request: Request) -> HttpResponse:
+        entries = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        # The entries' JSON texts joined as they are (see journal_entry_documents).
+        paginator = self.paginator
+        head = json.dumps({"next": paginator._next_link(), "cursor": paginator.cursor})[:-1]
+        body = f'{head}, "results": [{", ".join(journal_entry_documents(entries))}]}}'
+        return HttpResponse(body, content_type="application/json")
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(self._document(self.get_object()))
+
+    def _document(self, entry: JournalEntry) -> dict:
+        return json.loads(journal_entry_documents([entry])[0])
 
     @extend_schema(
         summary="Journal entries as CSV, a row per line",
@@ -580,4 +590,4 @@ class JournalEntryViewSet(viewsets.ReadOnlyModelViewSet):
         entry = journal_entry_acknowledge(
             entry=self.get_object(), document_number=payload.validated_data["document_number"], actor=request.user
         )
-        return Response(self.get_serializer(self.get_queryset().get(pk=entry.pk)).data)
+        return Response(self._document(self.get_queryset().get(pk=entry.pk)))
