@@ -90,12 +90,14 @@ def test_pages_walk_every_entry_once_in_updated_order_and_stay_put_while_entries
     assert len(entries) == len({e["id"] for e in entries}) and pages >= 2
     assert [(e["updated_at"], e["id"]) for e in entries] == sorted((e["updated_at"], e["id"]) for e in entries)
 
-    # Mid-pull, a new entry arrives (here: one is changed, so it moves to the end): the page
-    # after the first still starts where the first ended, and the changed one comes last.
+    # Mid-pull, an entry changes (the ERP acknowledges one): the page after the first still
+    # starts where the first ended, and the changed one comes last.
     first = erp.get("/api/v1/journal-entries?page_size=1").json()
     moved = JournalEntry.objects.exclude(pk=first["results"][0]["id"]).order_by("updated_at", "id").first()
-    moved.memo += " (noted)"
-    moved.save()
+    acknowledged = erp.post(
+        f"/api/v1/journal-entries/{moved.pk}/acknowledge", {"document_number": "JE-7"}, format="json"
+    )
+    assert acknowledged.status_code == 200
     rest, _, _ = pull(erp, f"cursor={first['cursor']}", page_size=1)
     assert [e["id"] for e in rest][-1] == moved.pk
     assert {e["id"] for e in rest} | {first["results"][0]["id"]} == {e["id"] for e in entries}
