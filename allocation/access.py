@@ -428,6 +428,11 @@ URL_RULES: dict[str, UrlRule] = {
     "api-dispute-review": UrlRule(read=None, write=_P.RESOLVE_DISPUTE),
     "api-dispute-accept": UrlRule(read=None, write=_P.RESOLVE_DISPUTE),
     "api-dispute-reject": UrlRule(read=None, write=_P.RESOLVE_DISPUTE),
+    # journal entries: company-wide, for finance, the platform team and the ERP, which alone acknowledges
+    "api-journal-entry-list": UrlRule(read=_P.VIEW_JOURNAL_ENTRIES),
+    "api-journal-entry-detail": UrlRule(read=_P.VIEW_JOURNAL_ENTRIES),
+    "api-journal-entry-csv": UrlRule(read=_P.VIEW_JOURNAL_ENTRIES),
+    "api-journal-entry-acknowledge": UrlRule(read=None, write=_P.ACKNOWLEDGE_JOURNAL_ENTRIES),
 }
 
 

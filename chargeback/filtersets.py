@@ -5,11 +5,11 @@ the same filters, so a list on a page and its API answer hold the same rows."""
 import django_filters
 from django.db.models import QuerySet
 
-from chargeback.choices import UNDECIDED_DISPUTES, DisputeStatus, StatementStatus
-from chargeback.models import Dispute, Statement
+from chargeback.choices import UNDECIDED_DISPUTES, DisputeStatus, JournalEntryStatus, StatementStatus
+from chargeback.models import Dispute, JournalEntry, Statement
 from pricing.periods import PeriodFilter
 
-__all__ = ["ALL_DISPUTES", "UNDECIDED", "DisputeFilterSet", "StatementFilterSet"]
+__all__ = ["ALL_DISPUTES", "UNDECIDED", "DisputeFilterSet", "JournalEntryFilterSet", "StatementFilterSet"]
 
 # `?status=undecided`: open and under review, finance's queue; `?status=all`: any status.
 UNDECIDED = "undecided"
@@ -48,3 +48,19 @@ class DisputeFilterSet(django_filters.FilterSet):
         if value == ALL_DISPUTES:
             return queryset
         return queryset.filter(status=value)
+
+
+class JournalEntryFilterSet(django_filters.FilterSet):
+    """The ERP's pulls: a period's entries, those not yet acknowledged, and, incrementally,
+    those changed since its last pull (`updated_after`, exclusive)."""
+
+    period = PeriodFilter(help_text="YYYY-MM: the period the entry lands in")
+    status = django_filters.ChoiceFilter(choices=JournalEntryStatus.choices, empty_label="Any status")
+    cost_center = django_filters.CharFilter(field_name="cost_center__code", help_text="A cost center's code")
+    updated_after = django_filters.IsoDateTimeFilter(
+        field_name="updated_at", lookup_expr="gt", help_text="Changed after this instant (ISO 8601, with offset)"
+    )
+
+    class Meta:
+        model = JournalEntry
+        fields = ["period", "status", "cost_center", "updated_after"]

@@ -7,14 +7,20 @@ is a 400 rather than a clamp, so a client that asked for everything learns that 
 a page, not all; its `next` link walks the rest.
 """
 
+import base64
+import binascii
 import re
+from datetime import datetime
 
 from rest_framework import pagination
 from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 
+from chargeback.selectors.journals import after_position
 from pricing.errors import ValidationFailed
 
-__all__ = ["INVALID_PAGINATION", "MAX_LIMIT", "MAX_OFFSET", "LimitOffsetPagination"]
+__all__ = ["INVALID_PAGINATION", "MAX_LIMIT", "MAX_OFFSET", "JournalCursorPagination", "LimitOffsetPagination"]
 
 INVALID_PAGINATION = "invalid_pagination"
 MAX_LIMIT = 1000
@@ -53,3 +59,103 @@ class LimitOffsetPagination(pagination.LimitOffsetPagination):
             low, high = bounds[parameter["name"]]
             parameter["schema"] = {**parameter["schema"], "minimum": low, "maximum": high}
         return parameters
+
+
+class JournalCursorPagination(pagination.BasePagination):
+    """Keyset pages of journal entries in (updated_at, id) order: `?cursor=` is the
+    position after the last entry of the page before, so a page is the same however many
+    entries arrive meanwhile (they come after it, with a later `updated_at`), and an entry
+    changed during a pull (acknowledged, say) moves to the end rather than shifting its
+    neighbours. `cursor` in the answer is that position even on the last page: a client
+    keeps it as its checkpoint and asks from it next time."""
+
+    page_size_query_param = "page_size"
+    cursor_query_param = "cursor"
+    default_page_size = 100
+    max_page_size = 500
+
+    def paginate_queryset(self, queryset, request: Request, view=None) -> list:
+        self.request = request
+        size = LimitOffsetPagination._count_from(
+            request, self.page_size_query_param, low=1, high=self.max_page_size, default=self.default_page_size
+        )
+        ordered = queryset.order_by("updated_at", "id")
+        if position := self._position(request):
+            ordered = ordered.filter(after_position(*position))
+        rows = list(ordered[: size + 1])
+        self.has_next = len(rows) > size
+        self.page = rows[:size]
+        last = self.page[-1] if self.page else None
+        self.cursor = self._encode(last.updated_at, last.pk) if last else request.query_params.get("cursor")
+        return self.page
+
+    def get_paginated_response(self, data) -> Response:
+        return Response({"next": self._next_link(), "cursor": self.cursor, "results": data})
+
+    def _next_link(self) -> str | None:
+        if not self.has_next:
+            return None
+        url = self.request.build_absolute_uri()
+        return replace_query_param(url, self.cursor_query_param, self.cursor)
+
+    def _position(self, request: Request) -> tuple[datetime, int] | None:
+        text = request.query_params.get(self.cursor_query_param)
+        if not text:
+            return None
+        try:
+            stamp, _, number = base64.urlsafe_b64decode(text.encode("ascii") + b"==").decode("ascii").partition("|")
+            position = datetime.fromisoformat(stamp), int(number)
+        except (ValueError, UnicodeError, binascii.Error):
+            position = None
+        if position is None or position[0].tzinfo is None or not 0 < position[1] < 2**63:
+            raise ValidationFailed(
+                f"cursor {text!r} is not one this API gave",
+                code=INVALID_PAGINATION,
+                extra={"parameter": self.cursor_query_param, "value": text},
+            )
+        return position
+
+    @staticmethod
+    def _encode(updated_at: datetime, entry_id: int) -> str:
+        return base64.urlsafe_b64encode(f"{updated_at.isoformat()}|{entry_id}".encode("ascii")).decode("ascii")
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return {
+            "type": "object",
+            "required": ["next", "cursor", "results"],
+            "properties": {
+                "next": {
+                    "type": "string",
+                    "nullable": True,
+                    "format": "uri",
+                    "description": "The next page, or null",
+                    "example": "https://chargeback.example.com/api/v1/journal-entries?period=2026-10&page_size=500"
+                    "&cursor=MjAyNi0xMS0wNVQwNjowMDowMi4xMjM0NTYrMDA6MDB8NDE=",
+                },
+                "cursor": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The position after this page's last entry: the checkpoint of an incremental pull",
+                    "example": "MjAyNi0xMS0wNVQwNjowMDowMi4xMjM0NTYrMDA6MDB8NDE=",
+                },
+                "results": schema,
+            },
+        }
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        return [
+            {
+                "name": self.cursor_query_param,
+                "required": False,
+                "in": "query",
+                "description": "The `cursor` of the page before (opaque)",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": self.page_size_query_param,
+                "required": False,
+                "in": "query",
+                "description": f"Entries per page, 1 to {self.max_page_size} (default {self.default_page_size})",
+                "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+            },
+        ]

@@ -1,6 +1,7 @@
 """Serializers of the close's API: periods, statements and their lines, disputes, and
 the bodies of their actions. Money is a decimal in a string, never a float."""
 
+import json
 from decimal import Decimal
 
 from django.utils import timezone
@@ -9,15 +10,26 @@ from rest_framework import serializers
 
 from allocation.models import CostCenter
 from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
-from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind
-from chargeback.models import Dispute, Statement, StatementLine
+from chargeback.choices import (
+    UNDECIDED_DISPUTES,
+    JournalEntryKind,
+    JournalEntryStatus,
+    PeriodStatus,
+    StatementLineKind,
+)
+from chargeback.models import Dispute, JournalEntry, Statement, StatementLine
 from chargeback.models.statements import STATEMENT_LINE_CONTENT
+from chargeback.selectors.journals import journal_lines_json
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
     "DisputeAcceptSerializer",
     "DisputeFileSerializer",
     "DisputeSerializer",
+    "JournalEntryAcknowledgeSerializer",
+    "JournalEntrySerializer",
+    "JournalLineSerializer",
+    "journal_entry_documents",
     "PeriodSerializer",
     "ReasonSerializer",
     "StatementLineSerializer",
@@ -211,3 +223,101 @@ class DisputeAcceptSerializer(ReasonSerializer):
 
 
 __all__ += ["DecimalTextField", "NoBodySerializer"]
+
+
+# --- journal entries -------------------------------------------------------------------
+
+
+def _money_text(cents: int) -> str:
+    return f"{cents // 100}.{cents % 100:02d}"  # cents are never negative
+
+
+class JournalLineSerializer(serializers.Serializer):
+    """One line: a debit or a credit, in cents and as a decimal string (the other side 0)."""
+
+    line_no = serializers.IntegerField()
+    gl_account = serializers.CharField()
+    cost_center = serializers.CharField(allow_null=True, help_text="Null on a clearing account's line")
+    debit_cents = serializers.IntegerField(min_value=0)
+    credit_cents = serializers.IntegerField(min_value=0)
+    debit = serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True)
+    credit = serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True)
+    modality = serializers.CharField(allow_blank=True)
+    description = serializers.CharField(allow_blank=True)
+
+
+class JournalEntrySerializer(serializers.Serializer):
+    """An entry's header and its balanced lines: the schema's description. The JSON is
+    written by `journal_entry_documents` (a page holds up to 500 entries of 50 lines, too
+    many for a field-by-field walk)."""
+
+    id = serializers.IntegerField()
+    external_id = serializers.CharField(help_text="Stable: the ERP's externalId / ReferenceDocument")
+    statement = serializers.IntegerField()
+    company = serializers.CharField()
+    period = serializers.CharField(help_text="YYYY-MM")
+    posting_date = serializers.DateField()
+    currency = serializers.CharField()
+    memo = serializers.CharField()
+    cost_center = serializers.CharField(help_text="The cost center whose statement it is")
+    kind = serializers.ChoiceField(choices=JournalEntryKind.choices)
+    status = serializers.ChoiceField(choices=JournalEntryStatus.choices)
+    reverses = serializers.CharField(allow_null=True, help_text="A reversal: the external id of the entry it undoes")
+    erp_document_number = serializers.CharField(allow_blank=True)
+    total_cents = serializers.IntegerField(help_text="The debits' sum, equal to the credits'")
+    total = serializers.DecimalField(max_digits=20, decimal_places=2, coerce_to_string=True)
+    exported_at = serializers.DateTimeField(allow_null=True)
+    acknowledged_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    lines = JournalLineSerializer(many=True)
+
+    def to_representation(self, entry: JournalEntry) -> dict:
+        return json.loads(journal_entry_documents([entry])[0])
+
+
+def journal_entry_documents(entries: list[JournalEntry]) -> list[str]:
+    """Each entry as the JSON text of `JournalEntrySerializer`: its header from Python, its
+    lines as PostgreSQL wrote them (`journal_lines_json`), joined without decoding them.
+    A page of the list is these texts joined; one entry is one of them."""
+    lines = journal_lines_json([entry.pk for entry in entries])
+    documents = []
+    for entry in entries:
+        array, total = lines[entry.pk]
+        header = {
+            "id": entry.pk,
+            "external_id": entry.external_id,
+            "statement": entry.statement_id,
+            "company": entry.company,
+            "period": entry.period,
+            "posting_date": entry.posting_date.isoformat(),
+            "currency": entry.currency,
+            "memo": entry.memo,
+            "cost_center": entry.cost_center.code,
+            "kind": entry.kind,
+            "status": entry.status,
+            "reverses": entry.reverses.external_id if entry.reverses_id else None,
+            "erp_document_number": entry.erp_document_number,
+            "total_cents": total,
+            "total": _money_text(total),
+            "exported_at": _instant(entry.exported_at),
+            "acknowledged_at": _instant(entry.acknowledged_at),
+            "created_at": _instant(entry.created_at),
+            "updated_at": _instant(entry.updated_at),
+        }
+        documents.append(f'{json.dumps(header)[:-1]}, "lines": {array}}}')
+    return documents
+
+
+def _instant(value) -> str | None:
+    # As DRF's DateTimeField writes it, in UTC (the site's zone): "2026-11-02T08:10:00.123456Z".
+    if value is None:
+        return None
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+class JournalEntryAcknowledgeSerializer(serializers.Serializer):
+    document_number = serializers.CharField(
+        min_length=1, max_length=64, help_text="The ERP's document number for the entry it posted"
+    )

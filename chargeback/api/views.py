@@ -1,9 +1,11 @@
-"""The close's API: periods, statements and their lines, disputes. Thin: reads through
+"""The close's API: periods, statements and their lines, disputes, journal entries. Thin: reads through
 the selectors (scoped by `cost_center_scope`, as the pages are), changes through the
 services, which check roles, states and windows again. Every write takes an
 `Idempotency-Key`. Access rules per URL are in allocation/access.py."""
 
-from django.http import StreamingHttpResponse
+import json
+
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -13,19 +15,28 @@ from rest_framework.response import Response
 from allocation.access import cost_center_scope
 from allocation.views.ledger import csv_download
 from chargeback.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
+from chargeback.api.pagination import JournalCursorPagination
 from chargeback.api.serializers import (
     DisputeAcceptSerializer,
     DisputeFileSerializer,
     DisputeSerializer,
+    JournalEntryAcknowledgeSerializer,
+    JournalEntrySerializer,
     NoBodySerializer,
     PeriodSerializer,
     ReasonSerializer,
     StatementLineSerializer,
     StatementLinesQuerySerializer,
     StatementSerializer,
+    journal_entry_documents,
 )
-from chargeback.filtersets import DisputeFilterSet, StatementFilterSet
-from chargeback.models import Dispute, Statement, StatementLine
+from chargeback.filtersets import DisputeFilterSet, JournalEntryFilterSet, StatementFilterSet
+from chargeback.models import Dispute, JournalEntry, Statement, StatementLine
+from chargeback.selectors.journals import (
+    JOURNAL_CSV_HEADER,
+    journal_csv_rows,
+    journal_entries_visible,
+)
 from chargeback.selectors.periods import period_overview, periods_overview
 from chargeback.selectors.statements import (
     STATEMENT_LINE_HEADER,
@@ -34,12 +45,13 @@ from chargeback.selectors.statements import (
     statements_visible,
 )
 from chargeback.services.disputes import dispute_accept, dispute_file, dispute_reject, dispute_review
+from chargeback.services.journals import journal_entry_acknowledge
 from chargeback.services.periods import period_close, period_reopen
 from chargeback.services.statements import statement_approve, statement_return, statement_submit
 from pricing.errors import NotFound
 from pricing.periods import Period
 
-__all__ = ["DisputeViewSet", "PeriodViewSet", "StatementViewSet"]
+__all__ = ["DisputeViewSet", "JournalEntryViewSet", "PeriodViewSet", "StatementViewSet"]
 
 # --- examples, for the docs ---------------------------------------------------------
 
@@ -444,3 +456,138 @@ class DisputeViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     def _fresh(self, dispute: Dispute) -> Dispute:
         return disputes_visible(scope=cost_center_scope(self.request.user)).get(pk=dispute.pk)
+
+
+# --- journal entries -------------------------------------------------------------------
+
+JOURNAL_ENTRY_EXAMPLE = OpenApiExample(
+    "An entry the ERP has posted",
+    value={
+        "id": 41,
+        "external_id": "CB-2026-10-CC-110-chargeback-1",
+        "statement": 12,
+        "company": "ACME-US",
+        "period": "2026-10",
+        "posting_date": "2026-10-31",
+        "currency": "USD",
+        "memo": "AI chargeback 2026-10, CC-110 Search",
+        "cost_center": "CC-110",
+        "kind": "chargeback",
+        "status": "acknowledged",
+        "reverses": None,
+        "erp_document_number": "JE100041",
+        "total_cents": 498000,
+        "total": "4980.00",
+        "exported_at": "2026-11-05T06:00:00Z",
+        "acknowledged_at": "2026-11-05T06:00:02Z",
+        "created_at": "2026-11-04T17:30:00Z",
+        "updated_at": "2026-11-05T06:00:02Z",
+        "lines": [
+            {
+                "line_no": 1,
+                "gl_account": "6110",
+                "cost_center": "CC-110",
+                "debit_cents": 498000,
+                "credit_cents": 0,
+                "debit": "4980.00",
+                "credit": "0.00",
+                "modality": "text",
+                "description": "AI spend, text",
+            },
+            {
+                "line_no": 2,
+                "gl_account": "2190",
+                "cost_center": None,
+                "debit_cents": 0,
+                "credit_cents": 498000,
+                "debit": "0.00",
+                "credit": "4980.00",
+                "modality": "text",
+                "description": "Provider clearing, text",
+            },
+        ],
+    },
+    response_only=True,
+)
+ACKNOWLEDGE_EXAMPLE = OpenApiExample(
+    "The ERP's document number", value={"document_number": "JE100041"}, request_only=True
+)
+ACKNOWLEDGED_OTHERWISE_EXAMPLE = OpenApiExample(
+    "Acknowledged before under another number",
+    value={
+        "code": "journal_entry_acknowledged",
+        "message": "CB-2026-10-CC-110-chargeback-1 was acknowledged as document JE100041, not JE100042: "
+        "it is posted once",
+        "extra": {"entry": "CB-2026-10-CC-110-chargeback-1", "erp_document_number": "JE100041"},
+    },
+    response_only=True,
+    status_codes=["409"],
+)
+_JOURNAL_LIST = (
+    "Ordered by (`updated_at`, `id`) and paged by keyset: follow `next`, or keep `cursor` as the checkpoint "
+    "of an incremental pull and ask `?cursor=` from it next time (what changed since comes after it). "
+    "`updated_after` does the same from an instant. For finance, the platform team and the ERP's token; "
+    "team members see their statements, not the ledger."
+)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Journal entries, by period, status, cost center and `updated_after`",
+        description=_JOURNAL_LIST,
+        examples=[JOURNAL_ENTRY_EXAMPLE],
+    ),
+    retrieve=extend_schema(summary="One journal entry with its lines", examples=[JOURNAL_ENTRY_EXAMPLE]),
+)
+class JournalEntryViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = JournalEntrySerializer
+    filterset_class = JournalEntryFilterSet
+    pagination_class = JournalCursorPagination
+    queryset = JournalEntry.objects.none()
+
+    def get_queryset(self):
+        return journal_entries_visible(self.request.user)
+
+    def list(self, request: Request) -> HttpResponse:
+        entries = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        # The entries' JSON texts joined as they are (see journal_entry_documents).
+        paginator = self.paginator
+        head = json.dumps({"next": paginator._next_link(), "cursor": paginator.cursor})[:-1]
+        body = f'{head}, "results": [{", ".join(journal_entry_documents(entries))}]}}'
+        return HttpResponse(body, content_type="application/json")
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(self._document(self.get_object()))
+
+    def _document(self, entry: JournalEntry) -> dict:
+        return json.loads(journal_entry_documents([entry])[0])
+
+    @extend_schema(
+        summary="Journal entries as CSV, a row per line",
+        description="The same entries and filters as the list, every page at once, through the one CSV writer.",
+        responses={(200, "text/csv"): str},
+    )
+    def csv(self, request: Request) -> StreamingHttpResponse:
+        entries = self.filter_queryset(self.get_queryset())
+        period = request.query_params.get("period") or "all"
+        return csv_download([JOURNAL_CSV_HEADER, *journal_csv_rows(entries)], filename=f"journal-entries-{period}.csv")
+
+    @extend_schema(
+        request=JournalEntryAcknowledgeSerializer,
+        responses={200: JournalEntrySerializer},
+        examples=[ACKNOWLEDGE_EXAMPLE, JOURNAL_ENTRY_EXAMPLE, ACKNOWLEDGED_OTHERWISE_EXAMPLE, REPLAY_EXAMPLE],
+        summary="The ERP posted an entry: its document number (the ERP's token)",
+        description="Idempotent: the same number again answers 200 with the same body; another number for an "
+        "entry already acknowledged is a 409 `journal_entry_acknowledged`. When a statement's last entry is "
+        "acknowledged the statement is posted.",
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
+    )
+    @action(detail=True, methods=["post"], filter_backends=[])
+    @idempotent
+    def acknowledge(self, request: Request, pk: str) -> Response:
+        payload = JournalEntryAcknowledgeSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        entry = journal_entry_acknowledge(
+            entry=self.get_object(), document_number=payload.validated_data["document_number"], actor=request.user
+        )
+        return Response(self._document(self.get_queryset().get(pk=entry.pk)))

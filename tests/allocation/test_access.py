@@ -17,9 +17,9 @@ from allocation import access
 from allocation.models import ApiToken, CostCenter, MappingRule, UsageBatch
 from allocation.services.access import api_token_issue, api_token_revoke, membership_grant
 from allocation.services.runs.run import allocation_run_execute
-from chargeback.models import Statement
+from chargeback.models import JournalEntry, Statement
 from chargeback.services.disputes import dispute_file
-from chargeback.services.statements import statement_submit, statements_build
+from chargeback.services.statements import statement_approve, statement_submit, statements_build
 from pricing.models import PriceBook
 
 from .runs_world import (
@@ -132,6 +132,11 @@ MATRIX: dict[str, tuple[set[str] | None, set[str] | None]] = {
     "api-dispute-review": (None, FINANCE),
     "api-dispute-accept": (None, FINANCE),
     "api-dispute-reject": (None, FINANCE),
+    # the ledger: company-wide, and the ERP's; the ERP alone acknowledges
+    "api-journal-entry-list": (COMPANY | {"erp"}, None),
+    "api-journal-entry-detail": (COMPANY | {"erp"}, None),
+    "api-journal-entry-csv": (COMPANY | {"erp"}, None),
+    "api-journal-entry-acknowledge": (None, {"erp"}),
 }
 OPEN_TO_ALL = {"login", "logout"}
 
@@ -184,6 +189,10 @@ def world(tmp_path, django_user_model) -> dict:
     statement = statement_submit(statement=Statement.objects.get(cost_center__code="CC-110"), actor=approver)
     line = statement.lines.order_by("-amount").first()
     dispute = dispute_file(line=line, actor=users["member"], amount=line.amount, reason="not ours")
+    # Another cost center's statement signed off: its journal entries are written.
+    signed = statement_submit(statement=Statement.objects.get(cost_center__code="CC-120"), actor=approver)
+    statement_approve(statement=signed, actor=approver)
+    assert JournalEntry.objects.filter(statement=signed).exists()
     tokens = {
         "gateway": api_token_issue(name="gateway", scope="gateway").secret,
         "erp": api_token_issue(name="erp", scope="erp").secret,
@@ -196,6 +205,7 @@ def world(tmp_path, django_user_model) -> dict:
         "statement": statement,
         "line": line,
         "dispute": dispute,
+        "journal_entry": JournalEntry.objects.filter(statement=signed).order_by("id").first(),
     }
 
 
@@ -291,6 +301,10 @@ def _paths(world: dict) -> dict[str, str]:
         "api-dispute-review": reverse("api-dispute-review", args=[world["dispute"].pk]),
         "api-dispute-accept": reverse("api-dispute-accept", args=[world["dispute"].pk]),
         "api-dispute-reject": reverse("api-dispute-reject", args=[world["dispute"].pk]),
+        "api-journal-entry-list": reverse("api-journal-entry-list"),
+        "api-journal-entry-detail": reverse("api-journal-entry-detail", args=[world["journal_entry"].pk]),
+        "api-journal-entry-csv": reverse("api-journal-entry-csv"),
+        "api-journal-entry-acknowledge": reverse("api-journal-entry-acknowledge", args=[world["journal_entry"].pk]),
     }
     assert set(paths) == set(MATRIX)
     return paths
