@@ -433,7 +433,7 @@ def test_a_line_is_disputed_at_most_for_what_other_disputes_leave_of_it(world):
     assert Dispute.objects.count() == 3
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_filings_at_once_on_one_line_take_turns_and_the_second_sees_the_first(
     tmp_path, django_user_model, settings
 ):
