@@ -41,6 +41,7 @@ from chargeback.selectors.periods import period_overview, periods_overview
 from chargeback.selectors.statements import (
     STATEMENT_LINE_HEADER,
     disputes_visible,
+    statement_file_name,
     statement_line_rows,
     statements_visible,
 )
@@ -309,8 +310,8 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["get"], url_path="lines.csv", url_name="lines-csv", filter_backends=[])
     def lines_csv(self, request: Request, pk: str) -> StreamingHttpResponse:
         statement = self.get_object()
-        filename = f"statement-{statement.cost_center.code}-{statement.period}.csv"
-        return csv_download([STATEMENT_LINE_HEADER, *statement_line_rows(statement=statement)], filename=filename)
+        rows = [STATEMENT_LINE_HEADER, *statement_line_rows(statement=statement)]
+        return csv_download(rows, filename=statement_file_name(statement, "csv"))
 
     @_write_schema(
         request=NoBodySerializer,

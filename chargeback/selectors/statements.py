@@ -31,6 +31,7 @@ __all__ = [
     "filtered",
     "period_status",
     "statement_calls",
+    "statement_file_name",
     "statement_line_rows",
     "statement_pdf_lines",
     "statement_reconciliation",
@@ -77,6 +78,11 @@ def statements_of_period(*, period: Period, scope: CostCenterScope, filters: Map
         .annotate(open_disputes=Count("disputes", filter=Q(disputes__status__in=UNDECIDED_DISPUTES)))
         .order_by("cost_center__code")
     )
+
+
+def statement_file_name(statement: Statement, extension: str) -> str:
+    """The one name a statement's files go by: its downloads, its API CSV, its stored PDF."""
+    return f"statement-{statement.cost_center.code}-{statement.period}.{extension}"
 
 
 def statements_count_by_status(*, period: Period, scope: CostCenterScope) -> dict[str, int]:

@@ -31,6 +31,7 @@ from chargeback.choices import (
 )
 from chargeback.models import Statement, StatementPdf
 from chargeback.selectors.statements import (
+    statement_file_name,
     statement_lines_csv,
     statement_pdf_lines,
     statement_reconciliation,
@@ -149,7 +150,7 @@ def _page_count(pdf: bytes) -> int:
 
 
 def _file_name(statement: Statement) -> str:
-    return f"{statement.period}/statement-{statement.cost_center.code}-{statement.period}.pdf"
+    return f"{statement.period}/{statement_file_name(statement, 'pdf')}"
 
 
 def statement_pdf_issue(statement: Statement, *, force: bool = False) -> StatementPdf:

@@ -29,6 +29,7 @@ from chargeback.selectors.statements import (
     period_runs_needing_override,
     period_status,
     statement_calls,
+    statement_file_name,
     statement_line_rows,
     statement_rollup,
     statement_sections,
@@ -323,15 +324,12 @@ def _statement_summary_rows(statement) -> list[list]:
     return rows
 
 
-def _filename(statement, extension: str) -> str:
-    return f"statement-{statement.cost_center.code}-{statement.period}.{extension}"
-
-
 @require_GET
 def statement_csv(request: HttpRequest, statement_id: int) -> HttpResponse:
     statement = _statement(request, statement_id)
     return csv_download(
-        [STATEMENT_LINE_HEADER, *statement_line_rows(statement=statement)], filename=_filename(statement, "csv")
+        [STATEMENT_LINE_HEADER, *statement_line_rows(statement=statement)],
+        filename=statement_file_name(statement, "csv"),
     )
 
 
@@ -345,7 +343,7 @@ def statement_xlsx(request: HttpRequest, statement_id: int) -> HttpResponse:
         }
     )
     response = HttpResponse(content, content_type=XLSX_CONTENT_TYPE)
-    response["Content-Disposition"] = f'attachment; filename="{_filename(statement, "xlsx")}"'
+    response["Content-Disposition"] = f'attachment; filename="{statement_file_name(statement, "xlsx")}"'
     return response
 
 
@@ -361,7 +359,7 @@ def statement_pdf(request: HttpRequest, statement_id: int) -> FileResponse:
     except FileNotFoundError as exc:
         raise Http404("The statement's PDF file is missing from storage.") from exc
     response = FileResponse(
-        handle, content_type="application/pdf", as_attachment=True, filename=_filename(statement, "pdf")
+        handle, content_type="application/pdf", as_attachment=True, filename=statement_file_name(statement, "pdf")
     )
     response["X-Content-SHA256"] = pdf.sha256
     return response
