@@ -103,6 +103,8 @@ def test_approval_makes_a_signed_pdf_that_says_what_the_statement_says(world, ap
         statement.run.fingerprint,
         "Unallocated buckets this cost center owns",
         f"Page 1 of {pdf.page_count}",
+        "Lines (every line of the statement)",
+        "10. ",  # the contents list keeps its numbers under the trimmed user-agent stylesheet
     ):
         assert expected in text, expected
     assert statement.unallocated > 0
