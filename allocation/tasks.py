@@ -10,10 +10,17 @@ from django.contrib.auth import get_user_model
 
 from allocation.models import UsageBatch
 from allocation.services.ledger import usage_batch_ingest_file
+from allocation.services.ledger.month_indexes import ledger_month_indexes_ensure
 from allocation.services.runs.run import allocation_run_execute, allocation_usage_rate, open_periods
 from pricing.periods import Period
 
-__all__ = ["allocation_run_task", "usage_batch_ingest_task", "usage_rate_open_periods_task", "usage_rate_period_task"]
+__all__ = [
+    "allocation_run_task",
+    "ledger_month_indexes_task",
+    "usage_batch_ingest_task",
+    "usage_rate_open_periods_task",
+    "usage_rate_period_task",
+]
 
 
 def _user(user_id: int | None):
@@ -52,3 +59,9 @@ def allocation_run_task(period: str, user_id: int | None = None) -> dict:
     a retry: the service's transaction leaves nothing behind."""
     run = allocation_run_execute(period=Period.parse(period), actor=_user(user_id))
     return {"allocation_run": run.pk, "fingerprint": run.fingerprint, "flagged": run.is_flagged}
+
+
+@shared_task(acks_late=True)
+def ledger_month_indexes_task(period: str) -> dict:
+    """Build an allocated month's drill-down indexes (queued when its run is done)."""
+    return {"period": period, "built": ledger_month_indexes_ensure(period=Period.parse(period))}

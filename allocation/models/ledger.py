@@ -145,16 +145,8 @@ class UsageLine(models.Model):
     )
 
     class Meta:
-        indexes = [
-            # A statement line's calls (chargeback's drill-down): its tags, then time, so
-            # that a keyset page of a month is one short index range whatever the line.
-            models.Index(
-                fields=["feature", "team", "environment", "model", "provider", "modality", "occurred_at"],
-                name="usage_line_drilldown",
-            ),
-            # One trace's calls: a handful of lines among millions.
-            models.Index(fields=["trace_id"], name="usage_line_trace"),
-        ]
+        # The drill-down's indexes (a statement line's calls, a trace's calls) are per
+        # month, made once the month is allocated: allocation/services/ledger/month_indexes.py.
         constraints = [
             # Only a reversal is negative, and it is never positive.
             models.CheckConstraint(

@@ -134,6 +134,8 @@ def allocation_run_execute(
             progress_set(period, state=AllocationProgressState.FAILED, error=str(exc))
         raise
     progress_set(period, state=AllocationProgressState.COMPLETED, step="done", percent=100, run_id=run.pk)
+    # The month now has statements to drill into: its ledger indexes, built on a worker.
+    task_queue_on_commit("allocation.tasks.ledger_month_indexes_task", str(period))
     return run
 
 
