@@ -18,10 +18,13 @@ class StatementStatus(models.TextChoices):
     IN_REVIEW = "in_review", "In review"
     APPROVED = "approved", "Approved"
     POSTED = "posted", "Posted"
+    SUPERSEDED = "superseded", "Reopened (replaced by a revision)"
 
 
 # Statements in these states are signed off: their content never changes again.
 SIGNED_STATUSES: tuple[str, ...] = (StatementStatus.APPROVED, StatementStatus.POSTED)
+# A reopened revision is history: lists, counts and the close look at the live revision only.
+LIVE_STATEMENTS = ~models.Q(status=StatementStatus.SUPERSEDED)
 
 
 class StatementLineKind(models.TextChoices):
@@ -44,7 +47,7 @@ class DisputeStatus(models.TextChoices):
 # Disputes finance still has to decide.
 UNDECIDED_DISPUTES: tuple[str, ...] = (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW)
 
-__all__ += ["SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
+__all__ += ["LIVE_STATEMENTS", "SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
 
 # What a signed statement PDF carries inside as PDF/A-3 embedded files: the statement's
 # lines (CSV), and its identity (JSON: statement_id, cost_center, period, content_hash),

@@ -7,7 +7,7 @@ from django.db.models import Q
 from allocation.choices import Treatment
 from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
-from chargeback.choices import StatementLineKind, StatementStatus
+from chargeback.choices import LIVE_STATEMENTS, StatementLineKind, StatementStatus
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
@@ -60,7 +60,9 @@ class Statement(models.Model):
 
     Built from the stored lines of the run being closed (never from live prices). Once
     approved its content never changes (the database refuses it on PostgreSQL); what
-    comes later lands on the next period's statement."""
+    comes later lands on the next period's statement. Finance may reopen a signed
+    statement of a month still open: it becomes history (superseded, its journal entries
+    reversed) and a new revision, `replaces` pointing back at it, takes its place."""
 
     period = models.CharField(max_length=7, help_text="YYYY-MM")
     cost_center = models.ForeignKey(CostCenter, on_delete=models.PROTECT, related_name="statements")
@@ -86,11 +88,38 @@ class Statement(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     posted_at = models.DateTimeField(null=True, blank=True)
+    revision = models.PositiveIntegerField(default=1, help_text="1 at first; one more each time it is reopened")
+    replaces = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="replaced_by",
+        help_text="The reopened revision this one takes the place of",
+    )
+    reopened_at = models.DateTimeField(null=True, blank=True)
+    reopened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reopen_reason = models.TextField(blank=True, help_text="Why finance reopened it, as written then")
 
     class Meta:
-        ordering = ["-period", "cost_center__code"]
+        ordering = ["-period", "cost_center__code", "-revision"]
         constraints = [
-            models.UniqueConstraint(fields=["period", "cost_center"], name="statement_one_per_center_and_period"),
+            models.UniqueConstraint(
+                fields=["period", "cost_center", "revision"], name="statement_one_per_center_period_revision"
+            ),
+            # Older revisions are history; one statement per cost center and month is live.
+            models.UniqueConstraint(
+                fields=["period", "cost_center"],
+                condition=LIVE_STATEMENTS,
+                name="statement_one_live_per_center_and_period",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=StatementStatus.SUPERSEDED)
+                | (Q(reopened_at__isnull=False) & Q(reopened_by__isnull=False) & ~Q(reopen_reason="")),
+                name="statement_superseded_has_reopen",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=[StatementStatus.DRAFT, StatementStatus.IN_REVIEW])
                 | (Q(approved_at__isnull=False) & Q(approved_by__isnull=False) & ~Q(content_hash="")),
