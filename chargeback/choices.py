@@ -23,8 +23,9 @@ class StatementStatus(models.TextChoices):
 
 # Statements in these states are signed off: their content never changes again.
 SIGNED_STATUSES: tuple[str, ...] = (StatementStatus.APPROVED, StatementStatus.POSTED)
-# A reopened revision is history: lists, counts and the close look at the live revision only.
-LIVE_STATEMENTS = ~models.Q(status=StatementStatus.SUPERSEDED)
+# Every status but superseded: a reopened revision is history, and lists and counts of a
+# month's statements are of its live revisions.
+LIVE_STATUSES: tuple[str, ...] = tuple(s for s in StatementStatus.values if s != StatementStatus.SUPERSEDED)
 
 
 class StatementLineKind(models.TextChoices):
@@ -47,7 +48,7 @@ class DisputeStatus(models.TextChoices):
 # Disputes finance still has to decide.
 UNDECIDED_DISPUTES: tuple[str, ...] = (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW)
 
-__all__ += ["LIVE_STATEMENTS", "SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
+__all__ += ["LIVE_STATUSES", "SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
 
 # What a signed statement PDF carries inside as PDF/A-3 embedded files: the statement's
 # lines (CSV), and its identity (JSON: statement_id, cost_center, period, content_hash),

@@ -7,11 +7,12 @@ from django.db.models import Q
 from allocation.choices import Treatment
 from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.models.runs import ALLOCATED_DECIMAL_PLACES, ALLOCATED_MAX_DIGITS
-from chargeback.choices import LIVE_STATEMENTS, StatementLineKind, StatementStatus
+from chargeback.choices import StatementLineKind, StatementStatus
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
     "CHARGEBACK_LINES",
+    "LIVE_STATEMENTS",
     "STATEMENT_LINE_CONTENT",
     "LedgerFeatureCount",
     "LedgerFeatureCountMark",
@@ -24,6 +25,10 @@ __all__ = [
 # from which journal entries follow: not an unallocated bucket it owns, not showback.
 # `StatementLine.is_chargeback` says the same of one line.
 CHARGEBACK_LINES = ~Q(kind=StatementLineKind.UNALLOCATED) & Q(reason="") & ~Q(treatment=Treatment.SHOWBACK)
+
+# A month's live statements: a reopened (superseded) revision is history, which lists,
+# counts and the close leave out.
+LIVE_STATEMENTS = ~Q(status=StatementStatus.SUPERSEDED)
 
 
 # A line's content, in order: what the statement's content hash covers, a build writes

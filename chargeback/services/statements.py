@@ -25,7 +25,6 @@ from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current, correction_runs_booked_in
 from allocation.services.runs.run import PeriodClosed, allocation_run_close
 from chargeback.choices import (
-    LIVE_STATEMENTS,
     SIGNED_STATUSES,
     UNDECIDED_DISPUTES,
     PeriodStatus,
@@ -41,7 +40,7 @@ from chargeback.models import (
     StatementLine,
     StatementPdf,
 )
-from chargeback.models.statements import STATEMENT_LINE_CONTENT
+from chargeback.models.statements import LIVE_STATEMENTS, STATEMENT_LINE_CONTENT
 from chargeback.services.audit import audit_record
 from chargeback.services.feature_counts import feature_counts
 from chargeback.services.journals import journal_entries_for_statement, journal_entries_reverse_statement
