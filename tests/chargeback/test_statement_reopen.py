@@ -7,6 +7,7 @@ reviewed and signed off first."""
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 from django.urls import reverse
@@ -24,6 +25,8 @@ from chargeback.selectors.statements import statements_count_by_status, statemen
 from chargeback.services.disputes import dispute_file, dispute_reject, dispute_review
 from chargeback.services.journals import journal_entry_acknowledge, money_cents
 from chargeback.services.periods import period_close, period_reopen
+from chargeback.services.signing import pdf_sign, pdf_verify
+from chargeback.services.statement_pdf import statement_pdf_render
 from chargeback.services.statements import (
     statement_approve,
     statement_reopen,
@@ -235,7 +238,8 @@ def test_postgresql_keeps_a_superseded_statement_and_its_lines_frozen(world):
         lambda: Statement.objects.filter(pk=old.pk).update(total=old.total + 1),
         lambda: Statement.objects.filter(pk=old.pk).update(status=StatementStatus.APPROVED),
         lambda: Statement.objects.filter(pk=old.pk).update(reopen_reason="rewritten"),
-        lambda: Statement.objects.filter(pk=old.pk).delete(),
+        # Below Django's PROTECT: the database itself.
+        lambda: connection.cursor().execute("DELETE FROM chargeback_statement WHERE id = %s", [old.pk]),
     ]
     for attempt in attempts:
         with pytest.raises(IntegrityError, match="signed off|superseded"), transaction.atomic():
@@ -254,6 +258,30 @@ def test_one_live_statement_per_cost_center_and_month(world):
         Statement.objects.create(
             period=old.period, cost_center=old.cost_center, run=old.run, revision=2, built_at=old.built_at
         )
+
+
+# --- the signed PDF of a reopened revision -----------------------------------------------
+
+
+def test_a_reopened_revisions_pdf_verifies_as_signed_and_names_the_revision_in_force(
+    world, signing_certificate, tmp_path, capsys
+):
+    old = live()
+    signed = pdf_sign(statement_pdf_render(old))
+    revision = statement_reopen(statement=old, actor=world["approver"], reason=REASON)
+    verification = pdf_verify(signed)
+    # The signature and the content still hold: it is what was signed off, and no longer in force.
+    assert verification.valid and verification.matches_statement and verification.statement == old
+    assert verification.superseded_by == revision
+    assert verification.verdict.startswith("VALID SIGNATURE, SUPERSEDED STATEMENT: ")
+    assert f"superseded by revision 2 (statement #{revision.pk})" in verification.verdict
+    assert not verification.verdict.startswith("VALID:")
+    note = verification.findings[-1]
+    assert note.ok is False and "reopened by fiona" in note.text and REASON in note.text
+    file = tmp_path / "old.pdf"
+    file.write_bytes(signed)
+    call_command("verify_statement_pdf", str(file))
+    assert "SUPERSEDED STATEMENT" in capsys.readouterr().out
 
 
 # --- the pages -------------------------------------------------------------------------
