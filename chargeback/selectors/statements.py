@@ -85,8 +85,10 @@ def statements_of_period(*, period: Period, scope: CostCenterScope, filters: Map
 
 
 def statement_file_name(statement: Statement, extension: str) -> str:
-    """The one name a statement's files go by: its downloads, its API CSV, its stored PDF."""
-    return f"statement-{statement.cost_center.code}-{statement.period}.{extension}"
+    """The one name a statement's files go by: its downloads, its API CSV, its stored PDF.
+    A reopened statement's later revisions say which they are (`-r2`)."""
+    revision = f"-r{statement.revision}" if statement.revision > 1 else ""
+    return f"statement-{statement.cost_center.code}-{statement.period}{revision}.{extension}"
 
 
 def statements_count_by_status(*, period: Period, scope: CostCenterScope) -> dict[str, int]:

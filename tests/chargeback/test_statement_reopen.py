@@ -309,6 +309,8 @@ def test_finance_reopens_from_the_statement_page_and_both_revisions_say_so(world
     page = client.get(reverse("statement", args=[old.pk])).content.decode()
     assert "Superseded by" in page and "revision 2" in page and reverse("statement", args=[revision.pk]) in page
     assert "Reopen…" not in page
+    csv = client.get(reverse("statement-csv", args=[revision.pk]))
+    assert f"statement-CC-110-{MONTH}-r2.csv" in csv["Content-Disposition"]
     # The close page lists the live revision.
     close = client.get(reverse("statements"), {"period": str(MONTH)}).content.decode()
     assert reverse("statement", args=[revision.pk]) in close and reverse("statement", args=[old.pk]) not in close
