@@ -18,10 +18,14 @@ class StatementStatus(models.TextChoices):
     IN_REVIEW = "in_review", "In review"
     APPROVED = "approved", "Approved"
     POSTED = "posted", "Posted"
+    SUPERSEDED = "superseded", "Reopened (replaced by a revision)"
 
 
 # Statements in these states are signed off: their content never changes again.
 SIGNED_STATUSES: tuple[str, ...] = (StatementStatus.APPROVED, StatementStatus.POSTED)
+# Every status but superseded: a reopened revision is history, and lists and counts of a
+# month's statements are of its live revisions.
+LIVE_STATUSES: tuple[str, ...] = tuple(s for s in StatementStatus.values if s != StatementStatus.SUPERSEDED)
 
 
 class StatementLineKind(models.TextChoices):
@@ -44,7 +48,7 @@ class DisputeStatus(models.TextChoices):
 # Disputes finance still has to decide.
 UNDECIDED_DISPUTES: tuple[str, ...] = (DisputeStatus.OPEN, DisputeStatus.UNDER_REVIEW)
 
-__all__ += ["SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
+__all__ += ["LIVE_STATUSES", "SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
 
 # What a signed statement PDF carries inside as PDF/A-3 embedded files: the statement's
 # lines (CSV), and its identity (JSON: statement_id, cost_center, period, content_hash),

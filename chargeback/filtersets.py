@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 
 from chargeback.choices import UNDECIDED_DISPUTES, DisputeStatus, JournalEntryStatus, StatementStatus
 from chargeback.models import Dispute, JournalEntry, Statement
+from chargeback.models.statements import LIVE_STATEMENTS
 from pricing.periods import PeriodFilter
 
 __all__ = ["ALL_DISPUTES", "UNDECIDED", "DisputeFilterSet", "JournalEntryFilterSet", "StatementFilterSet"]
@@ -20,10 +21,24 @@ class StatementFilterSet(django_filters.FilterSet):
     period = PeriodFilter(help_text="YYYY-MM")
     status = django_filters.ChoiceFilter(choices=StatementStatus.choices, empty_label="Any status")
     cost_center = django_filters.CharFilter(field_name="cost_center__code", help_text="A cost center's code")
+    include_superseded = django_filters.BooleanFilter(
+        method="_every_revision",
+        help_text="Also the revisions reopened and replaced (history); without it, the live revision of each",
+    )
 
     class Meta:
         model = Statement
-        fields = ["period", "status", "cost_center"]
+        fields = ["period", "status", "cost_center", "include_superseded"]
+
+    def _every_revision(self, queryset: QuerySet, name: str, value: bool) -> QuerySet:
+        return queryset  # read in filter_queryset: leaving superseded ones out is the default
+
+    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
+        queryset = super().filter_queryset(queryset)
+        data = self.form.cleaned_data
+        if data.get("include_superseded") or data.get("status") == StatementStatus.SUPERSEDED:
+            return queryset
+        return queryset.filter(LIVE_STATEMENTS)
 
 
 class DisputeFilterSet(django_filters.FilterSet):

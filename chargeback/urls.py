@@ -26,6 +26,7 @@ urlpatterns = [
     path("statements/<int:statement_id>/submit/", statements.statement_submit_view, name="statement-submit"),
     path("statements/<int:statement_id>/return/", statements.statement_return_view, name="statement-return"),
     path("statements/<int:statement_id>/approve/", statements.statement_approve_view, name="statement-approve"),
+    path("statements/<int:statement_id>/reopen/", statements.statement_reopen_view, name="statement-reopen"),
     path("statements/<int:statement_id>/lines.csv", statements.statement_csv, name="statement-csv"),
     path("statements/<int:statement_id>/lines.xlsx", statements.statement_xlsx, name="statement-xlsx"),
     path("statements/<int:statement_id>/statement.pdf", statements.statement_pdf, name="statement-pdf"),

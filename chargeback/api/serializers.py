@@ -82,6 +82,11 @@ class StatementSerializer(serializers.ModelSerializer):
     corrections = serializers.DecimalField(**_MONEY)
     adjustments = serializers.DecimalField(**_MONEY)
     previous_total = serializers.DecimalField(**_MONEY, allow_null=True)
+    replaces = serializers.IntegerField(
+        source="replaces_id", read_only=True, allow_null=True, help_text="The reopened revision this one replaces"
+    )
+    replaced_by = serializers.SerializerMethodField(help_text="The revision that replaced it, once reopened")
+    reopened_by = serializers.CharField(source="reopened_by.username", default=None, read_only=True, allow_null=True)
     lines_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -108,9 +113,19 @@ class StatementSerializer(serializers.ModelSerializer):
             "approved_at",
             "approved_by",
             "posted_at",
+            "revision",
+            "replaces",
+            "replaced_by",
+            "reopened_at",
+            "reopened_by",
+            "reopen_reason",
             "lines_url",
         ]
         read_only_fields = fields
+
+    def get_replaced_by(self, statement: Statement) -> int | None:
+        revision = getattr(statement, "replaced_by", None)
+        return revision.pk if revision is not None else None
 
     def get_lines_url(self, statement: Statement) -> str:
         return f"/api/v1/statements/{statement.pk}/lines"

@@ -48,7 +48,7 @@ from chargeback.selectors.statements import (
 from chargeback.services.disputes import dispute_accept, dispute_file, dispute_reject, dispute_review
 from chargeback.services.journals import journal_entry_acknowledge
 from chargeback.services.periods import period_close, period_reopen
-from chargeback.services.statements import statement_approve, statement_return, statement_submit
+from chargeback.services.statements import statement_approve, statement_reopen, statement_return, statement_submit
 from pricing.errors import NotFound
 from pricing.periods import Period
 
@@ -97,9 +97,20 @@ STATEMENT_EXAMPLE = OpenApiExample(
         "approved_at": None,
         "approved_by": None,
         "posted_at": None,
+        "revision": 1,
+        "replaces": None,
+        "replaced_by": None,
+        "reopened_at": None,
+        "reopened_by": None,
+        "reopen_reason": "",
         "lines_url": "/api/v1/statements/12/lines",
     },
     response_only=True,
+)
+REOPEN_EXAMPLE = OpenApiExample(
+    "Why it is reopened",
+    value={"reason": "The platform fee pool used last month's driver; CC-110 was overcharged."},
+    request_only=True,
 )
 LINE_EXAMPLE = OpenApiExample(
     "A charge line",
@@ -284,6 +295,11 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return statements_visible(self.request.user).order_by("-period", "cost_center__code", "id")
 
+    def filter_queryset(self, queryset):
+        # One statement is found by its id, a superseded revision too; a list shows the
+        # live revisions unless `include_superseded`.
+        return queryset if self.action == "retrieve" else super().filter_queryset(queryset)
+
     @extend_schema(
         summary="A statement's lines, paged",
         parameters=[StatementLinesQuerySerializer],
@@ -355,6 +371,28 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
     def approve(self, request: Request, pk: str) -> Response:
         statement = statement_approve(statement=self.get_object(), actor=request.user)
         return Response(StatementSerializer(self._fresh(statement)).data)
+
+    @_write_schema(
+        request=ReasonSerializer,
+        response=StatementSerializer,
+        examples=[REOPEN_EXAMPLE, STATEMENT_EXAMPLE],
+        summary="Reopen a signed-off statement as a new revision (finance approver), with a reason",
+        description="Only while its month is open (after close, a change is a correction in the next open "
+        "month) and no dispute of it is undecided. The statement is never edited: it becomes `superseded`, "
+        "each of its journal entries is reversed by a reversing entry, and a new draft revision "
+        "(`revision` + 1, `replaces` it) is built from the month's current allocation run. Answers with "
+        "the new revision.",
+        status_code=status.HTTP_201_CREATED,
+    )
+    @action(detail=True, methods=["post"], filter_backends=[])
+    @idempotent
+    def reopen(self, request: Request, pk: str) -> Response:
+        payload = ReasonSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        revision = statement_reopen(
+            statement=self.get_object(), actor=request.user, reason=payload.validated_data["reason"]
+        )
+        return Response(StatementSerializer(self._fresh(revision)).data, status=status.HTTP_201_CREATED)
 
     def _fresh(self, statement: Statement) -> Statement:
         return statements_visible(self.request.user).get(pk=statement.pk)

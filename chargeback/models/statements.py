@@ -12,6 +12,7 @@ from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
     "CHARGEBACK_LINES",
+    "LIVE_STATEMENTS",
     "STATEMENT_LINE_CONTENT",
     "LedgerFeatureCount",
     "LedgerFeatureCountMark",
@@ -24,6 +25,10 @@ __all__ = [
 # from which journal entries follow: not an unallocated bucket it owns, not showback.
 # `StatementLine.is_chargeback` says the same of one line.
 CHARGEBACK_LINES = ~Q(kind=StatementLineKind.UNALLOCATED) & Q(reason="") & ~Q(treatment=Treatment.SHOWBACK)
+
+# A month's live statements: a reopened (superseded) revision is history, which lists,
+# counts and the close leave out.
+LIVE_STATEMENTS = ~Q(status=StatementStatus.SUPERSEDED)
 
 
 # A line's content, in order: what the statement's content hash covers, a build writes
@@ -60,7 +65,9 @@ class Statement(models.Model):
 
     Built from the stored lines of the run being closed (never from live prices). Once
     approved its content never changes (the database refuses it on PostgreSQL); what
-    comes later lands on the next period's statement."""
+    comes later lands on the next period's statement. Finance may reopen a signed
+    statement of a month still open: it becomes history (superseded, its journal entries
+    reversed) and a new revision, `replaces` pointing back at it, takes its place."""
 
     period = models.CharField(max_length=7, help_text="YYYY-MM")
     cost_center = models.ForeignKey(CostCenter, on_delete=models.PROTECT, related_name="statements")
@@ -86,11 +93,38 @@ class Statement(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     posted_at = models.DateTimeField(null=True, blank=True)
+    revision = models.PositiveIntegerField(default=1, help_text="1 at first; one more each time it is reopened")
+    replaces = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="replaced_by",
+        help_text="The reopened revision this one takes the place of",
+    )
+    reopened_at = models.DateTimeField(null=True, blank=True)
+    reopened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reopen_reason = models.TextField(blank=True, help_text="Why finance reopened it, as written then")
 
     class Meta:
-        ordering = ["-period", "cost_center__code"]
+        ordering = ["-period", "cost_center__code", "-revision"]
         constraints = [
-            models.UniqueConstraint(fields=["period", "cost_center"], name="statement_one_per_center_and_period"),
+            models.UniqueConstraint(
+                fields=["period", "cost_center", "revision"], name="statement_one_per_center_period_revision"
+            ),
+            # Older revisions are history; one statement per cost center and month is live.
+            models.UniqueConstraint(
+                fields=["period", "cost_center"],
+                condition=LIVE_STATEMENTS,
+                name="statement_one_live_per_center_and_period",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=StatementStatus.SUPERSEDED)
+                | (Q(reopened_at__isnull=False) & Q(reopened_by__isnull=False) & ~Q(reopen_reason="")),
+                name="statement_superseded_has_reopen",
+            ),
             models.CheckConstraint(
                 condition=Q(status__in=[StatementStatus.DRAFT, StatementStatus.IN_REVIEW])
                 | (Q(approved_at__isnull=False) & Q(approved_by__isnull=False) & ~Q(content_hash="")),

@@ -6,8 +6,9 @@ from decimal import Decimal
 from django.db.models import Count, Sum
 
 from allocation.access import CostCenterScope
-from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementStatus
+from chargeback.choices import LIVE_STATUSES, UNDECIDED_DISPUTES, PeriodStatus
 from chargeback.models import AccountingPeriod, Dispute, Statement
+from chargeback.models.statements import LIVE_STATEMENTS
 from pricing.periods import Period
 
 __all__ = ["period_overview", "periods_overview"]
@@ -15,8 +16,8 @@ __all__ = ["period_overview", "periods_overview"]
 
 def periods_overview(*, scope: CostCenterScope, period: Period | None = None) -> list[dict]:
     """Every month with a close row or a statement (or the one asked for), newest first:
-    its status, who closed it, its statements by status and total, its undecided disputes."""
-    statements = scope.filter(Statement.objects.all())
+    its status, who closed it, its live statements by status and total, its undecided disputes."""
+    statements = scope.filter(Statement.objects.filter(LIVE_STATEMENTS))
     disputes = scope.filter(Dispute.objects.filter(status__in=UNDECIDED_DISPUTES))
     rows = AccountingPeriod.objects.select_related("closed_by")
     if period is not None:
@@ -27,7 +28,7 @@ def periods_overview(*, scope: CostCenterScope, period: Period | None = None) ->
     counts: dict[str, dict[str, int]] = {}
     totals: dict[str, Decimal] = {}
     for row in statements.order_by().values("period", "status").annotate(n=Count("id"), total=Sum("total")):
-        counts.setdefault(row["period"], dict.fromkeys(StatementStatus.values, 0))[row["status"]] = row["n"]
+        counts.setdefault(row["period"], dict.fromkeys(LIVE_STATUSES, 0))[row["status"]] = row["n"]
         totals[row["period"]] = totals.get(row["period"], Decimal(0)) + (row["total"] or Decimal(0))
     open_disputes = dict(
         disputes.order_by().values("statement__period").annotate(n=Count("id")).values_list("statement__period", "n")
@@ -36,7 +37,7 @@ def periods_overview(*, scope: CostCenterScope, period: Period | None = None) ->
     overview = []
     for month in sorted(months, reverse=True):
         close = closes.get(month)
-        by_status = counts.get(month, dict.fromkeys(StatementStatus.values, 0))
+        by_status = counts.get(month, dict.fromkeys(LIVE_STATUSES, 0))
         overview.append(
             {
                 "period": month,

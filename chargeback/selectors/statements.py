@@ -15,9 +15,10 @@ from django.utils import timezone
 from allocation.access import CostCenterScope, cost_center_scope
 from allocation.choices import Environment
 from allocation.models import AllocationRun, CostCenter, ReconciliationLine, UsageLine
-from chargeback.choices import UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind, StatementStatus
+from chargeback.choices import LIVE_STATUSES, UNDECIDED_DISPUTES, PeriodStatus, StatementLineKind
 from chargeback.filtersets import DisputeFilterSet, StatementFilterSet
 from chargeback.models import AccountingPeriod, Dispute, ReconciliationOverride, Statement, StatementLine
+from chargeback.models.statements import LIVE_STATEMENTS
 from pricing.csv_export import csv_lines
 from pricing.errors import ValidationFailed
 from pricing.periods import Period
@@ -55,8 +56,10 @@ def period_status(*, period: Period) -> str:
 
 def statements_visible(actor) -> QuerySet[Statement]:
     """The statements an actor may see: every one for finance and the platform team, their
-    own cost centers' (and those below the ones they own) for a team member."""
-    return cost_center_scope(actor).filter(Statement.objects.select_related("cost_center", "run", "approved_by"))
+    own cost centers' (and those below the ones they own) for a team member. Every
+    revision: a reopened one is still read (lists leave it out through the filter set)."""
+    statements = Statement.objects.select_related("cost_center", "run", "approved_by", "reopened_by", "replaced_by")
+    return cost_center_scope(actor).filter(statements)
 
 
 def filtered(filterset_class, data: Mapping, queryset: QuerySet) -> QuerySet:
@@ -70,7 +73,8 @@ def filtered(filterset_class, data: Mapping, queryset: QuerySet) -> QuerySet:
 
 def statements_of_period(*, period: Period, scope: CostCenterScope, filters: Mapping | None = None) -> list[Statement]:
     """The month's statements in scope, narrowed by `StatementFilterSet` (status, cost
-    center), each with its undecided disputes counted."""
+    center; live revisions unless `include_superseded`), each with its undecided disputes
+    counted."""
     statements = scope.filter(Statement.objects.all())
     statements = filtered(StatementFilterSet, {**(filters or {}), "period": str(period)}, statements)
     return list(
@@ -81,15 +85,18 @@ def statements_of_period(*, period: Period, scope: CostCenterScope, filters: Map
 
 
 def statement_file_name(statement: Statement, extension: str) -> str:
-    """The one name a statement's files go by: its downloads, its API CSV, its stored PDF."""
-    return f"statement-{statement.cost_center.code}-{statement.period}.{extension}"
+    """The one name a statement's files go by: its downloads, its API CSV, its stored PDF.
+    A reopened statement's later revisions say which they are (`-r2`)."""
+    revision = f"-r{statement.revision}" if statement.revision > 1 else ""
+    return f"statement-{statement.cost_center.code}-{statement.period}{revision}.{extension}"
 
 
 def statements_count_by_status(*, period: Period, scope: CostCenterScope) -> dict[str, int]:
-    """How many of the month's statements in scope stand at each status (every status
-    named, 0 where none): the dashboard's close panel, counted in the database."""
-    rows = scope.filter(Statement.objects.filter(period=str(period))).values("status").annotate(n=Count("id"))
-    counts = dict.fromkeys(StatementStatus.values, 0)
+    """How many of the month's live statements in scope stand at each status (every status
+    but superseded named, 0 where none): the dashboard's close panel, counted in the database."""
+    live = Statement.objects.filter(LIVE_STATEMENTS, period=str(period))
+    rows = scope.filter(live).values("status").annotate(n=Count("id"))
+    counts = dict.fromkeys(LIVE_STATUSES, 0)
     counts.update({row["status"]: row["n"] for row in rows.order_by()})
     return counts
 
@@ -311,7 +318,9 @@ def statement_rollup(*, cost_center: CostCenter, period: Period, scope: CostCent
                 tree.add(child)
                 pending.append(child)
     statements = scope.filter(
-        Statement.objects.filter(period=str(period), cost_center__in=tree).select_related("cost_center")
+        Statement.objects.filter(LIVE_STATEMENTS, period=str(period), cost_center__in=tree).select_related(
+            "cost_center"
+        )
     ).order_by("cost_center__code")
     lines = StatementLine.objects.filter(statement__in=statements)
     totals = statements.aggregate(

@@ -71,6 +71,8 @@ def _refuse_outside_window(line: StatementLine) -> None:
     when = (
         "is not out for review yet"
         if statement.status == StatementStatus.DRAFT
+        else "was reopened and replaced by a new revision: dispute a line of the new one"
+        if statement.status == StatementStatus.SUPERSEDED
         else f"was signed off on {statement.approved_at:%Y-%m-%d}, and disputes are taken for "
         f"{settings.CHARGEBACK_DISPUTE_WINDOW_DAYS} days after sign-off"
     )

@@ -178,7 +178,10 @@ def _line_pairs(
 
 
 def _next_number(statement: Statement, kind: str) -> int:
-    return statement.journal_entries.filter(kind=kind).count() + 1
+    # Numbered on across a statement's revisions: a reopened statement's new revision must
+    # not give the ERP an external id it already holds.
+    entries = JournalEntry.objects.filter(period=statement.period, cost_center_id=statement.cost_center_id)
+    return entries.filter(kind=kind).count() + 1
 
 
 def _entry_new(statement: Statement, *, kind: str, memo: str, reverses: JournalEntry | None = None) -> JournalEntry:

@@ -10,6 +10,7 @@ from allocation.models import AllocationRun
 from allocation.services.runs.run import PeriodClosed
 from chargeback.choices import SIGNED_STATUSES, PeriodStatus
 from chargeback.models import AccountingPeriod, ReconciliationOverride, Statement
+from chargeback.models.statements import LIVE_STATEMENTS
 from chargeback.services.audit import audit_record
 from pricing.errors import Conflict, ValidationFailed
 from pricing.periods import Period
@@ -41,7 +42,7 @@ def period_close(*, period: Period, actor) -> AccountingPeriod:
     row = period_locked(period)
     if row.status == PeriodStatus.CLOSED:
         raise PeriodClosed(f"{period} is already closed", extra={"period": str(period)})
-    statements = Statement.objects.filter(period=str(period))
+    statements = Statement.objects.filter(LIVE_STATEMENTS, period=str(period))
     if not statements.exists():
         raise Conflict(f"{period} has no statements to close", code="period_without_statements")
     pending = list(statements.exclude(status__in=SIGNED_STATUSES).values_list("cost_center__code", flat=True))

@@ -38,8 +38,9 @@ from pyhanko_certvalidator.util import get_pyca_cryptography_hash
 from pypdf import PdfReader
 
 from allocation.access import EVERY_COST_CENTER, CostCenterScope
-from chargeback.choices import SIGNED_STATUSES, STATEMENT_PDF_IDENTITY_FILE
+from chargeback.choices import SIGNED_STATUSES, STATEMENT_PDF_IDENTITY_FILE, StatementStatus
 from chargeback.models import Statement
+from chargeback.models.statements import LIVE_STATEMENTS
 from chargeback.services.statements import statement_content_hash
 from pricing.errors import ApplicationError
 
@@ -284,6 +285,9 @@ class PdfVerification:
     identity: dict | None = None
     statement: Any = None  # the approved Statement it names, if the actor may see it
     matches_statement: bool = False
+    # The revision that replaced it, when the statement was reopened after sign-off: the
+    # signature still holds, but the figures are no longer the ones in force.
+    superseded_by: Any = None
     findings: list[Finding] = field(default_factory=list)
     verdict: str = ""
 
@@ -420,11 +424,11 @@ def _identity_read(result: PdfVerification, data: bytes) -> None:
 def _statement_compare(result: PdfVerification, scope: CostCenterScope) -> None:
     identity = result.identity
     statement_id = identity["statement_id"]
-    statements = scope.filter(Statement.objects.select_related("cost_center", "run", "approved_by"))
+    statements = scope.filter(Statement.objects.select_related("cost_center", "run", "approved_by", "reopened_by"))
     # A bigint column: an id past its range is no statement rather than a database error.
-    statement = (
-        statements.filter(pk=statement_id, status__in=SIGNED_STATUSES).first() if 0 < statement_id < 2**63 else None
-    )
+    # A reopened revision was signed off too: its PDF is checked, and said to be superseded.
+    signed = (*SIGNED_STATUSES, StatementStatus.SUPERSEDED)
+    statement = statements.filter(pk=statement_id, status__in=signed).first() if 0 < statement_id < 2**63 else None
     if statement is None:
         # The same words whether it does not exist or is not the actor's to see.
         result.found(False, f"The database holds no approved statement #{statement_id} that you may see.")
@@ -449,6 +453,26 @@ def _statement_compare(result: PdfVerification, scope: CostCenterScope) -> None:
             f"It matches approved statement #{statement.pk} ({stored[0]} {stored[1]}), "
             f"approved by {approver} on {statement.approved_at:%Y-%m-%d %H:%M} UTC.",
         )
+        if statement.status == StatementStatus.SUPERSEDED:
+            _superseded_note(result, statement, statements)
+
+
+def _superseded_note(result: PdfVerification, statement: Statement, statements) -> None:
+    """The statement was reopened after sign-off: name the revision in force now."""
+    live = statements.filter(LIVE_STATEMENTS, period=statement.period, cost_center=statement.cost_center_id).first()
+    result.superseded_by = live
+    by = statement.reopened_by.get_full_name() or statement.reopened_by.get_username()
+    now = (
+        f"revision {live.revision} (statement #{live.pk}, {live.get_status_display().lower()})"
+        if live
+        else "a revision"
+    )
+    result.found(
+        False,
+        f"Statement #{statement.pk} (revision {statement.revision}) was reopened by {by} on "
+        f"{statement.reopened_at:%Y-%m-%d %H:%M} UTC ({statement.reopen_reason}) and superseded by {now}: "
+        "its figures are no longer the ones in force.",
+    )
 
 
 def _verdict(result: PdfVerification) -> str:
@@ -477,6 +501,14 @@ def _verdict(result: PdfVerification) -> str:
             f"approved statement #{result.statement.pk} in the database."
         )
     statement = result.statement
+    if result.superseded_by is not None:
+        live = result.superseded_by
+        return (
+            f"VALID SIGNATURE, SUPERSEDED STATEMENT: signed by {result.signer} and unchanged since; it is approved "
+            f"statement #{statement.pk} ({statement.cost_center.code} {statement.period}, revision "
+            f"{statement.revision}), since reopened and superseded by revision {live.revision} "
+            f"(statement #{live.pk}). Rely on revision {live.revision}, not on this PDF."
+        )
     return (
         f"VALID: signed by {result.signer} and unchanged since; it is approved statement #{statement.pk} "
         f"({statement.cost_center.code} {statement.period})."

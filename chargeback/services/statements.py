@@ -16,6 +16,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from allocation.access import Permission, access_require, user_of
@@ -23,7 +24,14 @@ from allocation.choices import AllocationRunStatus
 from allocation.models import AllocationLine, AllocationRun, CostCenter
 from allocation.selectors.runs import allocation_run_current, correction_runs_booked_in
 from allocation.services.runs.run import PeriodClosed, allocation_run_close
-from chargeback.choices import SIGNED_STATUSES, PeriodStatus, StatementLineKind, StatementPdfStatus, StatementStatus
+from chargeback.choices import (
+    SIGNED_STATUSES,
+    UNDECIDED_DISPUTES,
+    PeriodStatus,
+    StatementLineKind,
+    StatementPdfStatus,
+    StatementStatus,
+)
 from chargeback.models import (
     Adjustment,
     ReconciliationOverride,
@@ -32,10 +40,10 @@ from chargeback.models import (
     StatementLine,
     StatementPdf,
 )
-from chargeback.models.statements import STATEMENT_LINE_CONTENT
+from chargeback.models.statements import LIVE_STATEMENTS, STATEMENT_LINE_CONTENT
 from chargeback.services.audit import audit_record
 from chargeback.services.feature_counts import feature_counts
-from chargeback.services.journals import journal_entries_for_statement
+from chargeback.services.journals import journal_entries_for_statement, journal_entries_reverse_statement
 from chargeback.services.periods import period_locked
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_text, quantize
@@ -47,6 +55,7 @@ __all__ = [
     "StatementsBuilt",
     "statement_approve",
     "statement_content_hash",
+    "statement_reopen",
     "statement_return",
     "statement_submit",
     "statements_approve_period",
@@ -211,13 +220,23 @@ def _lines_write(lines: list[tuple[int, _Line]]) -> None:
     )
 
 
-def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | None) -> dict[int, list[_Line]]:
+def _lines_by_center(
+    run: AllocationRun, period: Period, owner: CostCenter | None, *, only: CostCenter | None = None
+) -> dict[int, list[_Line]]:
     """Every line of the month's statements, by cost center: the run's charges, the
-    unallocated buckets (on their owner's), corrections and adjustments booked here."""
+    unallocated buckets (on their owner's), corrections and adjustments booked here.
+    `only`: the lines of that one cost center's statement (a reopened statement's)."""
     by_center: dict[int, list[_Line]] = defaultdict(list)
     owner_id = owner.pk if owner is not None else None
-    sources = [(AllocationLine.objects.filter(run=run), StatementLineKind.CHARGE)]
-    corrections = AllocationLine.objects.filter(run__in=correction_runs_booked_in(period=period))
+    allocation_lines = AllocationLine.objects.all()
+    adjustments = Adjustment.objects.filter(period=str(period))
+    if only is not None:
+        mine = Q(cost_center=only)
+        if only.pk == owner_id:
+            mine |= Q(cost_center__isnull=True)
+        allocation_lines, adjustments = allocation_lines.filter(mine), adjustments.filter(mine)
+    sources = [(allocation_lines.filter(run=run), StatementLineKind.CHARGE)]
+    corrections = allocation_lines.filter(run__in=correction_runs_booked_in(period=period))
     sources.append((corrections, StatementLineKind.CORRECTION))
     for lines, kind in sources:
         for row in lines.values(*_LINE_VALUES).iterator(chunk_size=5000):
@@ -230,7 +249,7 @@ def _lines_by_center(run: AllocationRun, period: Period, owner: CostCenter | Non
             else:
                 kind_here = kind
             by_center[center].append(_allocation_statement_line(row, kind_here))
-    for adjustment in Adjustment.objects.filter(period=str(period)).select_related("dispute__line"):
+    for adjustment in adjustments.select_related("dispute__line"):
         center = adjustment.cost_center_id if adjustment.cost_center_id is not None else owner_id
         if center is None:
             continue
@@ -276,6 +295,56 @@ def _totals(lines: list[_Line]) -> dict[str, Decimal]:
     return totals
 
 
+def _statement_candidate(
+    *,
+    period: Period,
+    center: CostCenter,
+    run: AllocationRun,
+    currency: str,
+    lines: list[_Line],
+    previous_total,
+    built_at,
+) -> Statement:
+    """One cost center's statement as its lines make it (not saved): what a build compares
+    with the stored one, or stores."""
+    return Statement(
+        period=str(period),
+        cost_center=center,
+        run=run,
+        currency=currency,
+        previous_total=previous_total,
+        line_count=len(lines),
+        built_at=built_at,
+        **_totals(lines),
+    )
+
+
+def _statement_features(statement: Statement, lines: list[_Line], counts: dict) -> list[StatementFeature]:
+    """The requests and traces behind a statement's charges, per feature (not saved)."""
+    keys = sorted({(x.team, x.feature, x.environment) for x in lines if x.kind == StatementLineKind.CHARGE})
+    return [
+        StatementFeature(
+            statement=statement,
+            team=team,
+            feature=feature,
+            environment=environment,
+            requests=counts.get((team, feature, environment), (0, 0))[0],
+            traces=counts.get((team, feature, environment), (0, 0))[1],
+        )
+        for team, feature, environment in keys
+    ]
+
+
+def _run_currency(run: AllocationRun) -> str:
+    return run.invoices.values_list("currency", flat=True).first() or "USD"
+
+
+def _previous_totals(period: Period) -> dict[int, Decimal]:
+    """The month before's live statement total per cost center."""
+    previous = Statement.objects.filter(LIVE_STATEMENTS, period=str(period.previous))
+    return dict(previous.values_list("cost_center_id", "total"))
+
+
 @transaction.atomic
 def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
     """Build (or bring up to date) one statement per cost center for the month, from its
@@ -293,12 +362,14 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
             code="no_allocation_run",
             extra={"period": str(period)},
         )
-    currency = run.invoices.values_list("currency", flat=True).first() or "USD"
+    currency = _run_currency(run)
     by_center = _lines_by_center(run, period, _unallocated_owner())
-    existing = {s.cost_center_id: s for s in Statement.objects.select_for_update().filter(period=str(period))}
+    # The live revision of each; a reopened (superseded) one is history and never rebuilt.
+    live = Statement.objects.select_for_update().filter(LIVE_STATEMENTS, period=str(period))
+    existing = {s.cost_center_id: s for s in live}
     for center_id in existing:
         by_center.setdefault(center_id, [])  # a statement whose lines all went stays, at zero
-    previous = dict(Statement.objects.filter(period=str(period.previous)).values_list("cost_center_id", "total"))
+    previous = _previous_totals(period)
     centers = CostCenter.objects.in_bulk(list(by_center))
     counts = feature_counts(period=period)
     now = timezone.now()
@@ -312,15 +383,14 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
         if statement is not None and statement.status in SIGNED_STATUSES:
             signed += 1
             continue
-        candidate = Statement(
-            period=str(period),
-            cost_center=centers[center_id],
+        candidate = _statement_candidate(
+            period=period,
+            center=centers[center_id],
             run=run,
             currency=currency,
+            lines=lines,
             previous_total=previous.get(center_id),
-            line_count=len(lines),
             built_at=now,
-            **_totals(lines),
         )
         if statement is not None:
             if statement_content_hash(statement) == statement_content_hash(candidate, lines):
@@ -344,18 +414,7 @@ def statements_build(*, period: Period, actor=None) -> StatementsBuilt:
             statement.save()
             before, action = {}, "build"
         to_write.extend((statement.pk, line) for line in lines)
-        keys = sorted({(x.team, x.feature, x.environment) for x in lines if x.kind == StatementLineKind.CHARGE})
-        features.extend(
-            StatementFeature(
-                statement=statement,
-                team=team,
-                feature=feature,
-                environment=environment,
-                requests=counts.get((team, feature, environment), (0, 0))[0],
-                traces=counts.get((team, feature, environment), (0, 0))[1],
-            )
-            for team, feature, environment in keys
-        )
+        features.extend(_statement_features(statement, lines, counts))
         audit_record(
             subject="statement",
             subject_id=statement.pk,
@@ -523,3 +582,91 @@ def statements_approve_period(*, period: Period, actor) -> list[Statement]:
         "cost_center__code"
     )
     return [statement_approve(statement=s, actor=actor) for s in pending]
+
+
+# --- reopening a signed statement -----------------------------------------------------
+
+
+@transaction.atomic
+def statement_reopen(*, statement: Statement, actor, reason: str) -> Statement:
+    """Reopen a signed-off statement of a month still open, with a written reason: it is
+    never edited. It becomes superseded (history, as signed), each of its journal entries
+    not yet reversed gets a reversing entry, and a new draft revision is built from the
+    month's current run for its cost center, to be reviewed and signed off again.
+    Returns the new revision."""
+    access_require(actor, Permission.SIGN_OFF, doing="reopen a signed-off statement")
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationFailed("reopening a signed-off statement needs a written reason", code="reason_required")
+    statement = _locked(statement)
+    _refuse_unless(statement, *SIGNED_STATUSES, doing="reopened (only a signed-off statement is)")
+    period = Period.parse(statement.period)
+    row = period_locked(period)
+    code = statement.cost_center.code
+    if row.status == PeriodStatus.CLOSED:
+        raise PeriodClosed(
+            f"{period} is closed: {code}'s statement stays as signed off. Book the change as a correction "
+            f"or an adjustment in the next open period ({period.next} or later), or reopen {period} first",
+            extra={"period": str(period), "statement": statement.pk},
+        )
+    undecided = statement.disputes.filter(status__in=UNDECIDED_DISPUTES).count()
+    if undecided:
+        raise Conflict(
+            f"{code}'s statement for {period} has {undecided} undecided dispute(s): decide them before reopening it",
+            code="statement_disputes_undecided",
+            extra={"statement": statement.pk, "disputes": undecided},
+        )
+    run = allocation_run_current(period=period)
+    if run is None:
+        raise ValidationFailed(
+            f"{period} has no current allocation run to build the new revision from",
+            code="no_allocation_run",
+            extra={"period": str(period)},
+        )
+    before = _snapshot(statement)
+    statement.status, statement.reopened_at, statement.reopened_by, statement.reopen_reason = (
+        StatementStatus.SUPERSEDED,
+        timezone.now(),
+        user_of(actor),
+        reason,
+    )
+    statement.save(update_fields=["status", "reopened_at", "reopened_by", "reopen_reason"])
+    audit_record(
+        subject="statement",
+        subject_id=statement.pk,
+        action="reopen",
+        actor=actor,
+        before=before,
+        after=_snapshot(statement),
+        reason=reason,
+    )
+    journal_entries_reverse_statement(
+        statement=statement, actor=actor, reason=f"statement revision {statement.revision} reopened: {reason}"
+    )
+    lines = _lines_by_center(run, period, _unallocated_owner(), only=statement.cost_center).get(
+        statement.cost_center_id, []
+    )
+    revision = _statement_candidate(
+        period=period,
+        center=statement.cost_center,
+        run=run,
+        currency=_run_currency(run),
+        lines=lines,
+        previous_total=_previous_totals(period).get(statement.cost_center_id),
+        built_at=statement.reopened_at,
+    )
+    revision.revision, revision.replaces = statement.revision + 1, statement
+    revision.save()
+    _lines_write([(revision.pk, line) for line in lines])
+    StatementFeature.objects.bulk_create(_statement_features(revision, lines, feature_counts(period=period)))
+    audit_record(
+        subject="statement",
+        subject_id=revision.pk,
+        action="build",
+        actor=actor,
+        before={},
+        after=_snapshot(revision),
+        reason=f"revision {revision.revision}, replacing reopened statement #{statement.pk}, "
+        f"from allocation run #{run.pk}",
+    )
+    return revision

@@ -41,6 +41,7 @@ from chargeback.services.periods import period_close, period_reopen, reconciliat
 from chargeback.services.statements import (
     statement_approve,
     statement_content_hash,
+    statement_reopen,
     statement_return,
     statement_submit,
     statements_approve_period,
@@ -60,6 +61,7 @@ __all__ = [
     "statement_detail",
     "statement_line_detail",
     "statement_pdf",
+    "statement_reopen_view",
     "statement_return_view",
     "statement_rollup_view",
     "statement_submit_view",
@@ -259,6 +261,7 @@ def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
         "pdf": StatementPdf.objects.filter(statement=statement).first(),
         "reason_form": ReasonForm(),
         "journal_entries": journal_entries_of_statement(statement=statement),
+        "replaced_by": getattr(statement, "replaced_by", None),
     }
     return render(request, "chargeback/statement.html", context)
 
@@ -304,6 +307,34 @@ def statement_approve_view(request: HttpRequest, statement_id: int) -> HttpRespo
         "needs_override": period_runs_needing_override(period=Period.parse(statement.period)),
     }
     return render(request, "chargeback/statement_approve.html", context)
+
+
+@require_http_methods(["GET", "POST"])
+def statement_reopen_view(request: HttpRequest, statement_id: int) -> HttpResponse:
+    """Reopen a signed-off statement as a new revision, after a confirmation that says what
+    follows and takes the reason; then the new revision's page."""
+    statement = _statement(request, statement_id)
+    form = ReasonForm(request.POST or None)
+    if request.method == "POST":
+        reason = form.cleaned_data["reason"] if form.is_valid() else ""
+        try:
+            revision = statement_reopen(statement=statement, actor=request.user, reason=reason)
+        except ApplicationError as exc:
+            messages.error(request, exc.message)
+            return redirect(reverse("statement-reopen", args=[statement.pk]))
+        messages.success(
+            request,
+            f"{statement.cost_center.code}'s statement for {statement.period} is reopened: revision "
+            f"{revision.revision} is a draft, its journal entries are reversed.",
+        )
+        return redirect(reverse("statement", args=[revision.pk]))
+    context = {
+        "statement": statement,
+        "form": form,
+        "journal_entries": journal_entries_of_statement(statement=statement),
+        "period_status": period_status(period=Period.parse(statement.period)),
+    }
+    return render(request, "chargeback/statement_reopen.html", context)
 
 
 def _statement_summary_rows(statement) -> list[list]:

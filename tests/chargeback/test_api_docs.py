@@ -94,4 +94,4 @@ def test_the_schema_validates_and_every_close_and_cost_object_operation_has_exam
     assert not missing, f"operations without an example: {missing}"
     assert not unkeyed, f"writes without Idempotency-Key: {unkeyed}"
     close = [p for p in schema["paths"] if p.startswith(("/api/v1/periods", "/api/v1/statements", "/api/v1/disputes"))]
-    assert len(close) == 16, close
+    assert len(close) == 17, close
