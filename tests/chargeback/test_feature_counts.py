@@ -67,6 +67,9 @@ def test_a_batch_still_loading_and_those_after_it_wait_for_a_later_count(world):
 def test_drill_down_pages_every_call_once_when_calls_share_their_time(world):
     # Seven more calls of search's web feature, all at the scenario's one moment.
     load_usage(calls("d", [(f"r-{n}", "t-1") for n in range(7)]))
+    # The same trace goes on in another feature: not this line's calls.
+    other = {**WEB, "feature": "assistant"}
+    load_usage([usage("d-other", "input_token", 1000, **other, request_id="r-other", trace_id="t-1")])
     statements_build(period=MONTH, actor=world["analyst"])
     search = Statement.objects.get(period=str(MONTH), cost_center__code="CC-110")
     line = search.lines.filter(kind=StatementLineKind.CHARGE, feature="web", unit="input_token").first()
@@ -85,8 +88,17 @@ def test_drill_down_pages_every_call_once_when_calls_share_their_time(world):
     assert pages == -(-len(seen) // 3)
     # One trace of it.
     traced = statement_calls(line=line, trace="t-1", limit=50)
-    assert {c.trace_id for c in traced.calls} == {"t-1"}
-    assert len(traced.calls) == expected.filter(trace_id="t-1").count()
+    assert {(c.trace_id, c.feature) for c in traced.calls} == {("t-1", "web")}
+    assert len(traced.calls) == expected.filter(trace_id="t-1").count() == 14
+    # Paged, the trace's calls come once each, in the same order.
+    paged, cursor = [], ""
+    while True:
+        page = statement_calls(line=line, trace="t-1", cursor=cursor, limit=4)
+        paged += [call.event_key for call in page.calls]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert paged == [call.event_key for call in traced.calls]
 
 
 def test_the_nightly_task_counts_this_month_and_the_last(db):
