@@ -20,6 +20,11 @@ provider clearing holds exactly the invoices' charged-back share.
 The ERP pulls entries (ready → exported) and acknowledges each with its document number
 (→ acknowledged); a statement whose entries are all acknowledged is posted. An entry is
 never edited: `journal_entry_reverse` undoes one with a reversing entry.
+
+Every transaction that writes entries takes `journal_write_lock` first and its timestamps
+after it, so entries' `updated_at` follow the order their transactions commit in: the
+ERP's incremental pull (keyset on `updated_at`, `id`) never passes an instant that a
+transaction still open could later commit an entry under.
 """
 
 from collections import defaultdict
@@ -27,7 +32,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
@@ -55,6 +60,7 @@ __all__ = [
     "journal_entry_acknowledge",
     "journal_entry_external_id",
     "journal_entry_reverse",
+    "journal_write_lock",
     "money_cents",
 ]
 
@@ -73,6 +79,25 @@ _MEMO = {
 # provider's cost (a margin), or keeps as the spread between its card and the cost.
 _RECOVERY_METHODS = frozenset({AllocationMethod.MARGIN, AllocationMethod.CARD_SPREAD})
 DOCUMENT_NUMBER_MAX = JournalEntry._meta.get_field("erp_document_number").max_length
+# The PostgreSQL advisory lock key of journal writes ("JOURNAL" in ASCII): fixed, so every
+# writer on every connection takes the same one.
+JOURNAL_WRITE_LOCK_KEY = 0x4A4F55524E414C
+
+
+def journal_write_lock() -> None:
+    """Make this transaction the only one writing journal entries until it ends. Taken
+    first by every writer (before any row lock, so locks are always taken in one order),
+    and before any timestamp: a writer that commits later then always stamps a later
+    `updated_at`. PostgreSQL: a transaction-scoped advisory lock. SQLite: its database
+    write lock, taken now by an update of no row rather than at the first real write."""
+    if not connection.in_atomic_block:
+        # Outside a transaction the lock would end with the statement that took it.
+        raise RuntimeError("journal_write_lock is taken inside the writing transaction")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [JOURNAL_WRITE_LOCK_KEY])
+        else:
+            cursor.execute(f"UPDATE {JournalEntry._meta.db_table} SET id = id WHERE 1 = 0")
 
 
 def money_cents(amount: Decimal) -> int:
@@ -206,6 +231,7 @@ def journal_entries_for_statement(*, statement: Statement, actor=None) -> list[J
     """The journal entries of a signed-off statement's chargeback, written once (called by
     `statement_approve`, in its transaction); asked again, the entries it has. Showback
     and unallocated money produce none; a statement charged nothing has none."""
+    journal_write_lock()
     statement = Statement.objects.select_related("cost_center").get(pk=statement.pk)
     if statement.status not in SIGNED_STATUSES:
         raise Conflict(
@@ -250,6 +276,7 @@ def journal_entry_reverse(*, entry: JournalEntry, actor, reason: str) -> Journal
     access_require(actor, Permission.SIGN_OFF, doing="reverse a journal entry")
     if not reason.strip():
         raise ValidationFailed("reversing a journal entry needs a reason", code="reason_required")
+    journal_write_lock()
     entry = _locked(entry)
     if entry.kind == JournalEntryKind.REVERSAL:
         raise Conflict(
@@ -304,6 +331,7 @@ def journal_entry_reverse(*, entry: JournalEntry, actor, reason: str) -> Journal
 def journal_entries_reverse_statement(*, statement: Statement, actor, reason: str) -> list[JournalEntry]:
     """Reverse every entry of a statement not reversed yet: what reopening an approved
     statement takes (its next approval writes new entries, numbered on)."""
+    journal_write_lock()
     live = statement.journal_entries.exclude(kind=JournalEntryKind.REVERSAL).filter(reversed_by__isnull=True)
     return [journal_entry_reverse(entry=entry, actor=actor, reason=reason) for entry in live.order_by("id")]
 
@@ -314,6 +342,7 @@ def journal_entries_export(*, entries: QuerySet | Iterable[JournalEntry], actor)
     over stays as it is, so a retried export changes nothing). Returns them all, locked,
     in id order."""
     access_require(actor, Permission.EXPORT_JOURNAL_ENTRIES, doing="export journal entries")
+    journal_write_lock()
     if isinstance(entries, QuerySet):
         chosen = JournalEntry.objects.filter(pk__in=entries.values("pk"))
     else:
@@ -351,6 +380,7 @@ def journal_entry_acknowledge(*, entry: JournalEntry, document_number: str, acto
             code="document_number_invalid",
             extra={"field": "document_number"},
         )
+    journal_write_lock()
     entry = _locked(entry)
     if entry.status == JournalEntryStatus.ACKNOWLEDGED:
         if entry.erp_document_number == number:

@@ -35,7 +35,7 @@ from chargeback.models import (
 from chargeback.models.statements import STATEMENT_LINE_CONTENT
 from chargeback.services.audit import audit_record
 from chargeback.services.feature_counts import feature_counts
-from chargeback.services.journals import journal_entries_for_statement
+from chargeback.services.journals import journal_entries_for_statement, journal_write_lock
 from chargeback.services.periods import period_locked
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_text, quantize
@@ -478,6 +478,7 @@ def statement_approve(*, statement: Statement, actor) -> Statement:
     it never changes; its run's period takes no new run. Its journal entries are written
     in the same transaction."""
     access_require(actor, Permission.SIGN_OFF, doing="sign a statement off")
+    journal_write_lock()  # before the statement's row: journal writers lock in one order
     statement = _locked(statement)
     _refuse_unless(statement, StatementStatus.IN_REVIEW, doing="signed off")
     period = period_locked(Period.parse(statement.period))
