@@ -82,6 +82,11 @@ class StatementSerializer(serializers.ModelSerializer):
     corrections = serializers.DecimalField(**_MONEY)
     adjustments = serializers.DecimalField(**_MONEY)
     previous_total = serializers.DecimalField(**_MONEY, allow_null=True)
+    journal_entry_count = serializers.IntegerField(
+        read_only=True,
+        help_text="Its journal entries, reversals included. 0 on a signed-off statement with no chargeback "
+        "(showback only): nothing to post, so it is `posted` at its sign-off (`posted_at` = `approved_at`)",
+    )
     lines_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -108,6 +113,7 @@ class StatementSerializer(serializers.ModelSerializer):
             "approved_at",
             "approved_by",
             "posted_at",
+            "journal_entry_count",
             "lines_url",
         ]
         read_only_fields = fields

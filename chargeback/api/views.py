@@ -5,6 +5,7 @@ services, which check roles, states and windows again. Every write takes an
 
 import json
 
+from django.db.models import Count
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -97,6 +98,7 @@ STATEMENT_EXAMPLE = OpenApiExample(
         "approved_at": None,
         "approved_by": None,
         "posted_at": None,
+        "journal_entry_count": 0,
         "lines_url": "/api/v1/statements/12/lines",
     },
     response_only=True,
@@ -282,7 +284,10 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Statement.objects.none()
 
     def get_queryset(self):
-        return statements_visible(self.request.user).order_by("-period", "cost_center__code", "id")
+        return self._visible().order_by("-period", "cost_center__code", "id")
+
+    def _visible(self):
+        return statements_visible(self.request.user).annotate(journal_entry_count=Count("journal_entries"))
 
     @extend_schema(
         summary="A statement's lines, paged",
@@ -357,7 +362,7 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(StatementSerializer(self._fresh(statement)).data)
 
     def _fresh(self, statement: Statement) -> Statement:
-        return statements_visible(self.request.user).get(pk=statement.pk)
+        return self._visible().get(pk=statement.pk)
 
 
 # --- disputes --------------------------------------------------------------------------
@@ -493,7 +498,7 @@ JOURNAL_ENTRY_EXAMPLE = OpenApiExample(
                 "debit": "4980.00",
                 "credit": "0.00",
                 "modality": "text",
-                "description": "AI spend, text",
+                "description": "CC-110 AI spend 2026-10, Text",
             },
             {
                 "line_no": 2,
@@ -504,7 +509,7 @@ JOURNAL_ENTRY_EXAMPLE = OpenApiExample(
                 "debit": "0.00",
                 "credit": "4980.00",
                 "modality": "text",
-                "description": "Provider clearing, text",
+                "description": "CC-110 AI spend 2026-10, Text (clearing)",
             },
         ],
     },

@@ -18,8 +18,9 @@ statements are approved in; once all are, the internal clearing nets to zero and
 provider clearing holds exactly the invoices' charged-back share.
 
 The ERP pulls entries (ready → exported) and acknowledges each with its document number
-(→ acknowledged); a statement whose entries are all acknowledged is posted. An entry is
-never edited: `journal_entry_reverse` undoes one with a reversing entry.
+(→ acknowledged); a statement whose entries are all acknowledged is posted, and one with
+none (no chargeback) is posted at its sign-off: there is nothing for the ERP to post. An
+entry is never edited: `journal_entry_reverse` undoes one with a reversing entry.
 
 Every transaction that writes entries takes `journal_write_lock` first and its timestamps
 after it, so entries' `updated_at` follow the order their transactions commit in: the
@@ -49,11 +50,13 @@ from chargeback.choices import (
 from chargeback.models import JournalEntry, JournalLine, Statement
 from chargeback.models.statements import CHARGEBACK_LINES
 from chargeback.services.audit import audit_record
+from pricing.choices import MODALITY_NONE_LABEL, modality_label
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_from_db, quantize
 from pricing.periods import Period
 
 __all__ = [
+    "NOTHING_TO_POST",
     "journal_entries_export",
     "journal_entries_for_statement",
     "journal_entries_reverse_statement",
@@ -79,6 +82,8 @@ _MEMO = {
 # provider's cost (a margin), or keeps as the spread between its card and the cost.
 _RECOVERY_METHODS = frozenset({AllocationMethod.MARGIN, AllocationMethod.CARD_SPREAD})
 DOCUMENT_NUMBER_MAX = JournalEntry._meta.get_field("erp_document_number").max_length
+# Why a statement with no journal entry is posted at its sign-off (its audit row's reason).
+NOTHING_TO_POST = "nothing to post to the ERP: no chargeback (showback only)"
 # The PostgreSQL advisory lock key of journal writes ("JOURNAL" in ASCII): fixed, so every
 # writer on every connection takes the same one.
 JOURNAL_WRITE_LOCK_KEY = 0x4A4F55524E414C
@@ -184,7 +189,8 @@ def _line_pairs(
         if not cents:
             continue
         what = "shared service recovery" if leg == "recovery" else "AI spend"
-        scope = f", {modality or 'no modality'}" if _group_by() == JournalGroupBy.MODALITY else ""
+        # Read in the ERP's GL: the modality as the statement page names it.
+        scope = f", {modality_label(modality, MODALITY_NONE_LABEL)}" if _group_by() == JournalGroupBy.MODALITY else ""
         description = f"{entry.cost_center.code} {what} {entry.period}{scope}"
         for gl_account, cost_center_id, debit in ((account, center_id, cents > 0), (clearing, None, cents < 0)):
             lines.append(
@@ -262,6 +268,9 @@ def journal_entries_for_statement(*, statement: Statement, actor=None) -> list[J
             reason=f"statement #{statement.pk} signed off",
         )
         entries.append(entry)
+    if not entries:
+        # Nothing to book: no entry will ever be acknowledged, so it is posted now.
+        _statement_post_when_acknowledged(statement.pk, actor)
     return entries
 
 
@@ -411,17 +420,23 @@ def journal_entry_acknowledge(*, entry: JournalEntry, document_number: str, acto
 
 
 def _statement_post_when_acknowledged(statement_id: int, actor) -> None:
-    """Post an approved statement once every entry of its is acknowledged. The statement's
-    row is locked before its entries are read, so of two acknowledgements committing at
-    once the later sees the earlier's."""
+    """Post an approved statement once every entry of its is acknowledged; one with no
+    entry at all (no chargeback: showback only) has nothing to post and is posted as of its
+    approval. The statement's row is locked before its entries are read, so of two
+    acknowledgements committing at once the later sees the earlier's."""
     statement = Statement.objects.select_for_update().get(pk=statement_id)
     if statement.status != StatementStatus.APPROVED:
         return
     entries = statement.journal_entries.all()
-    if not entries.exists() or entries.exclude(status=JournalEntryStatus.ACKNOWLEDGED).exists():
+    if entries.exclude(status=JournalEntryStatus.ACKNOWLEDGED).exists():
         return
+    count = entries.count()
     before = {"status": statement.status, "posted_at": None}
-    statement.status, statement.posted_at = StatementStatus.POSTED, timezone.now()
+    if count:
+        posted_at, reason = timezone.now(), f"the ERP acknowledged its {count} journal entries"
+    else:
+        posted_at, reason = statement.approved_at, NOTHING_TO_POST
+    statement.status, statement.posted_at = StatementStatus.POSTED, posted_at
     statement.save(update_fields=["status", "posted_at"])
     audit_record(
         subject="statement",
@@ -430,5 +445,5 @@ def _statement_post_when_acknowledged(statement_id: int, actor) -> None:
         actor=actor,
         before=before,
         after={"status": statement.status, "posted_at": statement.posted_at.isoformat()},
-        reason=f"the ERP acknowledged its {entries.count()} journal entries",
+        reason=reason,
     )

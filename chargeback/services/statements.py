@@ -503,6 +503,7 @@ def statement_approve(*, statement: Statement, actor) -> Statement:
         after=_snapshot(statement),
     )
     journal_entries_for_statement(statement=statement, actor=actor)
+    statement.refresh_from_db(fields=["status", "posted_at"])  # posted now if it had nothing to post
     if settings.CHARGEBACK_STATEMENT_PDF_ON_APPROVAL:
         _statement_pdf_queue(statement)
     return statement

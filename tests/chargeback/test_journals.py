@@ -15,6 +15,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from rest_framework.test import APIClient
 
 from allocation.access import ServiceAccount
 from allocation.choices import AllocationMethod, ChargeCategory, ChargeModel, Treatment
@@ -203,7 +204,10 @@ def test_approving_the_month_writes_balanced_entries_tied_to_each_statement(worl
     assert creates.count() == JournalEntry.objects.count() and {e.actor_name for e in creates} == {"fiona"}
 
 
-def test_a_statement_with_only_showback_has_no_entries(jworld):
+def test_a_statement_with_only_showback_has_no_entries_and_is_posted_at_sign_off(jworld, client):
+    """Nothing for the ERP to post, so nothing will ever be acknowledged: it is posted as
+    of its approval (on PostgreSQL the signed-statement trigger lets approved → posted
+    through in the same transaction)."""
     statement = _statement(
         jworld,
         "CC-A",
@@ -213,8 +217,33 @@ def test_a_statement_with_only_showback_has_no_entries(jworld):
         ],
     )
     approved = statement_approve(statement=statement, actor=jworld["approver"])
-    assert approved.status == StatementStatus.APPROVED and approved.chargeback == 0
     assert not JournalEntry.objects.exists()
+    assert approved.status == StatementStatus.POSTED and approved.chargeback == 0
+    stored = Statement.objects.get(pk=statement.pk)
+    assert stored.status == StatementStatus.POSTED and stored.posted_at == stored.approved_at is not None
+    post = AuditEvent.objects.get(subject="statement", subject_id=str(statement.pk), action="post")
+    assert (post.before["status"], post.after["status"], post.actor_name) == ("approved", "posted", "fiona")
+    assert post.reason == "nothing to post to the ERP: no chargeback (showback only)"
+    # Its page says why it is posted with no entry.
+    client.force_login(jworld["approver"])
+    body = client.get(reverse("statement", args=[statement.pk])).content.decode()
+    assert "Posted: nothing to post</strong> (showback only)" in body
+    assert "No journal entries" in body
+    # And its API answer: posted, with no journal entry, as of its approval.
+    token = api_token_issue(name="fiona", scope="user", username="fiona").secret
+    api = APIClient(headers={"Authorization": f"Bearer {token}"})
+    answer = api.get(f"/api/v1/statements/{statement.pk}").json()
+    assert (answer["status"], answer["journal_entry_count"]) == ("posted", 0)
+    assert answer["posted_at"] == answer["approved_at"] is not None
+    charged = _approved(jworld, "CC-B")
+    answer = api.get(f"/api/v1/statements/{charged.pk}").json()
+    assert (answer["status"], answer["journal_entry_count"], answer["posted_at"]) == ("approved", 2, None)
+
+
+def test_a_statement_with_entries_is_not_posted_at_sign_off(jworld):
+    statement = _approved(jworld)
+    assert statement.status == StatementStatus.APPROVED and statement.posted_at is None
+    assert not AuditEvent.objects.filter(subject="statement", action="post").exists()
 
 
 def test_corrections_and_adjustments_are_entries_of_their_own(jworld):
@@ -304,6 +333,22 @@ def test_lines_are_grouped_by_modality_or_by_account(jworld, settings, group_by,
     assert dict(expense.values_list("modality", "debit_cents")) == pairs
     assert entry.lines.count() == 2 * len(pairs) and _balanced(entry)
     assert list(entry.lines.values_list("line_no", flat=True)) == list(range(1, 2 * len(pairs) + 1))
+
+
+def test_line_descriptions_name_modalities_as_the_statement_page_does(jworld):
+    """An ERP user reads these in the GL: "Embeddings", not "embedding"; money with no
+    modality (a shared pool) as "Shared pools and fees"."""
+    statement = _statement(
+        jworld, "CC-D", [_line("10.00", modality="embedding"), _line("4.00", modality="", method="pool_proportional")]
+    )
+    statement_approve(statement=statement, actor=jworld["approver"])
+    descriptions = set(statement.journal_entries.get().lines.values_list("description", flat=True))
+    assert descriptions == {
+        "CC-D AI spend 2026-11, Embeddings",
+        "CC-D AI spend 2026-11, Embeddings (clearing)",
+        "CC-D AI spend 2026-11, Shared pools and fees",
+        "CC-D AI spend 2026-11, Shared pools and fees (clearing)",
+    }
 
 
 def test_an_unknown_grouping_is_refused_by_name(jworld, settings):
