@@ -14,8 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from allocation.access import cost_center_scope
+from allocation.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from allocation.views.ledger import csv_download
-from chargeback.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from chargeback.api.pagination import JournalCursorPagination
 from chargeback.api.serializers import (
     DisputeAcceptSerializer,
