@@ -19,7 +19,6 @@ from chargeback.choices import (
 )
 from chargeback.models import Dispute, JournalEntry, Statement, StatementLine
 from chargeback.models.statements import STATEMENT_LINE_CONTENT
-from chargeback.selectors.journals import journal_lines_json
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
@@ -284,12 +283,11 @@ class JournalEntrySerializer(serializers.Serializer):
 
 def journal_entry_documents(entries: list[JournalEntry]) -> list[str]:
     """Each entry as the JSON text of `JournalEntrySerializer`: its header from Python, its
-    lines as PostgreSQL wrote them (`journal_lines_json`), joined without decoding them.
-    A page of the list is these texts joined; one entry is one of them."""
-    lines = journal_lines_json([entry.pk for entry in entries])
+    lines as kept on it since they were written (`JournalEntry.lines_json`), joined
+    without decoding them. A page of the list is these texts joined; one entry is one."""
     documents = []
     for entry in entries:
-        array, total = lines[entry.pk]
+        total = entry.total_cents
         header = {
             "id": entry.pk,
             "external_id": entry.external_id,
@@ -311,7 +309,7 @@ def journal_entry_documents(entries: list[JournalEntry]) -> list[str]:
             "created_at": _instant(entry.created_at),
             "updated_at": _instant(entry.updated_at),
         }
-        documents.append(f'{json.dumps(header)[:-1]}, "lines": {array}}}')
+        documents.append(f'{json.dumps(header)[:-1]}, "lines": {entry.lines_json}}}')
     return documents
 
 

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from allocation.access import Permission, access_require
 from allocation.choices import AllocationMethod
+from allocation.models import CostCenter
 from chargeback.choices import (
     SIGNED_STATUSES,
     JournalEntryKind,
@@ -49,6 +50,7 @@ from chargeback.choices import (
 )
 from chargeback.models import JournalEntry, JournalLine, Statement
 from chargeback.models.statements import CHARGEBACK_LINES
+from chargeback.selectors.journals import journal_lines_document
 from chargeback.services.audit import audit_record
 from pricing.choices import MODALITY_NONE_LABEL, modality_label
 from pricing.errors import Conflict, ValidationFailed
@@ -208,6 +210,27 @@ def _line_pairs(
     return lines
 
 
+def _entry_save_with_lines(entry: JournalEntry, lines: list[JournalLine]) -> None:
+    """Write an entry with its lines, and with them the lines' JSON the API serves (kept on
+    the entry: neither ever changes)."""
+    centers = {line.cost_center_id for line in lines} - {None}
+    codes = dict(CostCenter.objects.filter(pk__in=centers).values_list("pk", "code"))
+    entry.lines_json, entry.total_cents = journal_lines_document(
+        (
+            line.line_no,
+            line.gl_account,
+            codes.get(line.cost_center_id),
+            line.debit_cents,
+            line.credit_cents,
+            line.modality,
+            line.description,
+        )
+        for line in lines
+    )
+    entry.save()
+    JournalLine.objects.bulk_create(lines)
+
+
 def _next_number(statement: Statement, kind: str) -> int:
     return statement.journal_entries.filter(kind=kind).count() + 1
 
@@ -256,8 +279,8 @@ def journal_entries_for_statement(*, statement: Statement, actor=None) -> list[J
             continue
         memo = f"{_MEMO[kind]} {statement.period}: {statement.cost_center.code} {statement.cost_center.name}"
         entry = _entry_new(statement, kind=kind, memo=memo)
-        entry.save()
-        JournalLine.objects.bulk_create(_line_pairs(entry, groups[kind], statement.cost_center_id))
+        lines = _line_pairs(entry, groups[kind], statement.cost_center_id)
+        _entry_save_with_lines(entry, lines)
         audit_record(
             subject="journal_entry",
             subject_id=entry.pk,
@@ -306,19 +329,21 @@ def journal_entry_reverse(*, entry: JournalEntry, actor, reason: str) -> Journal
         memo=f"Reversal of {entry.external_id}: {reason.strip()}",
         reverses=entry,
     )
-    reversal.save()
-    JournalLine.objects.bulk_create(
-        JournalLine(
-            entry=reversal,
-            line_no=line.line_no,
-            gl_account=line.gl_account,
-            cost_center_id=line.cost_center_id,
-            debit_cents=line.credit_cents,
-            credit_cents=line.debit_cents,
-            modality=line.modality,
-            description=f"Reversal: {line.description}"[:300],
-        )
-        for line in entry.lines.order_by("line_no")
+    _entry_save_with_lines(
+        reversal,
+        [
+            JournalLine(
+                entry=reversal,
+                line_no=line.line_no,
+                gl_account=line.gl_account,
+                cost_center_id=line.cost_center_id,
+                debit_cents=line.credit_cents,
+                credit_cents=line.debit_cents,
+                modality=line.modality,
+                description=f"Reversal: {line.description}"[:300],
+            )
+            for line in entry.lines.order_by("line_no")
+        ],
     )
     for subject, action, after in (
         (reversal, "create", _snapshot(reversal)),

@@ -2,6 +2,7 @@
 the statement's chargeback, pulled and acknowledged by the ERP (idempotently, also when
 two acknowledgements race on PostgreSQL), reversed rather than edited."""
 
+import json
 import threading
 import time
 from decimal import Decimal
@@ -509,6 +510,33 @@ def test_a_reversal_swaps_the_lines_and_never_edits_the_entry(jworld):
     ) == {"create", "reverse"}
 
 
+def test_each_entry_keeps_its_lines_as_the_api_serves_them(jworld):
+    """The lines' JSON kept on an entry (what the ERP's pages read) says what its lines
+    say, for an entry written at sign-off and for its reversal."""
+    original = _approved(jworld).journal_entries.get(kind="chargeback")
+    reversal = journal_entry_reverse(entry=original, actor=jworld["approver"], reason="reopened")
+    for entry in (original, reversal):
+        entry.refresh_from_db()
+        kept = json.loads(entry.lines_json)
+        rows = list(entry.lines.order_by("line_no"))
+        assert [
+            (x["line_no"], x["gl_account"], x["cost_center"], x["debit_cents"], x["credit_cents"], x["description"])
+            for x in kept
+        ] == [
+            (
+                r.line_no,
+                r.gl_account,
+                r.cost_center.code if r.cost_center else None,
+                r.debit_cents,
+                r.credit_cents,
+                r.description,
+            )
+            for r in rows
+        ]
+        assert all(Decimal(x["debit"]) * 100 == x["debit_cents"] for x in kept)
+        assert entry.total_cents == sum(r.debit_cents for r in rows) == 4000
+
+
 def test_external_ids_are_stable_and_a_reopened_statement_is_numbered_on(jworld):
     statement = _approved(jworld)
     ids = list(statement.journal_entries.order_by("id").values_list("external_id", flat=True))
@@ -640,6 +668,8 @@ def test_postgresql_refuses_an_unbalanced_or_edited_entry(jworld):
         lambda: JournalLine.objects.filter(pk=line.pk).update(debit_cents=line.debit_cents + 1),
         lambda: JournalLine.objects.filter(pk=line.pk).delete(),
         lambda: JournalEntry.objects.filter(pk=entry.pk).update(memo="edited"),
+        lambda: JournalEntry.objects.filter(pk=entry.pk).update(lines_json="[]"),
+        lambda: JournalEntry.objects.filter(pk=entry.pk).update(total_cents=1),
         lambda: JournalEntry.objects.filter(pk=entry.pk).delete(),
     ]
     for attempt in attempts:
