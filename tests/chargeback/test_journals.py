@@ -229,7 +229,7 @@ def test_a_statement_with_only_showback_has_no_entries_and_is_posted_at_sign_off
     client.force_login(jworld["approver"])
     body = client.get(reverse("statement", args=[statement.pk])).content.decode()
     assert "Posted: nothing to post</strong> (showback only)" in body
-    assert "No journal entries" in body
+    assert "so it has no journal entries for the ERP" in body
     # And its API answer: posted, with no journal entry, as of its approval.
     token = api_token_issue(name="fiona", scope="user", username="fiona").secret
     api = APIClient(headers={"Authorization": f"Bearer {token}"})
