@@ -353,7 +353,9 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
         response=StatementSerializer,
         examples=[STATEMENT_EXAMPLE],
         summary="Sign a statement off (finance approver)",
-        description="Its content is hashed and never changes again; disputes are taken for the window after.",
+        description="Its content is hashed and never changes again; disputes are taken for the window after. "
+        "Its journal entries are written; a statement with no chargeback has none and is `posted` at once "
+        "(nothing for the ERP to post).",
     )
     @action(detail=True, methods=["post"], filter_backends=[])
     @idempotent

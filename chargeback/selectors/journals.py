@@ -150,7 +150,7 @@ JOURNAL_CSV_HEADER = [
 def journal_csv_rows(entries: QuerySet, *, chunk: int = 500):
     """One row per line, its entry's header repeated; entries in (updated_at, id) order,
     read a chunk at a time so a period's download holds no more than a chunk in memory."""
-    ordered = entries.order_by("updated_at", "id")
+    ordered = entries.defer("lines_json").order_by("updated_at", "id")  # rows give the lines here
     last = None
     while True:
         page = ordered if last is None else ordered.filter(after_position(*last))
