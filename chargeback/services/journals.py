@@ -259,7 +259,8 @@ def _entry_new(statement: Statement, *, kind: str, memo: str, reverses: JournalE
 def journal_entries_for_statement(*, statement: Statement, actor=None) -> list[JournalEntry]:
     """The journal entries of a signed-off statement's chargeback, written once (called by
     `statement_approve`, in its transaction); asked again, the entries it has. Showback
-    and unallocated money produce none; a statement charged nothing has none."""
+    and unallocated money produce none; a statement charged nothing has none, and is posted
+    as of its approval, having nothing for the ERP to post."""
     journal_write_lock()
     statement = Statement.objects.select_related("cost_center").get(pk=statement.pk)
     if statement.status not in SIGNED_STATUSES:
