@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from allocation.access import batches_visible, cost_center_scope
+from allocation.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from allocation.api.serializers import (
     AllocationRunSerializer,
     AllocationRunStartSerializer,
@@ -248,9 +249,13 @@ class AllocationRunViewSet(viewsets.ReadOnlyModelViewSet):
                 status_codes=["202"],
             ),
         ],
+        parameters=[IDEMPOTENCY_KEY_PARAMETER],
     )
+    @idempotent
     def create(self, request: Request) -> Response:
-        """Start a run of a period in the background; poll `progress?period=` or the run list."""
+        """Start a run of a period in the background; poll `progress?period=` or the run list.
+        With an `Idempotency-Key`, a retry answers as the first request did rather than
+        queueing a second run (or being refused as one already running)."""
         payload = AllocationRunStartSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         period = payload.validated_data["period"]

@@ -5,6 +5,7 @@ migrations are the same.
 """
 
 from .access import ApiToken, CostCenterMembership
+from .idempotency import IdempotencyKey
 from .invoices import InvoiceBatch, InvoiceLine, InvoiceRejection, ProviderInvoice
 from .ledger import UsageBatch, UsageBucketVersion, UsageLine, UsageRejection
 from .mapping import MappingRule, MappingVersion, MappingVersionEvent, SharedCostPool
@@ -20,6 +21,7 @@ __all__ = [
     "CostCenter",
     "CostCenterMembership",
     "Feature",
+    "IdempotencyKey",
     "InvoiceBatch",
     "InvoiceLine",
     "InvoiceRejection",

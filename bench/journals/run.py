@@ -66,6 +66,7 @@ def world_build(*, centers: int, lines: int, per_center: int, rebuild: bool) -> 
 
     from allocation.models import AllocationRun, CostCenter, MappingVersion, RatingRun
     from chargeback.models import JournalEntry, JournalLine, Statement
+    from chargeback.selectors.journals import journal_lines_document
 
     wanted = centers * per_center
     have = JournalEntry.objects.filter(period=PERIOD)
@@ -134,23 +135,21 @@ def world_build(*, centers: int, lines: int, per_center: int, rebuild: bool) -> 
                 for code in codes
             ]
         )
-        entries = JournalEntry.objects.bulk_create(
-            [
-                JournalEntry(
-                    statement=statement,
-                    cost_center=statement.cost_center,
-                    kind="chargeback",
-                    company="ACME-US",
-                    period=PERIOD,
-                    posting_date="2026-10-31",
-                    currency="USD",
-                    memo=f"AI chargeback {PERIOD}, {statement.cost_center.code}",
-                    external_id=f"CB-{PERIOD}-{statement.cost_center.code}-chargeback-{k}",
-                )
-                for statement in statements
-                for k in range(1, per_center + 1)
-            ]
-        )
+        entries = [
+            JournalEntry(
+                statement=statement,
+                cost_center=statement.cost_center,
+                kind="chargeback",
+                company="ACME-US",
+                period=PERIOD,
+                posting_date="2026-10-31",
+                currency="USD",
+                memo=f"AI chargeback {PERIOD}, {statement.cost_center.code}",
+                external_id=f"CB-{PERIOD}-{statement.cost_center.code}-chargeback-{k}",
+            )
+            for statement in statements
+            for k in range(1, per_center + 1)
+        ]
         rows = []
         for index, entry in enumerate(entries):
             center = entry.cost_center
@@ -177,6 +176,20 @@ def world_build(*, centers: int, lines: int, per_center: int, rebuild: bool) -> 
                     description="Provider clearing",
                 )
             )
+            # As the services write an entry: with its lines' JSON, the API's answer.
+            entry.lines_json, entry.total_cents = journal_lines_document(
+                (
+                    x.line_no,
+                    x.gl_account,
+                    center.code if x.cost_center else None,
+                    x.debit_cents,
+                    x.credit_cents,
+                    x.modality,
+                    x.description,
+                )
+                for x in rows[-lines:]
+            )
+        JournalEntry.objects.bulk_create(entries)
         JournalLine.objects.bulk_create(rows, batch_size=5000)
     from django.db import connection
 

@@ -19,7 +19,6 @@ from chargeback.choices import (
 )
 from chargeback.models import Dispute, JournalEntry, Statement, StatementLine
 from chargeback.models.statements import STATEMENT_LINE_CONTENT
-from chargeback.selectors.journals import journal_lines_json
 from pricing.money import QUANTITY_DECIMAL_PLACES, QUANTITY_MAX_DIGITS
 
 __all__ = [
@@ -87,6 +86,11 @@ class StatementSerializer(serializers.ModelSerializer):
     )
     replaced_by = serializers.SerializerMethodField(help_text="The revision that replaced it, once reopened")
     reopened_by = serializers.CharField(source="reopened_by.username", default=None, read_only=True, allow_null=True)
+    journal_entry_count = serializers.IntegerField(
+        read_only=True,
+        help_text="Its journal entries, reversals included. 0 on a signed-off statement with no chargeback "
+        "(showback only): nothing to post, so it is `posted` at its sign-off (`posted_at` = `approved_at`)",
+    )
     lines_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -119,6 +123,7 @@ class StatementSerializer(serializers.ModelSerializer):
             "reopened_at",
             "reopened_by",
             "reopen_reason",
+            "journal_entry_count",
             "lines_url",
         ]
         read_only_fields = fields
@@ -293,12 +298,11 @@ class JournalEntrySerializer(serializers.Serializer):
 
 def journal_entry_documents(entries: list[JournalEntry]) -> list[str]:
     """Each entry as the JSON text of `JournalEntrySerializer`: its header from Python, its
-    lines as PostgreSQL wrote them (`journal_lines_json`), joined without decoding them.
-    A page of the list is these texts joined; one entry is one of them."""
-    lines = journal_lines_json([entry.pk for entry in entries])
+    lines as kept on it since they were written (`JournalEntry.lines_json`), joined
+    without decoding them. A page of the list is these texts joined; one entry is one."""
     documents = []
     for entry in entries:
-        array, total = lines[entry.pk]
+        total = entry.total_cents
         header = {
             "id": entry.pk,
             "external_id": entry.external_id,
@@ -320,7 +324,7 @@ def journal_entry_documents(entries: list[JournalEntry]) -> list[str]:
             "created_at": _instant(entry.created_at),
             "updated_at": _instant(entry.updated_at),
         }
-        documents.append(f'{json.dumps(header)[:-1]}, "lines": {array}}}')
+        documents.append(f'{json.dumps(header)[:-1]}, "lines": {entry.lines_json}}}')
     return documents
 
 

@@ -5,6 +5,7 @@ services, which check roles, states and windows again. Every write takes an
 
 import json
 
+from django.db.models import Count
 from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -13,8 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from allocation.access import cost_center_scope
+from allocation.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from allocation.views.ledger import csv_download
-from chargeback.api.idempotency import IDEMPOTENCY_KEY_PARAMETER, idempotent
 from chargeback.api.pagination import JournalCursorPagination
 from chargeback.api.serializers import (
     DisputeAcceptSerializer,
@@ -103,6 +104,7 @@ STATEMENT_EXAMPLE = OpenApiExample(
         "reopened_at": None,
         "reopened_by": None,
         "reopen_reason": "",
+        "journal_entry_count": 0,
         "lines_url": "/api/v1/statements/12/lines",
     },
     response_only=True,
@@ -293,7 +295,10 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Statement.objects.none()
 
     def get_queryset(self):
-        return statements_visible(self.request.user).order_by("-period", "cost_center__code", "id")
+        return self._visible().order_by("-period", "cost_center__code", "id")
+
+    def _visible(self):
+        return statements_visible(self.request.user).annotate(journal_entry_count=Count("journal_entries"))
 
     def filter_queryset(self, queryset):
         # One statement is found by its id, a superseded revision too; a list shows the
@@ -364,7 +369,9 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
         response=StatementSerializer,
         examples=[STATEMENT_EXAMPLE],
         summary="Sign a statement off (finance approver)",
-        description="Its content is hashed and never changes again; disputes are taken for the window after.",
+        description="Its content is hashed and never changes again; disputes are taken for the window after. "
+        "Its journal entries are written; a statement with no chargeback has none and is `posted` at once "
+        "(nothing for the ERP to post).",
     )
     @action(detail=True, methods=["post"], filter_backends=[])
     @idempotent
@@ -395,7 +402,7 @@ class StatementViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(StatementSerializer(self._fresh(revision)).data, status=status.HTTP_201_CREATED)
 
     def _fresh(self, statement: Statement) -> Statement:
-        return statements_visible(self.request.user).get(pk=statement.pk)
+        return self._visible().get(pk=statement.pk)
 
 
 # --- disputes --------------------------------------------------------------------------
@@ -531,7 +538,7 @@ JOURNAL_ENTRY_EXAMPLE = OpenApiExample(
                 "debit": "4980.00",
                 "credit": "0.00",
                 "modality": "text",
-                "description": "AI spend, text",
+                "description": "CC-110 AI spend 2026-10, Text",
             },
             {
                 "line_no": 2,
@@ -542,7 +549,7 @@ JOURNAL_ENTRY_EXAMPLE = OpenApiExample(
                 "debit": "0.00",
                 "credit": "4980.00",
                 "modality": "text",
-                "description": "Provider clearing, text",
+                "description": "CC-110 AI spend 2026-10, Text (clearing)",
             },
         ],
     },

@@ -12,7 +12,8 @@ Through the services finance and the teams would call, after each month's alloca
 
 The first month's sign-off wrote its journal entries; the ERP (the demo's service token
 `demo-erp`) has pulled them all and posted those of the first `DEMO_POSTED` cost
-centers, whose statements are therefore posted; the rest wait for its acknowledgement.
+centers, whose statements are therefore posted; the rest wait for its acknowledgement
+(a statement with no chargeback is posted at its sign-off: it has nothing to post).
 
 A step is taken only when its month does not stand there yet, so a second demo leaves
 the close as it was. The second month's statements are built again only while no line

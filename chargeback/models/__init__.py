@@ -2,7 +2,6 @@
 
 from .audit import AuditEvent
 from .disputes import Adjustment, Dispute
-from .idempotency import IdempotencyKey
 from .journals import JournalEntry, JournalLine
 from .periods import AccountingPeriod, ReconciliationOverride
 from .statement_pdf import StatementPdf
@@ -13,7 +12,6 @@ __all__ = [
     "Adjustment",
     "AuditEvent",
     "Dispute",
-    "IdempotencyKey",
     "JournalEntry",
     "JournalLine",
     "LedgerFeatureCount",

@@ -39,6 +39,12 @@ class JournalEntry(models.Model):
     erp_document_number = models.CharField(max_length=64, blank=True, help_text="The ERP's, from its acknowledgement")
     exported_at = models.DateTimeField(null=True, blank=True)
     acknowledged_at = models.DateTimeField(null=True, blank=True)
+    # The API's page of 500 entries of 50 lines would otherwise build 25,000 lines' JSON on
+    # every pull; entries and lines never change, so it is built once, with the lines.
+    lines_json = models.TextField(
+        default="[]", editable=False, help_text="Its lines as the API gives them: a JSON array, in line order"
+    )
+    total_cents = models.BigIntegerField(default=0, editable=False, help_text="Its debits' sum (= its credits')")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True, help_text="For the ERP's `updated_after` pulls")
 

@@ -3,10 +3,10 @@ its CSV, company-wide (finance, the platform team and the ERP hold the permissio
 members do not, as on the pages)."""
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import connection
 from django.db.models import Q, QuerySet
 
 from allocation.access import Permission, access_allows
@@ -20,7 +20,7 @@ __all__ = [
     "journal_entries_of_statement",
     "journal_entries_visible",
     "journal_lines_by_entry",
-    "journal_lines_json",
+    "journal_lines_document",
 ]
 
 
@@ -101,65 +101,30 @@ def journal_lines_by_entry(entry_ids: list[int]) -> dict[int, list[tuple]]:
     return lines
 
 
-# PostgreSQL writes each entry's lines as JSON itself: a page of 500 entries of 50 lines
-# is 25,000 lines, which Python would otherwise fetch as rows, turn into dicts, format
-# and encode one by one (five times slower). Cents are never negative (a check
-# constraint), so "cents / 100 . two digits" is their exact decimal text (`%%` is a
-# placeholder's escape).
-_LINES_JSON_SQL = """
-SELECT line.entry_id,
-       json_agg(json_build_object(
-           'line_no', line.line_no,
-           'gl_account', line.gl_account,
-           'cost_center', center.code,
-           'debit_cents', line.debit_cents,
-           'credit_cents', line.credit_cents,
-           'debit', (line.debit_cents / 100)::text || '.' || lpad((line.debit_cents %% 100)::text, 2, '0'),
-           'credit', (line.credit_cents / 100)::text || '.' || lpad((line.credit_cents %% 100)::text, 2, '0'),
-           'modality', line.modality,
-           'description', line.description
-       ) ORDER BY line.line_no)::text,
-       sum(line.debit_cents)
-FROM chargeback_journalline line
-LEFT JOIN allocation_costcenter center ON center.id = line.cost_center_id
-WHERE line.entry_id = ANY(%s)
-GROUP BY line.entry_id
-"""
-
-
 def _money_text(cents: int) -> str:
     return f"{cents // 100}.{cents % 100:02d}"
 
 
-def journal_lines_json(entry_ids: list[int]) -> dict[int, tuple[str, int]]:
-    """Each entry's lines as the text of a JSON array (in line order) and its debits' sum
-    in cents: written by PostgreSQL in one query; elsewhere (SQLite in tests) the same
-    text from Python."""
-    if not entry_ids:
-        return {}
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_LINES_JSON_SQL, [list(entry_ids)])
-            found = {entry_id: (text, int(total)) for entry_id, text, total in cursor.fetchall()}
-        return {entry_id: found.get(entry_id, ("[]", 0)) for entry_id in entry_ids}
-    documents = {}
-    for entry_id, lines in journal_lines_by_entry(entry_ids).items():
-        array = [
-            {
-                "line_no": line_no,
-                "gl_account": gl_account,
-                "cost_center": center,
-                "debit_cents": debit,
-                "credit_cents": credit,
-                "debit": _money_text(debit),
-                "credit": _money_text(credit),
-                "modality": modality,
-                "description": description,
-            }
-            for line_no, gl_account, center, debit, credit, modality, description in lines
-        ]
-        documents[entry_id] = (json.dumps(array), sum(line[3] for line in lines))
-    return documents
+def journal_lines_document(lines: Iterable[tuple]) -> tuple[str, int]:
+    """An entry's lines as the API gives them, the text of a JSON array in line order, and
+    its debits' sum in cents: built once when the lines are written and kept on the entry
+    (`JournalEntry.lines_json`), since neither ever changes. Each line a tuple as
+    `journal_lines_by_entry` gives it."""
+    array = [
+        {
+            "line_no": line_no,
+            "gl_account": gl_account,
+            "cost_center": center,
+            "debit_cents": debit,
+            "credit_cents": credit,
+            "debit": _money_text(debit),
+            "credit": _money_text(credit),
+            "modality": modality,
+            "description": description,
+        }
+        for line_no, gl_account, center, debit, credit, modality, description in sorted(lines)
+    ]
+    return json.dumps(array), sum(line["debit_cents"] for line in array)
 
 
 JOURNAL_CSV_HEADER = [
@@ -185,7 +150,7 @@ JOURNAL_CSV_HEADER = [
 def journal_csv_rows(entries: QuerySet, *, chunk: int = 500):
     """One row per line, its entry's header repeated; entries in (updated_at, id) order,
     read a chunk at a time so a period's download holds no more than a chunk in memory."""
-    ordered = entries.order_by("updated_at", "id")
+    ordered = entries.defer("lines_json").order_by("updated_at", "id")  # rows give the lines here
     last = None
     while True:
         page = ordered if last is None else ordered.filter(after_position(*last))

@@ -18,8 +18,14 @@ statements are approved in; once all are, the internal clearing nets to zero and
 provider clearing holds exactly the invoices' charged-back share.
 
 The ERP pulls entries (ready → exported) and acknowledges each with its document number
-(→ acknowledged); a statement whose entries are all acknowledged is posted. An entry is
-never edited: `journal_entry_reverse` undoes one with a reversing entry.
+(→ acknowledged); a statement whose entries are all acknowledged is posted, and one with
+none (no chargeback) is posted at its sign-off: there is nothing for the ERP to post. An
+entry is never edited: `journal_entry_reverse` undoes one with a reversing entry.
+
+Every transaction that writes entries takes `journal_write_lock` first and its timestamps
+after it, so entries' `updated_at` follow the order their transactions commit in: the
+ERP's incremental pull (keyset on `updated_at`, `id`) never passes an instant that a
+transaction still open could later commit an entry under.
 """
 
 from collections import defaultdict
@@ -27,12 +33,13 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from allocation.access import Permission, access_require
 from allocation.choices import AllocationMethod
+from allocation.models import CostCenter
 from chargeback.choices import (
     SIGNED_STATUSES,
     JournalEntryKind,
@@ -43,18 +50,22 @@ from chargeback.choices import (
 )
 from chargeback.models import JournalEntry, JournalLine, Statement
 from chargeback.models.statements import CHARGEBACK_LINES
+from chargeback.selectors.journals import journal_lines_document
 from chargeback.services.audit import audit_record
+from pricing.choices import MODALITY_NONE_LABEL, modality_label
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_from_db, quantize
 from pricing.periods import Period
 
 __all__ = [
+    "NOTHING_TO_POST",
     "journal_entries_export",
     "journal_entries_for_statement",
     "journal_entries_reverse_statement",
     "journal_entry_acknowledge",
     "journal_entry_external_id",
     "journal_entry_reverse",
+    "journal_write_lock",
     "money_cents",
 ]
 
@@ -73,6 +84,27 @@ _MEMO = {
 # provider's cost (a margin), or keeps as the spread between its card and the cost.
 _RECOVERY_METHODS = frozenset({AllocationMethod.MARGIN, AllocationMethod.CARD_SPREAD})
 DOCUMENT_NUMBER_MAX = JournalEntry._meta.get_field("erp_document_number").max_length
+# Why a statement with no journal entry is posted at its sign-off (its audit row's reason).
+NOTHING_TO_POST = "nothing to post to the ERP: no chargeback (showback only)"
+# The PostgreSQL advisory lock key of journal writes ("JOURNAL" in ASCII): fixed, so every
+# writer on every connection takes the same one.
+JOURNAL_WRITE_LOCK_KEY = 0x4A4F55524E414C
+
+
+def journal_write_lock() -> None:
+    """Make this transaction the only one writing journal entries until it ends. Taken
+    first by every writer (before any row lock, so locks are always taken in one order),
+    and before any timestamp: a writer that commits later then always stamps a later
+    `updated_at`. PostgreSQL: a transaction-scoped advisory lock. SQLite: its database
+    write lock, taken now by an update of no row rather than at the first real write."""
+    if not connection.in_atomic_block:
+        # Outside a transaction the lock would end with the statement that took it.
+        raise RuntimeError("journal_write_lock is taken inside the writing transaction")
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [JOURNAL_WRITE_LOCK_KEY])
+        else:
+            cursor.execute(f"UPDATE {JournalEntry._meta.db_table} SET id = id WHERE 1 = 0")
 
 
 def money_cents(amount: Decimal) -> int:
@@ -159,7 +191,8 @@ def _line_pairs(
         if not cents:
             continue
         what = "shared service recovery" if leg == "recovery" else "AI spend"
-        scope = f", {modality or 'no modality'}" if _group_by() == JournalGroupBy.MODALITY else ""
+        # Read in the ERP's GL: the modality as the statement page names it.
+        scope = f", {modality_label(modality, MODALITY_NONE_LABEL)}" if _group_by() == JournalGroupBy.MODALITY else ""
         description = f"{entry.cost_center.code} {what} {entry.period}{scope}"
         for gl_account, cost_center_id, debit in ((account, center_id, cents > 0), (clearing, None, cents < 0)):
             lines.append(
@@ -175,6 +208,27 @@ def _line_pairs(
                 )
             )
     return lines
+
+
+def _entry_save_with_lines(entry: JournalEntry, lines: list[JournalLine]) -> None:
+    """Write an entry with its lines, and with them the lines' JSON the API serves (kept on
+    the entry: neither ever changes)."""
+    centers = {line.cost_center_id for line in lines} - {None}
+    codes = dict(CostCenter.objects.filter(pk__in=centers).values_list("pk", "code"))
+    entry.lines_json, entry.total_cents = journal_lines_document(
+        (
+            line.line_no,
+            line.gl_account,
+            codes.get(line.cost_center_id),
+            line.debit_cents,
+            line.credit_cents,
+            line.modality,
+            line.description,
+        )
+        for line in lines
+    )
+    entry.save()
+    JournalLine.objects.bulk_create(lines)
 
 
 def _next_number(statement: Statement, kind: str) -> int:
@@ -208,7 +262,9 @@ def _entry_new(statement: Statement, *, kind: str, memo: str, reverses: JournalE
 def journal_entries_for_statement(*, statement: Statement, actor=None) -> list[JournalEntry]:
     """The journal entries of a signed-off statement's chargeback, written once (called by
     `statement_approve`, in its transaction); asked again, the entries it has. Showback
-    and unallocated money produce none; a statement charged nothing has none."""
+    and unallocated money produce none; a statement charged nothing has none, and is posted
+    as of its approval, having nothing for the ERP to post."""
+    journal_write_lock()
     statement = Statement.objects.select_related("cost_center").get(pk=statement.pk)
     if statement.status not in SIGNED_STATUSES:
         raise Conflict(
@@ -227,8 +283,8 @@ def journal_entries_for_statement(*, statement: Statement, actor=None) -> list[J
             continue
         memo = f"{_MEMO[kind]} {statement.period}: {statement.cost_center.code} {statement.cost_center.name}"
         entry = _entry_new(statement, kind=kind, memo=memo)
-        entry.save()
-        JournalLine.objects.bulk_create(_line_pairs(entry, groups[kind], statement.cost_center_id))
+        lines = _line_pairs(entry, groups[kind], statement.cost_center_id)
+        _entry_save_with_lines(entry, lines)
         audit_record(
             subject="journal_entry",
             subject_id=entry.pk,
@@ -239,6 +295,9 @@ def journal_entries_for_statement(*, statement: Statement, actor=None) -> list[J
             reason=f"statement #{statement.pk} signed off",
         )
         entries.append(entry)
+    if not entries:
+        # Nothing to book: no entry will ever be acknowledged, so it is posted now.
+        _statement_post_when_acknowledged(statement.pk, actor)
     return entries
 
 
@@ -253,6 +312,7 @@ def journal_entry_reverse(*, entry: JournalEntry, actor, reason: str) -> Journal
     access_require(actor, Permission.SIGN_OFF, doing="reverse a journal entry")
     if not reason.strip():
         raise ValidationFailed("reversing a journal entry needs a reason", code="reason_required")
+    journal_write_lock()
     entry = _locked(entry)
     if entry.kind == JournalEntryKind.REVERSAL:
         raise Conflict(
@@ -273,19 +333,21 @@ def journal_entry_reverse(*, entry: JournalEntry, actor, reason: str) -> Journal
         memo=f"Reversal of {entry.external_id}: {reason.strip()}",
         reverses=entry,
     )
-    reversal.save()
-    JournalLine.objects.bulk_create(
-        JournalLine(
-            entry=reversal,
-            line_no=line.line_no,
-            gl_account=line.gl_account,
-            cost_center_id=line.cost_center_id,
-            debit_cents=line.credit_cents,
-            credit_cents=line.debit_cents,
-            modality=line.modality,
-            description=f"Reversal: {line.description}"[:300],
-        )
-        for line in entry.lines.order_by("line_no")
+    _entry_save_with_lines(
+        reversal,
+        [
+            JournalLine(
+                entry=reversal,
+                line_no=line.line_no,
+                gl_account=line.gl_account,
+                cost_center_id=line.cost_center_id,
+                debit_cents=line.credit_cents,
+                credit_cents=line.debit_cents,
+                modality=line.modality,
+                description=f"Reversal: {line.description}"[:300],
+            )
+            for line in entry.lines.order_by("line_no")
+        ],
     )
     for subject, action, after in (
         (reversal, "create", _snapshot(reversal)),
@@ -307,6 +369,7 @@ def journal_entry_reverse(*, entry: JournalEntry, actor, reason: str) -> Journal
 def journal_entries_reverse_statement(*, statement: Statement, actor, reason: str) -> list[JournalEntry]:
     """Reverse every entry of a statement not reversed yet: what reopening an approved
     statement takes (its next approval writes new entries, numbered on)."""
+    journal_write_lock()
     live = statement.journal_entries.exclude(kind=JournalEntryKind.REVERSAL).filter(reversed_by__isnull=True)
     return [journal_entry_reverse(entry=entry, actor=actor, reason=reason) for entry in live.order_by("id")]
 
@@ -317,6 +380,7 @@ def journal_entries_export(*, entries: QuerySet | Iterable[JournalEntry], actor)
     over stays as it is, so a retried export changes nothing). Returns them all, locked,
     in id order."""
     access_require(actor, Permission.EXPORT_JOURNAL_ENTRIES, doing="export journal entries")
+    journal_write_lock()
     if isinstance(entries, QuerySet):
         chosen = JournalEntry.objects.filter(pk__in=entries.values("pk"))
     else:
@@ -354,6 +418,7 @@ def journal_entry_acknowledge(*, entry: JournalEntry, document_number: str, acto
             code="document_number_invalid",
             extra={"field": "document_number"},
         )
+    journal_write_lock()
     entry = _locked(entry)
     if entry.status == JournalEntryStatus.ACKNOWLEDGED:
         if entry.erp_document_number == number:
@@ -384,17 +449,23 @@ def journal_entry_acknowledge(*, entry: JournalEntry, document_number: str, acto
 
 
 def _statement_post_when_acknowledged(statement_id: int, actor) -> None:
-    """Post an approved statement once every entry of its is acknowledged. The statement's
-    row is locked before its entries are read, so of two acknowledgements committing at
-    once the later sees the earlier's."""
+    """Post an approved statement once every entry of its is acknowledged; one with no
+    entry at all (no chargeback: showback only) has nothing to post and is posted as of its
+    approval. The statement's row is locked before its entries are read, so of two
+    acknowledgements committing at once the later sees the earlier's."""
     statement = Statement.objects.select_for_update().get(pk=statement_id)
     if statement.status != StatementStatus.APPROVED:
         return
     entries = statement.journal_entries.all()
-    if not entries.exists() or entries.exclude(status=JournalEntryStatus.ACKNOWLEDGED).exists():
+    if entries.exclude(status=JournalEntryStatus.ACKNOWLEDGED).exists():
         return
+    count = entries.count()
     before = {"status": statement.status, "posted_at": None}
-    statement.status, statement.posted_at = StatementStatus.POSTED, timezone.now()
+    if count:
+        posted_at, reason = timezone.now(), f"the ERP acknowledged its {count} journal entries"
+    else:
+        posted_at, reason = statement.approved_at, NOTHING_TO_POST
+    statement.status, statement.posted_at = StatementStatus.POSTED, posted_at
     statement.save(update_fields=["status", "posted_at"])
     audit_record(
         subject="statement",
@@ -403,5 +474,5 @@ def _statement_post_when_acknowledged(statement_id: int, actor) -> None:
         actor=actor,
         before=before,
         after={"status": statement.status, "posted_at": statement.posted_at.isoformat()},
-        reason=f"the ERP acknowledged its {entries.count()} journal entries",
+        reason=reason,
     )

@@ -43,7 +43,11 @@ from chargeback.models import (
 from chargeback.models.statements import LIVE_STATEMENTS, STATEMENT_LINE_CONTENT
 from chargeback.services.audit import audit_record
 from chargeback.services.feature_counts import feature_counts
-from chargeback.services.journals import journal_entries_for_statement, journal_entries_reverse_statement
+from chargeback.services.journals import (
+    journal_entries_for_statement,
+    journal_entries_reverse_statement,
+    journal_write_lock,
+)
 from chargeback.services.periods import period_locked
 from pricing.errors import Conflict, ValidationFailed
 from pricing.money import CENT, decimal_text, quantize
@@ -537,6 +541,7 @@ def statement_approve(*, statement: Statement, actor) -> Statement:
     it never changes; its run's period takes no new run. Its journal entries are written
     in the same transaction."""
     access_require(actor, Permission.SIGN_OFF, doing="sign a statement off")
+    journal_write_lock()  # before the statement's row: journal writers lock in one order
     statement = _locked(statement)
     _refuse_unless(statement, StatementStatus.IN_REVIEW, doing="signed off")
     period = period_locked(Period.parse(statement.period))
@@ -561,6 +566,7 @@ def statement_approve(*, statement: Statement, actor) -> Statement:
         after=_snapshot(statement),
     )
     journal_entries_for_statement(statement=statement, actor=actor)
+    statement.refresh_from_db(fields=["status", "posted_at"])  # posted now if it had nothing to post
     if settings.CHARGEBACK_STATEMENT_PDF_ON_APPROVAL:
         _statement_pdf_queue(statement)
     return statement
@@ -598,6 +604,7 @@ def statement_reopen(*, statement: Statement, actor, reason: str) -> Statement:
     reason = (reason or "").strip()
     if not reason:
         raise ValidationFailed("reopening a signed-off statement needs a written reason", code="reason_required")
+    journal_write_lock()  # before the statement's row, as at sign-off: journal writers lock in one order
     statement = _locked(statement)
     _refuse_unless(statement, *SIGNED_STATUSES, doing="reopened (only a signed-off statement is)")
     period = Period.parse(statement.period)

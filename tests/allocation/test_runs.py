@@ -701,3 +701,22 @@ def test_postgresql_finds_the_later_batches_lines_by_a_brin_index(world):
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'usage_line_batch_brin'")
         (definition,) = cursor.fetchone()
     assert "USING brin (batch_id)" in definition
+
+
+def test_start_api_honours_an_idempotency_key(world, api_client, user, django_capture_on_commit_callbacks):
+    """A retried start answers as the first did and queues no second run; the same key
+    for another period is refused."""
+    from allocation.models import IdempotencyKey
+
+    api_client.force_authenticate(user=user)  # a finance analyst
+    key = {"HTTP_IDEMPOTENCY_KEY": "start-run-1"}
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        first = api_client.post("/api/v1/allocation-runs", {"period": PERIOD}, format="json", **key)
+    assert first.status_code == 202 and len(queued) == 1
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        again = api_client.post("/api/v1/allocation-runs", {"period": PERIOD}, format="json", **key)
+    assert (again.status_code, again.json(), again["Idempotent-Replayed"]) == (202, first.json(), "true")
+    assert queued == [] and AllocationRun.objects.filter(period=PERIOD).count() == 1
+    other = api_client.post("/api/v1/allocation-runs", {"period": "2026-11"}, format="json", **key)
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_key_reused"
+    assert IdempotencyKey.objects.filter(key="start-run-1").count() == 1

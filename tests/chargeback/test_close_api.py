@@ -13,10 +13,11 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from rest_framework.test import APIClient
 
+from allocation.models import IdempotencyKey
 from allocation.services.access import api_token_issue
 from chargeback.api import views as api_views
 from chargeback.choices import DisputeStatus, StatementLineKind, StatementStatus
-from chargeback.models import AuditEvent, Dispute, IdempotencyKey, Statement
+from chargeback.models import AuditEvent, Dispute, Statement
 from chargeback.services.statements import statement_approve, statement_submit, statements_build
 from tests.chargeback.close_world import MONTH, close_world
 

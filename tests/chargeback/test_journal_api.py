@@ -5,15 +5,20 @@ journal entries."""
 
 import csv
 import io
+import threading
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection, connections
 from rest_framework.test import APIClient
 
+from allocation.access import ServiceAccount
 from allocation.services.access import api_token_issue
 from chargeback.choices import JournalEntryStatus, StatementStatus
 from chargeback.models import AuditEvent, JournalEntry, JournalLine, Statement
+from chargeback.services import journals as journals_service
+from chargeback.services.journals import journal_entry_acknowledge
 from chargeback.services.statements import statement_approve, statement_submit, statements_build
 from tests.chargeback.close_world import MONTH, close_world
 
@@ -35,7 +40,8 @@ def world(db, tmp_path, django_user_model, settings):
         name: api_token_issue(name=name, scope="user", username=world[name].username).secret
         for name in ("approver", "analyst", "member")
     }
-    world["tokens"]["erp"] = api_token_issue(name="erp", scope="erp").secret
+    erp = api_token_issue(name="erp", scope="erp")
+    world["tokens"]["erp"], world["erp_account"] = erp.secret, ServiceAccount(erp.token)
     assert JournalEntry.objects.count() >= 2
     return world
 
@@ -212,3 +218,65 @@ def test_the_schema_documents_the_journal_endpoints_with_examples(world):
             assert content.get("examples"), path
     names = {p["name"] for p in paths["/api/v1/journal-entries"]["get"]["parameters"]}
     assert {"period", "status", "cost_center", "updated_after", "cursor", "page_size"} <= names
+
+
+def _in_thread(outcome: dict, name: str, call) -> threading.Thread:
+    def run() -> None:
+        try:
+            outcome[name] = call()
+        except Exception as exc:  # reported by the test
+            outcome[name] = exc
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two writers on two connections: PostgreSQL's")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_incremental_pull_misses_no_entry_whose_transaction_commits_late(world, monkeypatch):
+    """Writer A acknowledges an entry and holds its transaction open; writer B acknowledges
+    another and would commit first; the ERP pulls from its checkpoint meanwhile, then again
+    after both commit. A's entry must reach it: B stamps its change after A commits (the
+    journal write lock), never before with a later instant that the ERP's cursor passes."""
+    erp = client_of(world, "erp")
+    _, checkpoint, _ = pull(erp, page_size=500)
+    entry_a, entry_b = JournalEntry.objects.order_by("id")[:2]
+    written, release, real_audit = threading.Event(), threading.Event(), journals_service.audit_record
+
+    def audit_then_hold(**kwargs):
+        row = real_audit(**kwargs)
+        if kwargs["action"] == "acknowledge" and kwargs["subject_id"] == entry_a.pk:
+            written.set()
+            assert release.wait(30)
+        return row
+
+    monkeypatch.setattr(journals_service, "audit_record", audit_then_hold)
+    ack = {
+        name: (
+            lambda entry=entry, number=number: journal_entry_acknowledge(
+                entry=entry, document_number=number, actor=world["erp_account"]
+            )
+        )
+        for name, entry, number in (("a", entry_a, "JE-A"), ("b", entry_b, "JE-B"))
+    }
+    outcome: dict = {}
+    writer_a = _in_thread(outcome, "a", ack["a"])
+    assert written.wait(30)
+    writer_b = _in_thread(outcome, "b", ack["b"])
+    writer_b.join(1.0)  # B commits now if nothing holds it back
+    seen, checkpoint, _ = pull(erp, f"cursor={checkpoint}", page_size=500)
+    release.set()
+    writer_a.join(30)
+    writer_b.join(30)
+    assert isinstance(outcome["a"], JournalEntry) and isinstance(outcome["b"], JournalEntry), outcome
+    later, _, _ = pull(erp, f"cursor={checkpoint}", page_size=500)
+    seen += later
+    acknowledged = {e["id"]: e["erp_document_number"] for e in seen if e["status"] == "acknowledged"}
+    assert acknowledged == {entry_a.pk: "JE-A", entry_b.pk: "JE-B"}
+    # B waited for A: its change is stamped after A's.
+    entry_a.refresh_from_db()
+    entry_b.refresh_from_db()
+    assert entry_a.updated_at < entry_b.updated_at

@@ -2,6 +2,7 @@
 the statement's chargeback, pulled and acknowledged by the ERP (idempotently, also when
 two acknowledgements race on PostgreSQL), reversed rather than edited."""
 
+import json
 import threading
 import time
 from decimal import Decimal
@@ -15,6 +16,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from rest_framework.test import APIClient
 
 from allocation.access import ServiceAccount
 from allocation.choices import AllocationMethod, ChargeCategory, ChargeModel, Treatment
@@ -203,7 +205,10 @@ def test_approving_the_month_writes_balanced_entries_tied_to_each_statement(worl
     assert creates.count() == JournalEntry.objects.count() and {e.actor_name for e in creates} == {"fiona"}
 
 
-def test_a_statement_with_only_showback_has_no_entries(jworld):
+def test_a_statement_with_only_showback_has_no_entries_and_is_posted_at_sign_off(jworld, client):
+    """Nothing for the ERP to post, so nothing will ever be acknowledged: it is posted as
+    of its approval (on PostgreSQL the signed-statement trigger lets approved → posted
+    through in the same transaction)."""
     statement = _statement(
         jworld,
         "CC-A",
@@ -213,8 +218,33 @@ def test_a_statement_with_only_showback_has_no_entries(jworld):
         ],
     )
     approved = statement_approve(statement=statement, actor=jworld["approver"])
-    assert approved.status == StatementStatus.APPROVED and approved.chargeback == 0
     assert not JournalEntry.objects.exists()
+    assert approved.status == StatementStatus.POSTED and approved.chargeback == 0
+    stored = Statement.objects.get(pk=statement.pk)
+    assert stored.status == StatementStatus.POSTED and stored.posted_at == stored.approved_at is not None
+    post = AuditEvent.objects.get(subject="statement", subject_id=str(statement.pk), action="post")
+    assert (post.before["status"], post.after["status"], post.actor_name) == ("approved", "posted", "fiona")
+    assert post.reason == "nothing to post to the ERP: no chargeback (showback only)"
+    # Its page says why it is posted with no entry.
+    client.force_login(jworld["approver"])
+    body = client.get(reverse("statement", args=[statement.pk])).content.decode()
+    assert "Posted: nothing to post</strong> (showback only)" in body
+    assert "so it has no journal entries for the ERP" in body
+    # And its API answer: posted, with no journal entry, as of its approval.
+    token = api_token_issue(name="fiona", scope="user", username="fiona").secret
+    api = APIClient(headers={"Authorization": f"Bearer {token}"})
+    answer = api.get(f"/api/v1/statements/{statement.pk}").json()
+    assert (answer["status"], answer["journal_entry_count"]) == ("posted", 0)
+    assert answer["posted_at"] == answer["approved_at"] is not None
+    charged = _approved(jworld, "CC-B")
+    answer = api.get(f"/api/v1/statements/{charged.pk}").json()
+    assert (answer["status"], answer["journal_entry_count"], answer["posted_at"]) == ("approved", 2, None)
+
+
+def test_a_statement_with_entries_is_not_posted_at_sign_off(jworld):
+    statement = _approved(jworld)
+    assert statement.status == StatementStatus.APPROVED and statement.posted_at is None
+    assert not AuditEvent.objects.filter(subject="statement", action="post").exists()
 
 
 def test_corrections_and_adjustments_are_entries_of_their_own(jworld):
@@ -304,6 +334,22 @@ def test_lines_are_grouped_by_modality_or_by_account(jworld, settings, group_by,
     assert dict(expense.values_list("modality", "debit_cents")) == pairs
     assert entry.lines.count() == 2 * len(pairs) and _balanced(entry)
     assert list(entry.lines.values_list("line_no", flat=True)) == list(range(1, 2 * len(pairs) + 1))
+
+
+def test_line_descriptions_name_modalities_as_the_statement_page_does(jworld):
+    """An ERP user reads these in the GL: "Embeddings", not "embedding"; money with no
+    modality (a shared pool) as "Shared pools and fees"."""
+    statement = _statement(
+        jworld, "CC-D", [_line("10.00", modality="embedding"), _line("4.00", modality="", method="pool_proportional")]
+    )
+    statement_approve(statement=statement, actor=jworld["approver"])
+    descriptions = set(statement.journal_entries.get().lines.values_list("description", flat=True))
+    assert descriptions == {
+        "CC-D AI spend 2026-11, Embeddings",
+        "CC-D AI spend 2026-11, Embeddings (clearing)",
+        "CC-D AI spend 2026-11, Shared pools and fees",
+        "CC-D AI spend 2026-11, Shared pools and fees (clearing)",
+    }
 
 
 def test_an_unknown_grouping_is_refused_by_name(jworld, settings):
@@ -464,6 +510,33 @@ def test_a_reversal_swaps_the_lines_and_never_edits_the_entry(jworld):
     ) == {"create", "reverse"}
 
 
+def test_each_entry_keeps_its_lines_as_the_api_serves_them(jworld):
+    """The lines' JSON kept on an entry (what the ERP's pages read) says what its lines
+    say, for an entry written at sign-off and for its reversal."""
+    original = _approved(jworld).journal_entries.get(kind="chargeback")
+    reversal = journal_entry_reverse(entry=original, actor=jworld["approver"], reason="reopened")
+    for entry in (original, reversal):
+        entry.refresh_from_db()
+        kept = json.loads(entry.lines_json)
+        rows = list(entry.lines.order_by("line_no"))
+        assert [
+            (x["line_no"], x["gl_account"], x["cost_center"], x["debit_cents"], x["credit_cents"], x["description"])
+            for x in kept
+        ] == [
+            (
+                r.line_no,
+                r.gl_account,
+                r.cost_center.code if r.cost_center else None,
+                r.debit_cents,
+                r.credit_cents,
+                r.description,
+            )
+            for r in rows
+        ]
+        assert all(Decimal(x["debit"]) * 100 == x["debit_cents"] for x in kept)
+        assert entry.total_cents == sum(r.debit_cents for r in rows) == 4000
+
+
 def test_external_ids_are_stable_and_a_reopened_statement_is_numbered_on(jworld):
     statement = _approved(jworld)
     ids = list(statement.journal_entries.order_by("id").values_list("external_id", flat=True))
@@ -595,6 +668,8 @@ def test_postgresql_refuses_an_unbalanced_or_edited_entry(jworld):
         lambda: JournalLine.objects.filter(pk=line.pk).update(debit_cents=line.debit_cents + 1),
         lambda: JournalLine.objects.filter(pk=line.pk).delete(),
         lambda: JournalEntry.objects.filter(pk=entry.pk).update(memo="edited"),
+        lambda: JournalEntry.objects.filter(pk=entry.pk).update(lines_json="[]"),
+        lambda: JournalEntry.objects.filter(pk=entry.pk).update(total_cents=1),
         lambda: JournalEntry.objects.filter(pk=entry.pk).delete(),
     ]
     for attempt in attempts:

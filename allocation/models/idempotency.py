@@ -22,7 +22,7 @@ class IdempotencyKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["actor", "key"], name="idempotency_key_per_actor")]
+        constraints = [models.UniqueConstraint(fields=["actor", "key"], name="idempotency_key_unique_per_actor")]
 
     def __str__(self) -> str:
         return f"{self.actor} {self.key}: {self.method} {self.path} → {self.status_code}"

@@ -1,5 +1,5 @@
 """`Idempotency-Key` on the API's writes: the view's side of
-`chargeback.services.idempotency`."""
+`allocation.services.idempotency`."""
 
 from collections.abc import Callable
 from functools import wraps
@@ -10,7 +10,7 @@ from drf_spectacular.utils import OpenApiParameter
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from chargeback.services.idempotency import idempotency_begin, idempotency_finish
+from allocation.services.idempotency import idempotency_begin, idempotency_finish
 
 __all__ = ["IDEMPOTENCY_KEY_PARAMETER", "REPLAYED_HEADER", "idempotent"]
 

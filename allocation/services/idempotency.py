@@ -7,6 +7,9 @@ identical requests racing meet at the row's unique index: the second's insert wa
 the first's transaction, then fails, and it reads the answer the first committed. Had
 the first failed with a server error, its row went with its transaction and the second
 does the write itself.
+
+It lives in `allocation`, the lowest layer that knows actors, so that every app's API
+writes take keys the same way (allocation runs, the close, journal entries).
 """
 
 import hashlib
@@ -17,7 +20,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 
 from allocation.access import token_of, user_of
-from chargeback.models import IdempotencyKey
+from allocation.models import IdempotencyKey
 from pricing.errors import Conflict, ValidationFailed
 
 __all__ = [
