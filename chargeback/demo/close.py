@@ -3,7 +3,8 @@
 Through the services finance and the teams would call, after each month's allocation:
 
 * the first month is closed: the analyst builds its statements and sends them for
-  review, the finance approver signs them all off and closes the month;
+  review, the finance approver signs them all off, reopens one (`DEMO_REOPEN`: its
+  entries reversed, revision 2 built, reviewed and signed off again) and closes the month;
 * the second is in review: its statements are out, a member of Search and Discovery
   disputes one of its lines, and its run, flagged beyond the reconciliation tolerance
   (Anthropic billed a workspace the gateway never saw, `invoices.STRAY_WORKSPACE`),
@@ -35,6 +36,7 @@ from allocation.models import ApiToken, CostCenter, UsageLine
 from allocation.selectors.runs import allocation_run_current
 from allocation.services.access import api_token_issue
 from chargeback.choices import (
+    SIGNED_STATUSES,
     UNDECIDED_DISPUTES,
     JournalEntryStatus,
     PeriodStatus,
@@ -53,6 +55,9 @@ from chargeback.services.disputes import dispute_file
 from chargeback.services.journals import journal_entries_export, journal_entry_acknowledge
 from chargeback.services.periods import period_close
 from chargeback.services.statements import (
+    statement_approve,
+    statement_reopen,
+    statement_submit,
     statements_approve_period,
     statements_build,
     statements_submit_period,
@@ -60,7 +65,7 @@ from chargeback.services.statements import (
 from pricing.money import CENT, quantize
 from pricing.periods import Period
 
-__all__ = ["DEMO_DISPUTE", "DEMO_ERP_TOKEN", "DEMO_POSTED", "demo_close", "demo_close_state"]
+__all__ = ["DEMO_DISPUTE", "DEMO_ERP_TOKEN", "DEMO_POSTED", "DEMO_REOPEN", "demo_close", "demo_close_state"]
 
 # Who does what: the analyst prepares, the approver signs off, a member disputes.
 PREPARER, APPROVER = "analyst", "finance"
@@ -81,6 +86,16 @@ DEMO_DISPUTE = {
 }
 
 
+# The first month's reissued statement: signed off before its budget owner had looked at
+# it, reopened by the approver with this reason, and signed off again as revision 2.
+DEMO_REOPEN = {
+    "cost_center": "CC-1220",
+    "reason": (
+        "Signed off before Customer Experience Engineering's budget owner had reviewed the "
+        "support assistant's lines; reopened so that revision 2 goes out after their review."
+    ),
+}
+
 # The ERP's service token, and how many cost centers' entries of the closed month it posted.
 DEMO_ERP_TOKEN = "demo-erp"
 DEMO_POSTED = 4
@@ -97,6 +112,7 @@ def demo_close(*, months: list[datetime.date]) -> list[dict[str, Any]]:
         statements_build(period=closed, actor=preparer)
         statements_submit_period(period=closed, actor=preparer)
         statements_approve_period(period=closed, actor=approver)
+        _reissue(closed, preparer=preparer, approver=approver)
         period_close(period=closed, actor=approver)
     _erp_posts(closed)
 
@@ -107,6 +123,16 @@ def demo_close(*, months: list[datetime.date]) -> list[dict[str, Any]]:
         _dispute_ensure(in_review)
 
     return [demo_close_state(period=Period.of(month)) for month in months]
+
+
+def _reissue(period: Period, *, preparer, approver) -> Statement:
+    """`DEMO_REOPEN`'s statement reopened and its revision 2 signed off."""
+    signed = Statement.objects.get(
+        period=str(period), cost_center__code=DEMO_REOPEN["cost_center"], status__in=SIGNED_STATUSES
+    )
+    revision = statement_reopen(statement=signed, actor=approver, reason=DEMO_REOPEN["reason"])
+    statement_submit(statement=revision, actor=preparer)
+    return statement_approve(statement=revision, actor=approver)
 
 
 def _status(period: Period) -> str:

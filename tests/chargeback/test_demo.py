@@ -41,6 +41,7 @@ from chargeback.demo import (
     demo_month_events,
     demo_months,
 )
+from chargeback.demo.close import DEMO_REOPEN
 from chargeback.demo.invoices import STRAY_WORKSPACE
 from chargeback.models import (
     AccountingPeriod,
@@ -62,7 +63,7 @@ pytestmark = pytest.mark.django_db
 TODAY = datetime.date(2025, 4, 10)  # the demo covers January to March 2025
 SCALE = 0.05
 # The closed month's journal entries: all pulled by the ERP, the first four cost centers' posted.
-EXPORTED, ACKNOWLEDGED = 6, 4
+EXPORTED, ACKNOWLEDGED = 6, 6  # the reissued statement's three entries among the acknowledged
 
 
 @pytest.fixture
@@ -507,8 +508,9 @@ class TestMonthEnd:
             {
                 "period": CLOSED,
                 "status": "closed",
-                # Four posted by the ERP; one with no chargeback posted at its sign-off.
-                "statements": {"approved": 6, "posted": 5},
+                # Four posted by the ERP; one with no chargeback posted at its sign-off; the
+                # reissued statement's revision 1, superseded by its revision 2.
+                "statements": {"approved": 6, "posted": 5, "superseded": 1},
                 "journal_entries": {"exported": EXPORTED, "acknowledged": ACKNOWLEDGED},
                 "disputes_open": 0,
                 "disputes": 0,
@@ -543,7 +545,11 @@ class TestMonthEnd:
         # what it holds; the month closed; its run frozen.
         closed = AccountingPeriod.objects.get(period=CLOSED)
         assert (closed.status, closed.closed_by.username) == (PeriodStatus.CLOSED, "finance")
-        statements = Statement.objects.filter(period=CLOSED).select_related("run", "cost_center", "approved_by")
+        statements = (
+            Statement.objects.filter(period=CLOSED)
+            .exclude(status="superseded")
+            .select_related("run", "cost_center", "approved_by")
+        )
         assert statements.count() == 11
         for statement in statements:
             assert statement.status in ("approved", "posted") and statement.approved_by.username == "finance"
@@ -559,6 +565,7 @@ class TestMonthEnd:
         )
         assert actions == {
             ("build", "analyst"),
+            ("build", "finance"),  # revision 2 of the reissued statement, built as it was reopened
             ("submit", "analyst"),
             ("approve", "finance"),
             ("post", "erp:demo-erp"),
@@ -584,6 +591,19 @@ class TestMonthEnd:
             set(JournalEntry.objects.filter(period=CLOSED).values_list("cost_center__code", flat=True))
         )[:4]
         assert not JournalEntry.objects.filter(period=CLOSED, status="ready").exists()
+        # The reissued statement: revision 1 superseded with the approver's reason, its entry
+        # reversed (the two net to nothing); revision 2 signed off again and posted.
+        first, second = Statement.objects.filter(period=CLOSED, cost_center__code=DEMO_REOPEN["cost_center"]).order_by(
+            "revision"
+        )
+        assert (first.revision, first.status, first.reopened_by.username) == (1, "superseded", "finance")
+        assert first.reopen_reason == DEMO_REOPEN["reason"]
+        assert (second.revision, second.status, second.replaces_id) == (2, "posted", first.pk)
+        assert second.content_hash == first.content_hash  # the same run: the same content
+        kinds = sorted(JournalEntry.objects.filter(statement=first).values_list("kind", flat=True))
+        assert kinds == ["chargeback", "reversal"]
+        legs = JournalLine.objects.filter(entry__statement=first, cost_center=first.cost_center)
+        assert legs.aggregate(net=Sum("debit_cents") - Sum("credit_cents"))["net"] == 0
 
         # The second month: out for review, its run flagged and not overridden, so nothing
         # of it can be signed off yet; one dispute open.
@@ -660,7 +680,9 @@ class TestMonthEnd:
         # ... and with the close: the first month signed off, the second in review.
         close = summary["close"]
         assert [month["status"] for month in close] == ["closed", "closing", "open"]
-        assert list(close[0]["statements"]) == ["approved", "posted"] and list(close[1]["statements"]) == ["in_review"]
+        assert list(close[0]["statements"]) == ["approved", "posted", "superseded"] and list(
+            close[1]["statements"]
+        ) == ["in_review"]
         assert (close[1]["disputes_open"], close[1]["flagged"], close[1]["overridden"]) == (1, True, False)
         assert close[2]["statements"] == {}
         for run in summary["allocation_runs"]:
