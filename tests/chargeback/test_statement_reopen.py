@@ -323,7 +323,8 @@ def test_a_team_member_reads_both_revisions_and_cannot_reopen(world, client):
     for statement in (old, revision):
         page = client.get(reverse("statement", args=[statement.pk]))
         assert page.status_code == 200 and "Reopen…" not in page.content.decode()
-    assert "Superseded by" in client.get(reverse("statement", args=[old.pk])).content.decode()
+    page = client.get(reverse("statement", args=[old.pk])).content.decode()
+    assert "Superseded by" in page and "Disputes go to revision 2" in page and "Disputes are taken until" not in page
     assert client.get(reverse("statement-reopen", args=[revision.pk])).status_code == 403
     assert client.post(reverse("statement-reopen", args=[old.pk]), {"reason": "x"}).status_code == 403
     # Another cost center's member sees neither.
