@@ -55,8 +55,10 @@ __all__ += ["LIVE_STATUSES", "SIGNED_STATUSES", "UNDECIDED_DISPUTES"]
 # which verification compares with the approved statement in the database.
 STATEMENT_PDF_LINES_FILE = "statement-lines.csv"
 STATEMENT_PDF_IDENTITY_FILE = "statement.json"
+# ... and every feature's cost per request and per trace (the PDF prints the largest).
+STATEMENT_PDF_UNIT_COSTS_FILE = "statement-unit-costs.csv"
 
-__all__ += ["STATEMENT_PDF_IDENTITY_FILE", "STATEMENT_PDF_LINES_FILE"]
+__all__ += ["STATEMENT_PDF_IDENTITY_FILE", "STATEMENT_PDF_LINES_FILE", "STATEMENT_PDF_UNIT_COSTS_FILE"]
 
 
 class StatementPdfStatus(models.TextChoices):

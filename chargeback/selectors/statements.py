@@ -21,10 +21,13 @@ from chargeback.models import AccountingPeriod, Dispute, ReconciliationOverride,
 from chargeback.models.statements import LIVE_STATEMENTS
 from pricing.csv_export import csv_lines
 from pricing.errors import ValidationFailed
+from pricing.money import quantize
 from pricing.periods import Period
 
 __all__ = [
     "STATEMENT_LINE_HEADER",
+    "STATEMENT_UNIT_COST_HEADER",
+    "UNIT_COSTS_SHOWN",
     "CallsPage",
     "disputes_counts",
     "disputes_list",
@@ -39,6 +42,8 @@ __all__ = [
     "statement_lines_csv",
     "statement_rollup",
     "statement_sections",
+    "statement_unit_cost_rows",
+    "statement_unit_costs_csv",
     "statements_count_by_status",
     "statements_of_period",
     "statements_visible",
@@ -212,6 +217,54 @@ def statement_line_rows(*, statement: Statement) -> Iterator[list]:
             line.amount,
             statement.currency,
         ]
+
+
+# The unit costs a statement's page and PDF show at first: its largest features; every
+# feature is on the page with ?features=all, in the XLSX and in the PDF's attached CSV.
+UNIT_COSTS_SHOWN = 25
+
+_UNIT_COST_QUANTUM = Decimal("0.000001")
+
+STATEMENT_UNIT_COST_HEADER = [
+    "period",
+    "cost_center",
+    "team",
+    "feature",
+    "environment",
+    "amount",
+    "requests",
+    "cost_per_request",
+    "traces",
+    "cost_per_trace",
+]
+
+
+def statement_unit_cost_rows(*, statement: Statement, unit_costs: list[dict] | None = None) -> Iterator[list]:
+    """Cost per request and per trace of every feature (`statement_sections`' unit costs,
+    largest first) as rows under STATEMENT_UNIT_COST_HEADER: the XLSX's sheet and the CSV
+    embedded in the signed PDF; a cost per request or trace to the millionth of the
+    currency (a call costs fractions of a cent)."""
+    if unit_costs is None:
+        unit_costs = statement_sections(statement=statement)["unit_costs"]
+    for row in unit_costs:
+        yield [
+            statement.period,
+            statement.cost_center.code,
+            row["team"],
+            row["feature"],
+            row["environment"],
+            row["amount"],
+            row["requests"],
+            "" if row["per_request"] is None else quantize(row["per_request"], _UNIT_COST_QUANTUM),
+            row["traces"],
+            "" if row["per_trace"] is None else quantize(row["per_trace"], _UNIT_COST_QUANTUM),
+        ]
+
+
+def statement_unit_costs_csv(*, statement: Statement, unit_costs: list[dict] | None = None) -> bytes:
+    """The unit costs CSV as bytes (the one CSV writer, UTF-8)."""
+    rows = statement_unit_cost_rows(statement=statement, unit_costs=unit_costs)
+    return "".join(csv_lines([STATEMENT_UNIT_COST_HEADER, *rows])).encode("utf-8")
 
 
 def statement_lines_csv(*, statement: Statement) -> bytes:

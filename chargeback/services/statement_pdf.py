@@ -5,9 +5,10 @@ MEDIA_ROOT with its SHA-256.
 The PDF says exactly what the approved statement says: it reads only what was fixed at
 sign-off (the lines, the figures, the run's reconciliation, the sign-off), never live
 prices, the current mapping or disputes filed since. It is PDF/A-3b and carries the lines
-as CSV (the same bytes as the CSV download) and the statement's identity as JSON, so the
-document and its data travel together and a verifier can find the statement it claims to
-be.
+as CSV (the same bytes as the CSV download), every feature's cost per request and per
+trace as CSV (the pages print the largest features'), and the statement's identity as
+JSON, so the document and its data travel together and a verifier can find the statement
+it claims to be.
 """
 
 import functools
@@ -30,15 +31,18 @@ from chargeback.choices import (
     SIGNED_STATUSES,
     STATEMENT_PDF_IDENTITY_FILE,
     STATEMENT_PDF_LINES_FILE,
+    STATEMENT_PDF_UNIT_COSTS_FILE,
     StatementPdfStatus,
 )
 from chargeback.models import Statement, StatementPdf
 from chargeback.selectors.statements import (
+    UNIT_COSTS_SHOWN,
     statement_file_name,
     statement_lines_csv,
     statement_pdf_lines,
     statement_reconciliation,
     statement_sections,
+    statement_unit_costs_csv,
 )
 from chargeback.services.statements import statement_content_hash
 from pricing.errors import ApplicationError, Conflict
@@ -126,9 +130,15 @@ def _context(statement: Statement) -> dict:
     for row in (*sections["by_modality"], *sections["by_provider"]):
         row["share"] = _share(row["amount"] or Decimal(0), charges)
     previous = statement.previous_total
+    # The largest features' unit costs in print; every feature's in the attached CSV.
+    unit_costs, rest = sections["unit_costs"][:UNIT_COSTS_SHOWN], sections["unit_costs"][UNIT_COSTS_SHOWN:]
+    rest_amount = sum((row["amount"] for row in rest), Decimal(0))
     return {
         "statement": statement,
         "sections": sections,
+        "unit_costs": unit_costs,
+        "unit_costs_rest": {"count": len(rest), "amount": rest_amount, "share": _share(rest_amount, charges)},
+        "unit_costs_file": STATEMENT_PDF_UNIT_COSTS_FILE,
         "charges_total": charges,
         "previous_period": Period.parse(statement.period).previous,
         "change_share": _share(statement.total - previous, abs(previous)) if previous is not None else None,
@@ -149,7 +159,8 @@ def statement_pdf_render(statement: Statement) -> bytes:
 
     statement = Statement.objects.select_related("cost_center", "run", "approved_by").get(pk=statement.pk)
     _refuse_unsigned(statement)
-    html = render_to_string(_TEMPLATE, _context(statement))
+    context = _context(statement)
+    html = render_to_string(_TEMPLATE, context)
     # Dated at sign-off, so the embedded files say when their content was fixed.
     fixed_at: datetime = statement.approved_at
     attachments = [
@@ -157,6 +168,15 @@ def statement_pdf_render(statement: Statement) -> bytes:
             string=statement_lines_csv(statement=statement),
             name=STATEMENT_PDF_LINES_FILE,
             description=f"Lines of {statement.cost_center.code}'s statement for {statement.period} (CSV)",
+            created=fixed_at,
+            modified=fixed_at,
+            relationship="Data",
+        ),
+        Attachment(
+            string=statement_unit_costs_csv(statement=statement, unit_costs=context["sections"]["unit_costs"]),
+            name=STATEMENT_PDF_UNIT_COSTS_FILE,
+            description=f"Cost per request and per trace of every feature on {statement.cost_center.code}'s "
+            f"statement for {statement.period} (CSV)",
             created=fixed_at,
             modified=fixed_at,
             relationship="Data",

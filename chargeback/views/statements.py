@@ -25,6 +25,8 @@ from chargeback.models import StatementPdf
 from chargeback.selectors.journals import journal_entries_of_statement
 from chargeback.selectors.statements import (
     STATEMENT_LINE_HEADER,
+    STATEMENT_UNIT_COST_HEADER,
+    UNIT_COSTS_SHOWN,
     dispute_window_days,
     period_runs_needing_override,
     period_status,
@@ -33,6 +35,7 @@ from chargeback.selectors.statements import (
     statement_line_rows,
     statement_rollup,
     statement_sections,
+    statement_unit_cost_rows,
     statements_of_period,
     statements_visible,
 )
@@ -231,10 +234,6 @@ def _may_dispute(request: HttpRequest, statement) -> bool:
     return statement.status in SIGNED_STATUSES and end is not None and timezone.now() <= end
 
 
-# Rows of "cost per request and per trace" a statement page opens with.
-UNIT_COSTS_SHOWN = 25
-
-
 @require_GET
 def statement_detail(request: HttpRequest, statement_id: int) -> HttpResponse:
     statement = _statement(request, statement_id)
@@ -371,6 +370,7 @@ def statement_xlsx(request: HttpRequest, statement_id: int) -> HttpResponse:
         {
             "Statement": (["field", "value"], _statement_summary_rows(statement)),
             "Lines": (STATEMENT_LINE_HEADER, statement_line_rows(statement=statement)),
+            "Unit costs": (STATEMENT_UNIT_COST_HEADER, statement_unit_cost_rows(statement=statement)),
         }
     )
     response = HttpResponse(content, content_type=XLSX_CONTENT_TYPE)

@@ -8,11 +8,13 @@ import io
 import json
 import re
 import time
+from decimal import Decimal
 
 import pytest
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from openpyxl import load_workbook
 from pyhanko.keys import load_cert_from_pemder
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.validation import validate_pdf_signature
@@ -22,11 +24,18 @@ from pypdf import PdfReader
 from chargeback.choices import (
     STATEMENT_PDF_IDENTITY_FILE,
     STATEMENT_PDF_LINES_FILE,
+    STATEMENT_PDF_UNIT_COSTS_FILE,
     StatementLineKind,
     StatementPdfStatus,
 )
 from chargeback.models import Statement, StatementLine, StatementPdf
-from chargeback.selectors.statements import statement_lines_csv
+from chargeback.selectors.statements import (
+    STATEMENT_UNIT_COST_HEADER,
+    UNIT_COSTS_SHOWN,
+    statement_lines_csv,
+    statement_sections,
+    statement_unit_costs_csv,
+)
 from chargeback.services.statement_pdf import statement_pdf_issue, statement_pdf_render
 from chargeback.services.statements import (
     statement_approve,
@@ -37,6 +46,7 @@ from chargeback.services.statements import (
 )
 from pricing.errors import Conflict
 from pricing.formatting import money_text
+from pricing.money import quantize
 from tests.chargeback.close_world import MONTH, close_world
 from tests.chargeback.statement_pdf_world import approved_statement
 
@@ -117,7 +127,7 @@ def test_the_pdf_carries_the_lines_csv_of_the_download_and_its_identity(world, a
     _pdf, data = _stored(statement)
     attachments = _reader(data).attachments
 
-    assert set(attachments) == {STATEMENT_PDF_LINES_FILE, STATEMENT_PDF_IDENTITY_FILE}
+    assert set(attachments) == {STATEMENT_PDF_LINES_FILE, STATEMENT_PDF_UNIT_COSTS_FILE, STATEMENT_PDF_IDENTITY_FILE}
     client.force_login(world["approver"])
     download = b"".join(client.get(reverse("statement-csv", args=[statement.pk])).streaming_content)
     assert attachments[STATEMENT_PDF_LINES_FILE] == [download] == [statement_lines_csv(statement=statement)]
@@ -192,6 +202,42 @@ def test_issuing_again_leaves_a_ready_pdf_alone_unless_forced(world, approve):
     assert forced.sha256 == hashlib.sha256(forced_bytes).hexdigest()
     assert forced.file.name == first.file.name  # replaced, under the same name
     assert _reader(forced_bytes).attachments == _reader(first_bytes).attachments  # the same content
+
+
+def test_the_pdf_prints_the_largest_features_unit_costs_and_carries_every_features(world, approve, client):
+    statement = approve(extra_lines=300)
+    _pdf, data = _stored(statement)
+    reader = _reader(data)
+    unit_costs = statement_sections(statement=statement)["unit_costs"]
+    assert len(unit_costs) > UNIT_COSTS_SHOWN
+
+    attached = reader.attachments[STATEMENT_PDF_UNIT_COSTS_FILE]
+    assert attached == [statement_unit_costs_csv(statement=statement)]
+    rows = [line.split(",") for line in attached[0].decode().strip().splitlines()]
+    assert rows[0] == STATEMENT_UNIT_COST_HEADER and len(rows) - 1 == len(unit_costs)
+    assert sum(Decimal(row[5]) for row in rows[1:]) == sum(row["amount"] for row in unit_costs)
+    first = unit_costs[0]
+    assert rows[1][2:5] == [first["team"], first["feature"], first["environment"]]
+    assert Decimal(rows[1][7]) == quantize(first["per_request"], Decimal("0.000001"))
+    # In print: the largest features, and where the others are.
+    text = _flat(_text(reader))
+    rest = unit_costs[UNIT_COSTS_SHOWN:]
+    assert (
+        f"The {UNIT_COSTS_SHOWN} largest of {len(unit_costs)} features. The other {len(rest)} "
+        f"({money_text(sum(row['amount'] for row in rest))}"
+    ) in text
+    assert f"are in {STATEMENT_PDF_UNIT_COSTS_FILE}, attached to this PDF" in text
+    last_shown, first_left = unit_costs[UNIT_COSTS_SHOWN - 1], rest[0]
+    assert f"{last_shown['team']} · {last_shown['feature']} · {last_shown['environment']}" in text
+    # The XLSX download carries every feature too.
+    client.force_login(world["approver"])
+    book = load_workbook(io.BytesIO(client.get(reverse("statement-xlsx", args=[statement.pk])).content))
+    sheet = list(book["Unit costs"].iter_rows(values_only=True))
+    assert list(sheet[0]) == STATEMENT_UNIT_COST_HEADER and len(sheet) - 1 == len(unit_costs)
+    assert (sheet[UNIT_COSTS_SHOWN + 1][2], sheet[UNIT_COSTS_SHOWN + 1][3]) == (
+        first_left["team"],
+        first_left["feature"],
+    )
 
 
 def test_a_statement_of_hundreds_of_lines_runs_over_many_pages_with_its_headers(world, approve):
