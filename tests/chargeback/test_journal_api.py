@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from rest_framework.test import APIClient
 
 from allocation.access import ServiceAccount
@@ -21,6 +21,7 @@ from chargeback.services import journals as journals_service
 from chargeback.services.journals import journal_entry_acknowledge
 from chargeback.services.statements import statement_approve, statement_submit, statements_build
 from tests.chargeback.close_world import MONTH, close_world
+from tests.threads import in_thread
 
 pytestmark = pytest.mark.django_db
 
@@ -220,20 +221,6 @@ def test_the_schema_documents_the_journal_endpoints_with_examples(world):
     assert {"period", "status", "cost_center", "updated_after", "cursor", "page_size"} <= names
 
 
-def _in_thread(outcome: dict, name: str, call) -> threading.Thread:
-    def run() -> None:
-        try:
-            outcome[name] = call()
-        except Exception as exc:  # reported by the test
-            outcome[name] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="two writers on two connections: PostgreSQL's")
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_an_incremental_pull_misses_no_entry_whose_transaction_commits_late(world, monkeypatch):
@@ -263,9 +250,9 @@ def test_an_incremental_pull_misses_no_entry_whose_transaction_commits_late(worl
         for name, entry, number in (("a", entry_a, "JE-A"), ("b", entry_b, "JE-B"))
     }
     outcome: dict = {}
-    writer_a = _in_thread(outcome, "a", ack["a"])
+    writer_a = in_thread(outcome, "a", ack["a"])
     assert written.wait(30)
-    writer_b = _in_thread(outcome, "b", ack["b"])
+    writer_b = in_thread(outcome, "b", ack["b"])
     writer_b.join(1.0)  # B commits now if nothing holds it back
     seen, checkpoint, _ = pull(erp, f"cursor={checkpoint}", page_size=500)
     release.set()

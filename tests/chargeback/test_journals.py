@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -41,6 +41,7 @@ from chargeback.services.statements import (
 )
 from pricing.errors import Conflict, NotAllowed, ValidationFailed
 from tests.chargeback.close_world import MONTH, close_world
+from tests.threads import in_thread
 
 PERIOD = "2026-11"
 # Cost centers with accounts of their own, so that every line says whose it is.
@@ -581,20 +582,6 @@ _on_postgresql = pytest.mark.skipif(
 )
 
 
-def _in_thread(outcome: dict, name: str, call) -> threading.Thread:
-    def run() -> None:
-        try:
-            outcome[name] = call()
-        except Exception as exc:  # reported by the test
-            outcome[name] = exc
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread
-
-
 @_on_postgresql
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_different_acknowledgements_racing_only_one_number_wins(django_user_model, monkeypatch):
@@ -613,12 +600,12 @@ def test_two_different_acknowledgements_racing_only_one_number_wins(django_user_
 
     monkeypatch.setattr(journals_service, "audit_record", audit_then_hold)
     outcome: dict = {}
-    first = _in_thread(
+    first = in_thread(
         outcome, "first", lambda: journal_entry_acknowledge(entry=entry, document_number="SAP-1", actor=jworld["erp"])
     )
     assert holding.wait(30)
     started = time.monotonic()
-    second = _in_thread(
+    second = in_thread(
         outcome, "second", lambda: journal_entry_acknowledge(entry=entry, document_number="SAP-2", actor=jworld["erp"])
     )
     first.join(30)
@@ -645,7 +632,7 @@ def test_the_same_acknowledgement_racing_answers_the_same_twice(django_user_mode
             barrier.wait(10)
             return journal_entry_acknowledge(entry=entry, document_number=f"SAP-{entry.pk}", actor=jworld["erp"])
 
-        threads.append(_in_thread(outcome, f"call-{n}", acknowledge))
+        threads.append(in_thread(outcome, f"call-{n}", acknowledge))
     for thread in threads:
         thread.join(30)
     assert all(isinstance(result, JournalEntry) for result in outcome.values()), outcome
