@@ -181,9 +181,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = CELERY_TASK_TIME_LIMIT - 60
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # A worker process that renders statement PDFs grows ~12 MB per 100 (WeasyPrint's and
-# Pango's caches; bench/statement_pdf/worker.py): recycled after this many tasks, its
-# memory stays bounded. 0: never recycled.
-CELERY_WORKER_MAX_TASKS_PER_CHILD = int(os.environ.get("CELERY_WORKER_MAX_TASKS_PER_CHILD", "200")) or None
+# Pango's caches; bench/statement_pdf/worker.py): recycled after 50 tasks, each stays at
+# ~200 MB (a new process warms up in about a second: 200 PDFs took 108.8 s, 106.7 s
+# without recycling). 0: never recycled.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = int(os.environ.get("CELERY_WORKER_MAX_TASKS_PER_CHILD", "50")) or None
 # Nightly, the open months are rated keeping what their allocation needs, so that a
 # run at the close prices kept sums instead of reading the month's ledger.
 CELERY_BEAT_SCHEDULE: dict = {
