@@ -319,25 +319,20 @@ class CallsPage:
     next_cursor: str | None
 
 
+# What a statement line and the ledger lines behind it share, beside the month.
+_LINE_TAGS = ("provider", "model", "team", "feature", "environment", "modality")
+
+
 def _line_calls(line: StatementLine) -> QuerySet[UsageLine]:
     """The ledger lines behind a statement line: its month, provider, model and tags."""
     start, end = Period.parse(line.source_period).bounds
-    return UsageLine.objects.filter(
-        occurred_at__gte=start,
-        occurred_at__lt=end,
-        provider=line.provider,
-        model=line.model,
-        team=line.team,
-        feature=line.feature,
-        environment=line.environment,
-        modality=line.modality,
-    )
+    tags = {tag: getattr(line, tag) for tag in _LINE_TAGS}
+    return UsageLine.objects.filter(occurred_at__gte=start, occurred_at__lt=end, **tags)
 
 
 # A trace's lines looked up first by the trace alone, up to this many; a larger trace
 # (ids reused by a misconfigured client) is filtered in the one query instead.
 _TRACE_LINES_LOOKED_UP = 10_000
-_LINE_TAGS = ("provider", "model", "team", "feature", "environment", "modality")
 
 
 def _trace_calls(line: StatementLine, trace: str) -> QuerySet[UsageLine]:

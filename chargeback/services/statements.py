@@ -67,8 +67,6 @@ __all__ = [
     "statements_submit_period",
 ]
 
-# The fields of a line that its content hash covers, in order.
-_LINE_FIELDS = STATEMENT_LINE_CONTENT
 # The task that renders and signs an approved statement's PDF (chargeback.tasks), queued by
 # name on approval so that this module never imports the tasks that call it.
 STATEMENT_PDF_TASK = "chargeback.tasks.statement_pdf_issue_task"
@@ -77,7 +75,7 @@ _TOTAL_FIELDS = ("total", "chargeback", "showback", "unallocated", "corrections"
 
 def _line_text(line: StatementLine) -> list[str]:
     values = []
-    for field in _LINE_FIELDS:
+    for field in STATEMENT_LINE_CONTENT:
         value = getattr(line, field)
         if field == "amount":
             value = decimal_text(quantize(Decimal(value), CENT))
@@ -164,7 +162,7 @@ class _Line:
     """A statement line before it is stored: the model's fields without a model
     instance's cost (a month's build makes tens of thousands and writes them by COPY)."""
 
-    __slots__ = ("kind", "source_period", "allocation_line_id", "adjustment_id", *_LINE_FIELDS[2:])
+    __slots__ = ("kind", "source_period", "allocation_line_id", "adjustment_id", *STATEMENT_LINE_CONTENT[2:])
 
     # The one rule of what is charged to the cost center, the stored line's own.
     is_chargeback = StatementLine.is_chargeback
